@@ -1,0 +1,86 @@
+//! One-instruction wrappers for the persistence instructions.
+//!
+//! Each is tiny and honest about its preconditions: the caller proves the CPU supports
+//! the instruction (see [`crate::cpu`]) and that the address is mapped. On targets other
+//! than x86_64 the flushes are no-ops and the fence is a sequentially consistent fence,
+//! so the crate still builds there (only x86_64 is supported for persistence).
+
+/// Writes the cache line holding `p` back to memory, keeping it cached (`clwb`).
+///
+/// # Safety
+/// The CPU supports CLWB (`CPUID.(EAX=7,ECX=0):EBX[24]`) and `p` is a mapped address.
+#[inline(always)]
+pub unsafe fn clwb(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the caller guarantees CLWB support and a mapped address; clwb writes no
+    // memory visible to Rust and does not touch the stack or flags.
+    unsafe {
+        core::arch::asm!("clwb [{}]", in(reg) p, options(nostack, preserves_flags));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Writes back and invalidates the cache line holding `p`, weakly ordered (`clflushopt`).
+///
+/// # Safety
+/// The CPU supports CLFLUSHOPT (`CPUID.(EAX=7,ECX=0):EBX[23]`) and `p` is mapped.
+#[inline(always)]
+pub unsafe fn clflushopt(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the caller guarantees CLFLUSHOPT support and a mapped address.
+    unsafe {
+        core::arch::asm!("clflushopt [{}]", in(reg) p, options(nostack, preserves_flags));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Writes back and invalidates the cache line holding `p`, strongly ordered (`clflush`).
+///
+/// # Safety
+/// `p` is a mapped address (every x86_64 CPU has CLFLUSH).
+#[inline(always)]
+pub unsafe fn clflush(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: CLFLUSH is baseline on x86_64; the caller guarantees a mapped address.
+    unsafe {
+        core::arch::asm!("clflush [{}]", in(reg) p, options(nostack, preserves_flags));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Store fence: every earlier store, flush and non-temporal store completes first.
+#[inline(always)]
+pub fn sfence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: sfence has no preconditions and touches no memory.
+    unsafe {
+        core::arch::asm!("sfence", options(nostack, preserves_flags));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+}
+
+/// Non-temporal 8-byte store (`movnti`): bypasses the cache, durable after a fence.
+///
+/// MOVNTI uses general-purpose registers only, so it is usable on the soft-float kernel
+/// target too.
+///
+/// # Safety
+/// `p` is 8-byte aligned, mapped, writable, and no Rust reference covers it.
+#[inline(always)]
+pub unsafe fn movnti(p: *mut u64, v: u64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the caller guarantees an aligned, writable address not aliased by a
+    // reference; MOVNTI is baseline (SSE2) on x86_64 and needs no XMM state.
+    unsafe {
+        core::arch::asm!("movnti [{}], {}", in(reg) p, in(reg) v, options(nostack, preserves_flags));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: as above.
+    unsafe {
+        core::ptr::write_volatile(p, v);
+    }
+}

@@ -1,0 +1,129 @@
+//! The `Media` abstraction: the only way code above `arch` touches the persistence domain.
+
+use crate::{Counters, FlushKind};
+
+/// Cache-line size: the unit of flushing and of dirty tracking.
+pub const CACHE_LINE: usize = 64;
+/// Size of the largest store the hardware makes atomic (aligned).
+pub const WORD: usize = 8;
+
+/// Static facts about a media, for reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaInfo {
+    /// What backs it: "raw", "file-dax", "file-emulated", "file-msync", "sim".
+    pub kind: &'static str,
+    /// The flush instruction executed, or `None` when flushes are skipped (eADR) or
+    /// simulated.
+    pub flush: Option<FlushKind>,
+    /// Caches are inside the persistence domain: flushes are no-ops, fences stay.
+    pub eadr: bool,
+}
+
+/// A byte range in (possibly) persistent memory, plus the operations that make stores
+/// durable.
+///
+/// Offsets are relative to the start of the range. Every method checks its range and
+/// panics when it is out of bounds: callers validate untrusted offsets (pool bytes)
+/// *before* calling, so a panic here is a bug in the caller, never a reaction to pool
+/// contents.
+///
+/// Concurrency: the methods take `&self` and are safe to call from several threads. Two
+/// threads writing the same bytes at once get one of the values per aligned 8-byte word
+/// (stores are done word by word with relaxed atomics), never undefined behaviour.
+pub trait Media: Send + Sync {
+    /// Length of the range in bytes.
+    fn len(&self) -> usize;
+
+    /// Whether the range is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Copies `buf.len()` bytes starting at `off` into `buf`.
+    fn read(&self, off: usize, buf: &mut [u8]);
+
+    /// Stores `data` at `off` (ordinary stores: durable only after flush + fence).
+    fn write(&self, off: usize, data: &[u8]);
+
+    /// Stores `len` copies of `byte` at `off`.
+    fn fill(&self, off: usize, len: usize, byte: u8) {
+        let chunk = [byte; 256];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(chunk.len());
+            self.write(off + done, &chunk[..n]);
+            done += n;
+        }
+    }
+
+    /// Loads the aligned 8-byte little-endian word at `off`, atomically.
+    fn read_u64(&self, off: usize) -> u64;
+
+    /// Stores the aligned 8-byte little-endian word at `off` atomically: the store used
+    /// to publish pointers and commit marks (a crash sees the old or the new word).
+    fn write_u64(&self, off: usize, v: u64);
+
+    /// Stores `data` at `off` with non-temporal stores where aligned: durable after the
+    /// next [`Media::fence`] with no flush (unaligned head and tail bytes are stored and
+    /// flushed normally).
+    fn write_nt(&self, off: usize, data: &[u8]);
+
+    /// Starts write-back of every cache line overlapping `[off, off + len)`.
+    fn flush(&self, off: usize, len: usize);
+
+    /// Waits until every earlier flush and non-temporal store is durable.
+    fn fence(&self);
+
+    /// `flush` then `fence`.
+    fn persist(&self, off: usize, len: usize) {
+        self.flush(off, len);
+        self.fence();
+    }
+
+    /// A named crash point for the crash explorer (`crash_at("tx.commit.marked")`); a
+    /// no-op on real media.
+    fn crash_point(&self, _name: &'static str) {}
+
+    /// Counters since creation (all zero when counting is compiled out).
+    fn counters(&self) -> Counters;
+
+    /// Static facts for reports.
+    fn info(&self) -> MediaInfo;
+
+    /// Address of byte 0 when the range is ordinary addressable memory, for front ends
+    /// that must hand out real pointers (`GlobalAlloc`). `None` for simulated media.
+    fn base_ptr(&self) -> Option<core::ptr::NonNull<u8>> {
+        None
+    }
+}
+
+/// The cache-line indices `[first, last]` overlapping `[off, off + len)`; empty when
+/// `len == 0`.
+pub fn line_range(off: usize, len: usize) -> core::ops::Range<usize> {
+    if len == 0 {
+        return 0..0;
+    }
+    off / CACHE_LINE..(off + len - 1) / CACHE_LINE + 1
+}
+
+#[inline(always)]
+pub(crate) fn check_range(media_len: usize, off: usize, len: usize) {
+    assert!(
+        off <= media_len && len <= media_len - off,
+        "media access out of range: {off:#x}+{len:#x} > {media_len:#x}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_range_covers_partial_lines() {
+        assert_eq!(line_range(0, 0), 0..0);
+        assert_eq!(line_range(0, 1), 0..1);
+        assert_eq!(line_range(63, 2), 0..2);
+        assert_eq!(line_range(64, 64), 1..2);
+        assert_eq!(line_range(65, 128), 1..4);
+    }
+}

@@ -1,0 +1,163 @@
+//! `cargo xtask <task>`: the project's tasks, each printing the commands it runs.
+//!
+//! * `test`: format check, clippy with warnings denied, the kernel build and QEMU suites
+//!   (once the kernel exists), then every host test; the output ends with the test
+//!   runner's summary.
+//! * `setup`: installs what the tests need (the kernel target), idempotently.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Runs `cmd`, echoing it first; returns whether it succeeded.
+fn run(cmd: &mut Command) -> bool {
+    let shown: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect();
+    println!("\n==> {}", shown.join(" "));
+    let start = Instant::now();
+    let ok = cmd.current_dir(root()).status().is_ok_and(|s| s.success());
+    println!(
+        "<== {} in {:.1}s",
+        if ok { "ok" } else { "FAILED" },
+        start.elapsed().as_secs_f64()
+    );
+    ok
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn have_nextest() -> bool {
+    cargo()
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn have(cmd: &str, arg: &str) -> bool {
+    Command::new(cmd).arg(arg).output().is_ok_and(|o| o.status.success())
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// Installs what the tests need, idempotently: the kernel target always (a no-op when
+/// present), Debian packages only when missing and only as root.
+fn setup() -> bool {
+    let mut missing = Vec::new();
+    if !have("qemu-system-x86_64", "--version") {
+        missing.push("qemu-system-x86");
+    }
+    if !Command::new("dpkg").args(["-s", "libpmemobj-dev"]).output().is_ok_and(|o| o.status.success()) {
+        missing.push("libpmemobj-dev");
+    }
+    if !missing.is_empty() {
+        if is_root() {
+            let ok = run(Command::new("apt-get").args(["update", "-qq"]))
+                && run(Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing));
+            if !ok {
+                return false;
+            }
+        } else {
+            eprintln!("missing Debian packages: {} (run as root, or apt-get install them)", missing.join(" "));
+            return false;
+        }
+    }
+    // RUSTUP_AUTO_INSTALL=0 on this machine kind: targets in rust-toolchain.toml are not
+    // installed on demand, so add the kernel target explicitly.
+    run(Command::new("rustup").args(["target", "add", "x86_64-unknown-none"]))
+}
+
+type Step = (&'static str, Box<dyn Fn() -> bool>);
+
+fn test() -> bool {
+    let steps: Vec<Step> = vec![
+        ("setup", Box::new(setup)),
+        (
+            "format",
+            Box::new(|| run(cargo().args(["fmt", "--all", "--", "--check"]))),
+        ),
+        (
+            "clippy",
+            Box::new(|| {
+                run(cargo().args([
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--all-features",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]))
+            }),
+        ),
+        (
+            "no_std build",
+            Box::new(|| {
+                run(cargo().args(["build", "-p", "arch", "--target", "x86_64-unknown-none"]))
+            }),
+        ),
+        (
+            "doc tests",
+            Box::new(|| {
+                run(cargo().args(["test", "--workspace", "--all-features", "--doc", "-q"]))
+            }),
+        ),
+        (
+            "host tests",
+            Box::new(|| {
+                if have_nextest() {
+                    run(cargo().args([
+                        "nextest",
+                        "run",
+                        "--workspace",
+                        "--all-features",
+                        "--no-fail-fast",
+                    ]))
+                } else {
+                    run(cargo().args(["test", "--workspace", "--all-features", "--no-fail-fast"]))
+                }
+            }),
+        ),
+    ];
+    let mut failed = Vec::new();
+    for (name, step) in &steps {
+        if !step() {
+            failed.push(*name);
+        }
+    }
+    if failed.is_empty() {
+        true
+    } else {
+        eprintln!("\nxtask test: failed steps: {}", failed.join(", "));
+        false
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let ok = match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("setup") => setup(),
+        _ => {
+            eprintln!("usage: cargo xtask <test|setup>");
+            false
+        }
+    };
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
