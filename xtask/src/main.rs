@@ -140,17 +140,16 @@ fn test() -> bool {
         (
             "host tests",
             Box::new(|| {
+                let mut cmd = cargo();
                 if have_nextest() {
-                    run(cargo().args([
-                        "nextest",
-                        "run",
-                        "--workspace",
-                        "--all-features",
-                        "--no-fail-fast",
-                    ]))
+                    cmd.args(["nextest", "run"]);
                 } else {
-                    run(cargo().args(["test", "--workspace", "--all-features", "--no-fail-fast"]))
+                    cmd.arg("test");
                 }
+                run_quiet_end(
+                    cmd.args(["--workspace", "--all-features", "--no-fail-fast"]),
+                    true,
+                )
             }),
         ),
     ];
