@@ -84,3 +84,49 @@ pub unsafe fn movnti(p: *mut u64, v: u64) {
         core::ptr::write_volatile(p, v);
     }
 }
+
+/// One step of CRC-32C (Castagnoli) over 8 bytes (`crc32 r64, r64`).
+///
+/// Uses general-purpose registers only, so it works on the soft-float kernel target.
+///
+/// # Safety
+/// The CPU supports SSE4.2 (`CPUID.1:ECX[20]`, see [`crate::cpu::features`]).
+#[inline(always)]
+pub unsafe fn crc32c_u64(crc: u32, v: u64) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut c = u64::from(crc);
+        // SAFETY: the caller guarantees SSE4.2; the instruction touches only registers.
+        unsafe {
+            core::arch::asm!("crc32 {c}, {v}", c = inout(reg) c, v = in(reg) v, options(pure, nomem, nostack, preserves_flags));
+        }
+        c as u32
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = v;
+        unreachable!("crc32c_u64 needs x86_64 with SSE4.2 ({crc})")
+    }
+}
+
+/// One step of CRC-32C over one byte (`crc32 r32, r8`).
+///
+/// # Safety
+/// The CPU supports SSE4.2.
+#[inline(always)]
+pub unsafe fn crc32c_u8(crc: u32, v: u8) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut c = crc;
+        // SAFETY: the caller guarantees SSE4.2; the instruction touches only registers.
+        unsafe {
+            core::arch::asm!("crc32 {c:e}, {v}", c = inout(reg) c, v = in(reg_byte) v, options(pure, nomem, nostack, preserves_flags));
+        }
+        c
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = v;
+        unreachable!("crc32c_u8 needs x86_64 with SSE4.2 ({crc})")
+    }
+}

@@ -1,0 +1,52 @@
+//! `pmalloc`: the pool format and the crash-consistent persistent heap.
+//!
+//! A pool is a [`arch::Media`] formatted by [`Heap::create`]: two header copies, op
+//! record lanes, a runtime area for `pmrt`, a chunk table, and the heap. Small objects
+//! live in runs of a size class (16 B to 128 KiB), large ones in extents of whole
+//! 256 KiB chunks. Every object has a 16-byte header (size, type number, generation,
+//! flags, CRC-32C) that is the persistent truth about its allocation; everything else
+//! the allocator keeps (free bitmaps, free span index, per-lane current runs) is
+//! volatile and rebuilt on open, lazily for runs.
+//!
+//! [`Heap::alloc_into`] and [`Heap::free_from`] publish to (or clear) a destination
+//! word atomically with the heap change, with one fence per operation (PMDK needs about
+//! four): see the `record` module for the protocol and `docs/pool-format.md` for every
+//! byte.
+//!
+//! Front ends: [`PPtr<T>`] typed offsets with checked access; [`VolatileHeap`], a
+//! `GlobalAlloc` over a memory region for bare-metal programs; and `Heap` as an
+//! `allocator_api2::alloc::Allocator` for transient use of pool memory.
+#![cfg_attr(not(test), no_std)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+#![deny(missing_debug_implementations)]
+
+extern crate alloc;
+
+mod api2;
+pub mod checksum;
+pub mod chunk;
+pub mod class;
+pub mod error;
+pub mod header;
+mod heap;
+pub mod layout;
+mod op;
+pub mod pool_header;
+mod pptr;
+pub mod record;
+mod recover;
+mod run;
+mod space;
+mod volatile;
+mod walk;
+
+pub use error::{AllocError, CreateError, DestFault, FreeError, OpenError, PtrError};
+pub use heap::{CreateOptions, Damage, Heap, ObjInfo, OpenOptions, OpenReport, Repaired};
+pub use op::{Init, CHECKPOINT_OPS};
+pub use pptr::{bytes_of, from_bytes, PPtr, Persistent};
+pub use volatile::VolatileHeap;
+pub use walk::{CheckError, HeapStats, Objects};
+
+#[cfg(test)]
+mod tests;

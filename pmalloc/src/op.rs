@@ -1,0 +1,529 @@
+//! Atomic allocation and free: lanes, reservation, the one-fence commit, checkpoints.
+//!
+//! The commit of an op, on its lane:
+//! 1. write the op record into the lane's next slot and flush it;
+//! 2. flush the lane's previous op's home lines (header, destination, chunk entries);
+//! 3. one fence: the record and the previous op's homes are durable;
+//! 4. store this op's homes (cache only; the lane's next op or a checkpoint flushes
+//!    them, and until then the record stands for them).
+//!
+//! Every `CHECKPOINT_OPS` ops a checkpoint flushes all lanes' pending homes, fences,
+//! invalidates all records and fences again (two fences per 8192 ops).
+
+use core::sync::atomic::Ordering::Relaxed;
+
+use arch::Media;
+
+use crate::chunk::{ChunkOp, SpanKind};
+use crate::class::{placement, Placement, GEOMETRY, NCLASSES};
+use crate::error::{AllocError, DestFault, FreeError};
+use crate::header::{next_gen, ObjHeader, F_ALLOCATED, F_EXTENT, HEADER_BYTES, MAX_SIZE, MAX_TYPE};
+use crate::heap::{Heap, Home, Loc};
+use crate::layout::{CHUNK, DESC_BYTES};
+use crate::pptr::PPtr;
+use crate::record::{OpKind, Record, RECORD_BYTES, R_CONTAINER};
+use crate::run::RunState;
+
+/// Ops between checkpoints.
+pub const CHECKPOINT_OPS: u64 = 8192;
+
+/// How a new object's bytes start out.
+#[derive(Debug, Clone, Copy)]
+pub enum Init<'a> {
+    /// Unspecified (whatever the slot held).
+    Uninit,
+    /// All zero.
+    Zeroed,
+    /// These bytes at the start, zero after them.
+    Bytes(&'a [u8]),
+}
+
+/// One lane: two record slots and the allocation state of one thread at a time.
+#[derive(Debug)]
+pub(crate) struct Lane {
+    pub idx: u32,
+    next_slot: usize,
+    /// Home ranges of the last op, flushed by the next op (or a checkpoint).
+    pending: heapless::Vec<(usize, usize), 4>,
+    /// Records currently valid in the two slots.
+    pub live: [Option<Record>; 2],
+    /// Current run per class (head chunk + 1; 0 = none).
+    current: [u32; NCLASSES],
+}
+
+/// A lane on its own cache lines.
+#[repr(align(128))]
+#[derive(Debug)]
+pub(crate) struct PaddedLane(pub spin::Mutex<Lane>);
+
+impl PaddedLane {
+    pub fn new(idx: u32) -> Self {
+        PaddedLane(spin::Mutex::new(Lane {
+            idx,
+            next_slot: 0,
+            pending: heapless::Vec::new(),
+            live: [None, None],
+            current: [0; NCLASSES],
+        }))
+    }
+}
+
+/// A slot or extent set aside for an op.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reservation {
+    pub loc: Loc,
+    pub chunk_op: Option<ChunkOp>,
+}
+
+fn stack_bucket() -> usize {
+    let marker = 0u8;
+    let a = core::ptr::addr_of!(marker) as usize >> 21;
+    a.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40
+}
+
+impl<M: Media> Heap<M> {
+    pub(crate) fn lane(&self) -> spin::MutexGuard<'_, Lane> {
+        let n = self.lanes.len();
+        let start = stack_bucket() % n;
+        for k in 0..n {
+            if let Some(g) = self.lanes[(start + k) % n].0.try_lock() {
+                return g;
+            }
+        }
+        self.lanes[start].0.lock()
+    }
+
+    fn run_state(&self, head: u32, class: u8) -> &RunState {
+        self.runs.get_or_load(head, || self.load_run(head, class))
+    }
+
+    /// Builds a run's volatile state from its header array.
+    pub(crate) fn load_run(&self, head: u32, class: u8) -> RunState {
+        let g = &GEOMETRY[class as usize];
+        let run_off = self.layout.chunk_off(head as usize);
+        let mut hdrs = alloc::vec![0u8; g.nslots * HEADER_BYTES];
+        self.media.read(run_off, &mut hdrs);
+        RunState::new(head, class, |i| {
+            let b: &[u8; HEADER_BYTES] = hdrs[i * HEADER_BYTES..(i + 1) * HEADER_BYTES]
+                .try_into()
+                .unwrap_or(&[0; 16]);
+            let obj = (run_off + g.data_off + i * g.slot) as u64;
+            match ObjHeader::decode_bytes(b, obj, self.salt) {
+                crate::header::HeaderState::Zero => true,
+                crate::header::HeaderState::Valid(h) => !h.allocated(),
+                crate::header::HeaderState::Invalid => {
+                    // Neither free nor trusted: set aside and report.
+                    self.note_damage("object header", (run_off + i * HEADER_BYTES) as u64);
+                    false
+                }
+            }
+        })
+    }
+
+    /// Queues a run with free slots that no lane owns, once.
+    fn requeue(&self, run: &RunState) {
+        if run.free_count() > 0 && !run.owned() && run.mark_queued() {
+            self.queues[run.class as usize].lock().push(run.head);
+        }
+    }
+
+    fn reserve_slot(&self, lane: &mut Lane, class: usize) -> Result<Reservation, AllocError> {
+        let g = &GEOMETRY[class];
+        loop {
+            if lane.current[class] != 0 {
+                let head = lane.current[class] - 1;
+                let run = self.run_state(head, class as u8);
+                if let Some(idx) = run.take() {
+                    return Ok(Reservation {
+                        loc: self.slot_loc(head, class as u8, idx),
+                        chunk_op: None,
+                    });
+                }
+                lane.current[class] = 0;
+                run.disown();
+                self.requeue(run);
+                continue;
+            }
+            let next = self.queues[class].lock().pop();
+            if let Some(head) = next {
+                let run = self.run_state(head, class as u8);
+                run.unmark_queued();
+                if run.free_count() > 0 && run.try_own(lane.idx) {
+                    lane.current[class] = head + 1;
+                } else {
+                    self.requeue(run);
+                }
+                continue;
+            }
+            // No run with room: make one from free chunks.
+            let chunks = g.chunks as u32;
+            let head = self
+                .space
+                .lock()
+                .take(chunks)
+                .ok_or(AllocError::OutOfSpace { size: g.slot })?;
+            // The chunk's old bytes could hold headers from an earlier use: zero the header
+            // array now (non-temporal, durable at the op's fence).
+            let run_off = self.layout.chunk_off(head as usize);
+            let zeros = [0u8; 4096];
+            let mut done = 0;
+            while done < g.data_off {
+                let n = (g.data_off - done).min(zeros.len());
+                self.media.write_nt(run_off + done, &zeros[..n]);
+                done += n;
+            }
+            let run = self
+                .runs
+                .get_or_load(head, || RunState::new(head, class as u8, |_| true));
+            let owned = run.try_own(lane.idx);
+            debug_assert!(owned, "fresh run already owned");
+            lane.current[class] = head + 1;
+            let idx = run.take().ok_or(AllocError::OutOfSpace { size: g.slot })?;
+            let op = ChunkOp {
+                start: head,
+                count: chunks,
+                to: SpanKind::Run(class as u8),
+            };
+            return Ok(Reservation {
+                loc: self.slot_loc(head, class as u8, idx),
+                chunk_op: Some(op),
+            });
+        }
+    }
+
+    pub(crate) fn slot_loc(&self, head: u32, class: u8, idx: usize) -> Loc {
+        let g = &GEOMETRY[class as usize];
+        let run_off = self.layout.chunk_off(head as usize);
+        Loc {
+            obj: (run_off + g.data_off + idx * g.slot) as u64,
+            hdr_off: run_off + idx * HEADER_BYTES,
+            home: Home::Slot { head, class, idx },
+            capacity: g.slot as u64,
+        }
+    }
+
+    fn reserve_extent(&self, chunks: usize, size: usize) -> Result<Reservation, AllocError> {
+        let n = u32::try_from(chunks).map_err(|_| AllocError::TooLarge { size })?;
+        let head = self
+            .space
+            .lock()
+            .take(n)
+            .ok_or(AllocError::OutOfSpace { size })?;
+        let loc = Loc {
+            obj: self.layout.chunk_off(head as usize) as u64,
+            hdr_off: self.layout.desc_off(head as usize) + 16,
+            home: Home::Extent { head, len: n },
+            capacity: u64::from(n) * CHUNK as u64,
+        };
+        Ok(Reservation {
+            loc,
+            chunk_op: Some(ChunkOp {
+                start: head,
+                count: n,
+                to: SpanKind::Extent,
+            }),
+        })
+    }
+
+    /// Returns a reservation's space (the op did not happen).
+    pub(crate) fn unreserve(&self, r: &Reservation) {
+        match r.loc.home {
+            Home::Slot { head, class, idx } => {
+                let run = self.run_state(head, class);
+                run.put(idx);
+                self.requeue(run);
+            }
+            Home::Extent { head, len } => self.space.lock().give(head, len),
+        }
+    }
+
+    /// Allocates an object of `size` bytes aligned to `align`, with type number
+    /// `type_num`, initialises it, and publishes its offset into the 8-byte word at
+    /// `dest` (the root slot [`Heap::ROOT`], or a field inside an allocated object that
+    /// holds null). After a crash at any point, either the object is allocated and
+    /// `dest` points to it, or neither. One fence.
+    pub fn alloc_into(
+        &self,
+        dest: u64,
+        size: usize,
+        align: usize,
+        type_num: u32,
+        init: Init<'_>,
+    ) -> Result<PPtr<()>, AllocError> {
+        if size == 0 {
+            return Err(AllocError::ZeroSize);
+        }
+        if size as u64 > MAX_SIZE || size > self.layout.nchunks * CHUNK {
+            return Err(AllocError::TooLarge { size });
+        }
+        if type_num > MAX_TYPE {
+            return Err(AllocError::BadType { type_num });
+        }
+        let place = placement(size, align).ok_or(AllocError::BadAlign { align })?;
+        let container = self
+            .check_dest(dest)
+            .map_err(|why| AllocError::BadDest { offset: dest, why })?;
+        let mut lane = self.lane();
+        // Checked under the lane lock? No: `dest` is the caller's word; a racing writer
+        // of the same word is the caller's bug, as with any shared memory.
+        let value = self.media.read_u64(dest as usize);
+        if value != 0 {
+            return Err(AllocError::DestNotNull {
+                offset: dest,
+                value,
+            });
+        }
+        let res = match place {
+            Placement::Run(c) => self.reserve_slot(&mut lane, c)?,
+            Placement::Extent(n) => self.reserve_extent(n, size)?,
+        };
+        let loc = res.loc;
+        let gen_before = self.read_header(&loc).gen();
+        let extent = matches!(loc.home, Home::Extent { .. });
+        let header = ObjHeader {
+            size: size as u64,
+            type_num,
+            gen: next_gen(gen_before),
+            flags: F_ALLOCATED | if extent { F_EXTENT } else { 0 },
+        };
+        self.init_object(loc.obj as usize, size, init);
+        let (flags, container_gen) = match container {
+            Some((_, h)) => (R_CONTAINER, h.gen),
+            None => (0, 0),
+        };
+        let rec = Record {
+            seq: self.seq.fetch_add(1, Relaxed),
+            kind: OpKind::Alloc,
+            flags,
+            gen_before,
+            container_gen,
+            obj: loc.obj,
+            dest,
+            header: header.encode(loc.obj, self.salt),
+            chunk_op: res.chunk_op.map_or(0, ChunkOp::encode),
+        };
+        self.commit(&mut lane, rec, loc.hdr_off);
+        drop(lane);
+        self.stat_allocs.fetch_add(1, Relaxed);
+        self.after_op();
+        Ok(PPtr::from_raw(loc.obj))
+    }
+
+    fn init_object(&self, at: usize, size: usize, init: Init<'_>) {
+        let (bytes, zero_from) = match init {
+            Init::Uninit => return,
+            Init::Zeroed => (&[][..], 0),
+            Init::Bytes(b) => (&b[..b.len().min(size)], b.len().min(size)),
+        };
+        if !bytes.is_empty() {
+            self.media.write(at, bytes);
+            self.media.flush(at, bytes.len());
+        }
+        if zero_from < size {
+            let n = size - zero_from;
+            if n >= 1024 {
+                let zeros = [0u8; 4096];
+                let mut done = 0;
+                while done < n {
+                    let k = (n - done).min(zeros.len());
+                    self.media.write_nt(at + zero_from + done, &zeros[..k]);
+                    done += k;
+                }
+            } else {
+                self.media.fill(at + zero_from, n, 0);
+                self.media.flush(at + zero_from, n);
+            }
+        }
+    }
+
+    /// Frees the object whose offset the word at `dest` holds and clears `dest`, both
+    /// or neither after any crash. One fence.
+    pub fn free_from(&self, dest: u64) -> Result<(), FreeError> {
+        let container = self
+            .check_dest(dest)
+            .map_err(|why| FreeError::BadDest { offset: dest, why })?;
+        let mut lane = self.lane();
+        let target = self.media.read_u64(dest as usize);
+        if target == 0 {
+            return Err(FreeError::DestNull { offset: dest });
+        }
+        let (loc, h) = self.object_at(target).map_err(FreeError::NotAnObject)?;
+        if dest >= loc.obj && dest < loc.obj + loc.capacity {
+            return Err(FreeError::BadDest {
+                offset: dest,
+                why: DestFault::InsideTarget,
+            });
+        }
+        let after = ObjHeader {
+            gen: next_gen(h.gen),
+            flags: h.flags & !F_ALLOCATED,
+            ..h
+        };
+        let chunk_op = match loc.home {
+            Home::Extent { head, len } => Some(ChunkOp {
+                start: head,
+                count: len,
+                to: SpanKind::Free,
+            }),
+            Home::Slot { .. } => None,
+        };
+        let (flags, container_gen) = match container {
+            Some((_, c)) => (R_CONTAINER, c.gen),
+            None => (0, 0),
+        };
+        let rec = Record {
+            seq: self.seq.fetch_add(1, Relaxed),
+            kind: OpKind::Free,
+            flags,
+            gen_before: h.gen,
+            container_gen,
+            obj: loc.obj,
+            dest,
+            header: after.encode(loc.obj, self.salt),
+            chunk_op: chunk_op.map_or(0, ChunkOp::encode),
+        };
+        self.commit(&mut lane, rec, loc.hdr_off);
+        drop(lane);
+        // Only now may the space be reused.
+        self.unreserve(&Reservation { loc, chunk_op });
+        self.stat_frees.fetch_add(1, Relaxed);
+        self.after_op();
+        Ok(())
+    }
+
+    /// Steps 1-4 of the protocol (module docs).
+    fn commit(&self, lane: &mut Lane, rec: Record, hdr_off: usize) {
+        let slot = lane.next_slot;
+        let off = self.layout.record_off(lane.idx, slot);
+        self.media.write(off, &rec.encode(lane.idx, self.salt));
+        self.media.flush(off, RECORD_BYTES);
+        for (o, l) in &lane.pending {
+            self.media.flush(*o, *l);
+        }
+        lane.pending.clear();
+        self.media.fence();
+        self.media.crash_point("pmalloc.op.committed");
+        for r in self.apply(&rec, hdr_off) {
+            // At most three ranges: chunk entries, header, destination.
+            let _ = lane.pending.push(r);
+        }
+        lane.live[slot] = Some(rec);
+        lane.next_slot ^= 1;
+    }
+
+    /// Stores an op's homes; returns the ranges written. Used by commit and by replay.
+    pub(crate) fn apply(&self, rec: &Record, hdr_off: usize) -> heapless::Vec<(usize, usize), 4> {
+        let mut out = heapless::Vec::new();
+        if let Ok(Some(op)) = ChunkOp::decode(rec.chunk_op, self.layout.nchunks) {
+            for i in 0..op.count {
+                let c = (op.start + i) as usize;
+                self.media.write_u64(
+                    self.layout.desc_off(c),
+                    op.entry(i).encode(c as u32, self.salt),
+                );
+            }
+            let _ = out.push((
+                self.layout.desc_off(op.start as usize),
+                op.count as usize * DESC_BYTES,
+            ));
+        }
+        self.media.write(hdr_off, &rec.header_bytes());
+        let _ = out.push((hdr_off, HEADER_BYTES));
+        if rec.dest != 0 {
+            let v = match rec.kind {
+                OpKind::Alloc => rec.obj,
+                OpKind::Free => 0,
+            };
+            self.media.write_u64(rec.dest as usize, v);
+            let _ = out.push((rec.dest as usize, 8));
+        }
+        out
+    }
+
+    fn after_op(&self) {
+        if self.ops_since_checkpoint.fetch_add(1, Relaxed) + 1 >= CHECKPOINT_OPS {
+            self.checkpoint();
+        }
+    }
+
+    /// Flushes every lane's pending homes and invalidates every op record. Takes every
+    /// lane (waiting for ops in flight); two fences when any record is live.
+    pub fn checkpoint(&self) {
+        self.ops_since_checkpoint.store(0, Relaxed);
+        let mut lanes: alloc::vec::Vec<_> = self.lanes.iter().map(|l| l.0.lock()).collect();
+        let mut live = false;
+        for lane in &mut lanes {
+            for (o, l) in &lane.pending {
+                self.media.flush(*o, *l);
+            }
+            lane.pending.clear();
+            live |= lane.live.iter().any(Option::is_some);
+        }
+        if !live {
+            return;
+        }
+        self.media.fence();
+        for lane in &mut lanes {
+            for slot in 0..2 {
+                if lane.live[slot].take().is_some() {
+                    let off = self.layout.record_off(lane.idx, slot);
+                    self.media.fill(off, RECORD_BYTES, 0);
+                    self.media.flush(off, RECORD_BYTES);
+                }
+            }
+        }
+        self.media.fence();
+        self.stat_checkpoints.fetch_add(1, Relaxed);
+    }
+
+    /// Checkpoints if a live op record's destination lies in `[off, off + len)`: an
+    /// in-place writer of those bytes must call this first, or a crash could replay
+    /// the record over its newer bytes.
+    pub fn retire_records_in(&self, off: u64, len: u64) {
+        let hit = self.lanes.iter().any(|l| {
+            let lane = l.0.lock();
+            lane.live
+                .iter()
+                .flatten()
+                .any(|r| r.dest >= off && r.dest < off + len)
+        });
+        if hit {
+            self.checkpoint();
+        }
+    }
+}
+
+impl<M: Media> Heap<M> {
+    /// A slot for transient use (no header, no record). A run created for it gets its
+    /// chunk entries made durable now, after its zeroed header array.
+    pub(crate) fn reserve_slot_transient(
+        &self,
+        lane: &mut Lane,
+        class: usize,
+    ) -> Result<Loc, AllocError> {
+        let r = self.reserve_slot(lane, class)?;
+        if let Some(op) = r.chunk_op {
+            self.media.fence();
+            for i in 0..op.count {
+                let c = (op.start + i) as usize;
+                self.media.write_u64(
+                    self.layout.desc_off(c),
+                    op.entry(i).encode(c as u32, self.salt),
+                );
+            }
+            self.media.persist(
+                self.layout.desc_off(op.start as usize),
+                op.count as usize * DESC_BYTES,
+            );
+        }
+        Ok(r.loc)
+    }
+
+    /// Returns a transient slot.
+    pub(crate) fn release_transient(&self, loc: &Loc) {
+        self.unreserve(&Reservation {
+            loc: *loc,
+            chunk_op: None,
+        });
+    }
+}

@@ -1,0 +1,364 @@
+//! Unit tests of the heap on simulated media. Crash exploration, property tests and
+//! bad-input sweeps live in `tests-host`.
+
+use arch::sim::SimMedia;
+use arch::Media;
+
+use crate::layout::{CHUNK, MIN_POOL, ROOT_SLOT};
+use crate::*;
+
+const T_NODE: u32 = 7;
+
+fn fresh(len: usize) -> Heap<SimMedia> {
+    Heap::create(SimMedia::new(len), &CreateOptions::new("test", [9; 16])).unwrap()
+}
+
+fn reopen(h: Heap<SimMedia>) -> (Heap<SimMedia>, OpenReport) {
+    let m = h.close();
+    let img = m.durable_image();
+    Heap::open(SimMedia::from_image(img), &OpenOptions::default()).unwrap()
+}
+
+/// A root object with 16 pointer fields.
+fn with_root(h: &Heap<SimMedia>) -> PPtr<()> {
+    h.alloc_into(Heap::<SimMedia>::ROOT, 16 * 8, 8, 1, Init::Zeroed)
+        .unwrap()
+}
+
+#[test]
+fn alloc_into_publishes_and_free_from_clears() {
+    let h = fresh(MIN_POOL);
+    let root = with_root(&h);
+    assert_eq!(h.root(), Some(root));
+    let field = root.field(8);
+    let obj = h
+        .alloc_into(field, 100, 8, T_NODE, Init::Bytes(b"hello"))
+        .unwrap();
+    assert_eq!(h.media().read_u64(field as usize), obj.raw());
+    let info = h.info(obj.raw()).unwrap();
+    assert_eq!(
+        (info.size, info.type_num, info.extent),
+        (100, T_NODE, false)
+    );
+    let mut b = [0u8; 7];
+    h.read_bytes(obj, 0, &mut b).unwrap();
+    assert_eq!(&b, b"hello\0\0");
+    h.free_from(field).unwrap();
+    assert_eq!(h.media().read_u64(field as usize), 0);
+    assert_eq!(
+        h.info(obj.raw()),
+        Err(PtrError::NotAllocated { offset: obj.raw() })
+    );
+    h.check().unwrap();
+}
+
+#[test]
+fn objects_survive_close_and_open() {
+    let h = fresh(MIN_POOL);
+    let root = with_root(&h);
+    let mut ptrs = Vec::new();
+    for i in 0..16u64 {
+        let size = [16, 64, 1000, 5000, 200_000, 600_000][i as usize % 6];
+        ptrs.push((
+            h.alloc_into(
+                root.field(i as usize * 8),
+                size,
+                8,
+                T_NODE,
+                Init::Bytes(&i.to_le_bytes()),
+            )
+            .unwrap(),
+            size,
+        ));
+    }
+    let (h, report) = reopen(h);
+    assert_eq!(report.replayed, 0, "clean close leaves no record");
+    assert!(report.damage.is_empty());
+    assert_eq!(h.root(), Some(root));
+    for (i, (p, size)) in ptrs.iter().enumerate() {
+        let info = h.info(p.raw()).unwrap();
+        assert_eq!(info.size, *size as u64);
+        assert_eq!(info.extent, *size > 131_072);
+        let mut b = [0u8; 8];
+        h.read_bytes(*p, 0, &mut b).unwrap();
+        assert_eq!(u64::from_le_bytes(b), i as u64);
+    }
+    assert_eq!(h.objects_of_type(T_NODE).count(), 16);
+    assert_eq!(h.objects().count(), 17);
+    h.check().unwrap();
+}
+
+#[test]
+fn completed_ops_survive_a_crash_without_close() {
+    let h = fresh(MIN_POOL);
+    let root = with_root(&h);
+    let a = h
+        .alloc_into(root.field(0), 64, 8, T_NODE, Init::Zeroed)
+        .unwrap();
+    let b = h
+        .alloc_into(root.field(8), 64, 8, T_NODE, Init::Zeroed)
+        .unwrap();
+    h.free_from(root.field(0)).unwrap();
+    // Crash: only what was fenced survives.
+    let img = h.media().durable_image();
+    drop(h);
+    let (h, report) = Heap::open(SimMedia::from_image(img), &OpenOptions::default()).unwrap();
+    assert!(report.replayed >= 1, "{report:?}");
+    assert_eq!(h.media().read_u64(root.field(0) as usize), 0);
+    assert_eq!(h.media().read_u64(root.field(8) as usize), b.raw());
+    assert!(h.info(a.raw()).is_err());
+    assert!(h.info(b.raw()).is_ok());
+    h.check().unwrap();
+}
+
+#[test]
+fn one_fence_per_alloc_and_per_free() {
+    let h = fresh(MIN_POOL);
+    let root = with_root(&h);
+    let before = h.media().counters();
+    let n = 200u64;
+    for i in 0..n {
+        h.alloc_into(
+            root.field(0),
+            64 + (i as usize % 7) * 100,
+            8,
+            T_NODE,
+            Init::Uninit,
+        )
+        .unwrap();
+        h.free_from(root.field(0)).unwrap();
+    }
+    let d = h.media().counters().since(&before);
+    assert_eq!(d.fences, 2 * n, "{d:?}");
+    // Record line + the previous op's header and destination lines.
+    assert!(d.lines_flushed <= 3 * 2 * n + 8, "{d:?}");
+}
+
+#[test]
+fn bad_destinations_are_typed_errors() {
+    let h = fresh(MIN_POOL);
+    let root = with_root(&h);
+    let e = |r: Result<PPtr<()>, AllocError>| r.unwrap_err();
+    assert!(matches!(
+        e(h.alloc_into(root.field(3), 8, 8, 0, Init::Uninit)),
+        AllocError::BadDest {
+            why: DestFault::Misaligned,
+            ..
+        }
+    ));
+    assert!(matches!(
+        e(h.alloc_into(4096, 8, 8, 0, Init::Uninit)),
+        AllocError::BadDest {
+            why: DestFault::OutOfRange,
+            ..
+        }
+    ));
+    assert!(matches!(
+        e(h.alloc_into(root.field(16 * 8), 8, 8, 0, Init::Uninit)),
+        AllocError::BadDest {
+            why: DestFault::NotInObject,
+            ..
+        }
+    ));
+    assert!(matches!(
+        e(h.alloc_into(Heap::<SimMedia>::ROOT, 8, 8, 0, Init::Uninit)),
+        AllocError::DestNotNull { .. }
+    ));
+    assert_eq!(
+        e(h.alloc_into(root.field(0), 0, 8, 0, Init::Uninit)),
+        AllocError::ZeroSize
+    );
+    assert_eq!(
+        e(h.alloc_into(root.field(0), 8, 3, 0, Init::Uninit)),
+        AllocError::BadAlign { align: 3 }
+    );
+    assert_eq!(
+        e(h.alloc_into(root.field(0), 8, 8, 1 << 24, Init::Uninit)),
+        AllocError::BadType { type_num: 1 << 24 }
+    );
+    assert!(matches!(
+        e(h.alloc_into(root.field(0), 1 << 40, 8, 0, Init::Uninit)),
+        AllocError::TooLarge { .. }
+    ));
+    assert_eq!(
+        h.free_from(root.field(0)),
+        Err(FreeError::DestNull {
+            offset: root.field(0)
+        })
+    );
+    // A destination holding garbage is not freed.
+    h.write_persist(root, 0, &12345u64.to_le_bytes()).unwrap();
+    assert!(matches!(
+        h.free_from(root.field(0)),
+        Err(FreeError::NotAnObject(_))
+    ));
+    // An object cannot be freed through a pointer stored inside itself.
+    let a = h.alloc_into(root.field(8), 64, 8, 0, Init::Zeroed).unwrap();
+    h.write_persist(a, 0, &a.raw().to_le_bytes()).unwrap();
+    assert!(matches!(
+        h.free_from(a.field(0)),
+        Err(FreeError::BadDest {
+            why: DestFault::InsideTarget,
+            ..
+        })
+    ));
+    h.check().unwrap();
+}
+
+#[test]
+fn alignment_up_to_4k_is_honoured() {
+    let h = fresh(MIN_POOL);
+    let root = with_root(&h);
+    for (i, align) in [8usize, 64, 256, 1024, 4096].into_iter().enumerate() {
+        let p = h
+            .alloc_into(root.field(i * 8), 100, align, 0, Init::Uninit)
+            .unwrap();
+        assert_eq!(p.raw() % align as u64, 0, "align {align}");
+    }
+}
+
+#[test]
+fn exhaustion_is_out_of_space_and_freeing_makes_room() {
+    let h = fresh(MIN_POOL);
+    let root = with_root(&h);
+    let mut n = 0;
+    let err = loop {
+        match h.alloc_into(root.field((n % 16) * 8), 2 * CHUNK, 8, 0, Init::Uninit) {
+            Ok(_) => {
+                n += 1;
+                assert!(n < 16, "8 MiB pool holds fewer than 16 half-MiB extents");
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, AllocError::OutOfSpace { .. }), "{err:?}");
+    h.free_from(root.field(0)).unwrap();
+    h.alloc_into(root.field(0), 2 * CHUNK, 8, 0, Init::Uninit)
+        .unwrap();
+    h.check().unwrap();
+}
+
+#[test]
+fn damaged_primary_header_is_repaired_from_the_backup() {
+    let h = fresh(MIN_POOL);
+    with_root(&h);
+    let m = h.close();
+    let mut img = m.durable_image();
+    img[40] ^= 0xFF;
+    let (h, report) = Heap::open(SimMedia::from_image(img), &OpenOptions::default()).unwrap();
+    assert!(
+        matches!(report.repaired, Some(Repaired::Primary(_))),
+        "{report:?}"
+    );
+    assert!(h.root().is_some());
+    let mut img = h.close().durable_image();
+    let backup = img.len() - 4096;
+    img[backup + 70] ^= 1;
+    let (_, report) =
+        Heap::open(SimMedia::from_image(img.clone()), &OpenOptions::default()).unwrap();
+    assert!(
+        matches!(report.repaired, Some(Repaired::Backup(_))),
+        "{report:?}"
+    );
+    img[40] ^= 0xFF;
+    assert!(matches!(
+        Heap::open(SimMedia::from_image(img), &OpenOptions::default()),
+        Err(OpenError::NoValidHeader { .. })
+    ));
+}
+
+#[test]
+fn wrong_layout_name_and_small_media_are_refused() {
+    let m = fresh(MIN_POOL).close();
+    let img = m.durable_image();
+    let r = Heap::open(
+        SimMedia::from_image(img),
+        &OpenOptions {
+            layout: Some("other"),
+        },
+    );
+    assert!(matches!(r, Err(OpenError::WrongLayout { .. })));
+    assert!(matches!(
+        Heap::open(SimMedia::new(4096), &OpenOptions::default()),
+        Err(OpenError::TooSmall { .. })
+    ));
+    assert!(matches!(
+        Heap::create(SimMedia::new(4096), &CreateOptions::new("x", [0; 16])),
+        Err(CreateError::Layout(_))
+    ));
+}
+
+#[test]
+fn typed_access_checks_type_size_and_liveness() {
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    #[repr(C)]
+    struct Node {
+        key: u64,
+        next: PPtr<Node>,
+    }
+    // SAFETY: two u64-sized fields, no padding, any bit pattern valid.
+    unsafe impl Persistent for Node {
+        const TYPE_NUM: u32 = T_NODE;
+    }
+    let h = fresh(MIN_POOL);
+    let root = with_root(&h);
+    let n = Node {
+        key: 5,
+        next: PPtr::NULL,
+    };
+    let p: PPtr<Node> = h
+        .alloc_into(root.field(0), 16, 8, T_NODE, Init::Bytes(bytes_of(&n)))
+        .unwrap()
+        .cast();
+    assert_eq!(h.get(p).unwrap().key, 5);
+    let wrong: PPtr<Node> = h
+        .alloc_into(root.field(8), 16, 8, 3, Init::Zeroed)
+        .unwrap()
+        .cast();
+    assert_eq!(
+        h.get(wrong).unwrap_err(),
+        PtrError::WrongType {
+            offset: wrong.raw(),
+            expected: T_NODE,
+            found: 3
+        }
+    );
+    let small: PPtr<Node> = h
+        .alloc_into(root.field(16), 8, 8, T_NODE, Init::Zeroed)
+        .unwrap()
+        .cast();
+    assert!(matches!(h.get(small), Err(PtrError::TooSmall { .. })));
+    assert_eq!(
+        h.get(PPtr::<Node>::from_raw(p.raw() + 8)),
+        Err(PtrError::NotAnObject {
+            offset: p.raw() + 8
+        })
+    );
+    assert_eq!(h.get(PPtr::<Node>::NULL), Err(PtrError::Null));
+    assert!(matches!(
+        h.get(PPtr::<Node>::from_raw(ROOT_SLOT as u64)),
+        Err(PtrError::OutOfRange { .. })
+    ));
+    // SAFETY: nothing writes the object meanwhile.
+    assert_eq!(unsafe { h.deref(p) }, Err(PtrError::NotAddressable));
+}
+
+#[test]
+fn checkpoint_invalidates_records_and_reopen_replays_none() {
+    let h = fresh(MIN_POOL);
+    let root = with_root(&h);
+    for i in 0..(CHECKPOINT_OPS as usize + 10) {
+        let f = root.field((i % 16) * 8);
+        if h.media().read_u64(f as usize) == 0 {
+            h.alloc_into(f, 48, 8, 0, Init::Uninit).unwrap();
+        } else {
+            h.free_from(f).unwrap();
+        }
+    }
+    assert!(h.stats().checkpoints >= 1);
+    h.checkpoint();
+    let img = h.media().durable_image();
+    let (h2, report) = Heap::open(SimMedia::from_image(img), &OpenOptions::default()).unwrap();
+    assert_eq!((report.replayed, report.stale, report.torn), (0, 0, 0));
+    h2.check().unwrap();
+}
