@@ -114,6 +114,53 @@ pub(crate) fn check_range(media_len: usize, off: usize, len: usize) {
     );
 }
 
+/// A shared reference to a media is a media (so a heap can run on a borrowed one, as the
+/// crash explorer does to reuse one simulated media for many crash states).
+impl<T: Media + ?Sized> Media for &T {
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+    fn read(&self, off: usize, buf: &mut [u8]) {
+        (**self).read(off, buf);
+    }
+    fn write(&self, off: usize, data: &[u8]) {
+        (**self).write(off, data);
+    }
+    fn fill(&self, off: usize, len: usize, byte: u8) {
+        (**self).fill(off, len, byte);
+    }
+    fn read_u64(&self, off: usize) -> u64 {
+        (**self).read_u64(off)
+    }
+    fn write_u64(&self, off: usize, v: u64) {
+        (**self).write_u64(off, v);
+    }
+    fn write_nt(&self, off: usize, data: &[u8]) {
+        (**self).write_nt(off, data);
+    }
+    fn flush(&self, off: usize, len: usize) {
+        (**self).flush(off, len);
+    }
+    fn fence(&self) {
+        (**self).fence();
+    }
+    fn persist(&self, off: usize, len: usize) {
+        (**self).persist(off, len);
+    }
+    fn crash_point(&self, name: &'static str) {
+        (**self).crash_point(name);
+    }
+    fn counters(&self) -> Counters {
+        (**self).counters()
+    }
+    fn info(&self) -> MediaInfo {
+        (**self).info()
+    }
+    fn base_ptr(&self) -> Option<core::ptr::NonNull<u8>> {
+        (**self).base_ptr()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

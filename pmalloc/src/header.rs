@@ -80,6 +80,7 @@ impl ObjHeader {
     }
 
     /// Decodes the header of the object at `obj_off`.
+    #[inline]
     pub fn decode(words: [u64; 2], obj_off: u64, salt: u64) -> HeaderState {
         if words == [0, 0] {
             return HeaderState::Zero;
@@ -102,6 +103,7 @@ impl ObjHeader {
     }
 
     /// Decodes 16 bytes.
+    #[inline]
     pub fn decode_bytes(b: &[u8; HEADER_BYTES], obj_off: u64, salt: u64) -> HeaderState {
         Self::decode(bytes_to_words(b), obj_off, salt)
     }
@@ -130,6 +132,22 @@ pub fn next_gen(g: u32) -> u32 {
     (g + 1) % GEN_MOD
 }
 
+/// Calls `f(i, header)` for every header in an array whose 16 bytes are not all zero,
+/// skipping zero runs 64 bytes at a time (most slots of a young run were never used).
+#[inline]
+pub fn for_each_nonzero(hdrs: &[u8], mut f: impl FnMut(usize, &[u8; HEADER_BYTES])) {
+    for (group, block) in hdrs.chunks(64).enumerate() {
+        if block.iter().fold(0u8, |a, b| a | b) != 0 {
+            for (k, h) in block.chunks_exact(HEADER_BYTES).enumerate() {
+                let h: &[u8; HEADER_BYTES] = h.try_into().unwrap_or(&[0; HEADER_BYTES]);
+                if *h != [0; HEADER_BYTES] {
+                    f(group * 4 + k, h);
+                }
+            }
+        }
+    }
+}
+
 /// Two words as 16 little-endian bytes.
 pub fn words_to_bytes(w: [u64; 2]) -> [u8; HEADER_BYTES] {
     let mut b = [0u8; HEADER_BYTES];
@@ -139,6 +157,7 @@ pub fn words_to_bytes(w: [u64; 2]) -> [u8; HEADER_BYTES] {
 }
 
 /// 16 little-endian bytes as two words.
+#[inline]
 pub fn bytes_to_words(b: &[u8; HEADER_BYTES]) -> [u64; 2] {
     [
         u64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8])),

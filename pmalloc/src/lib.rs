@@ -37,6 +37,8 @@ mod pptr;
 pub mod record;
 mod recover;
 mod run;
+#[cfg(feature = "seeded-bugs")]
+pub mod seeded_bug;
 mod space;
 mod volatile;
 mod walk;

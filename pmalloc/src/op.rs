@@ -103,21 +103,20 @@ impl<M: Media> Heap<M> {
         let run_off = self.layout.chunk_off(head as usize);
         let mut hdrs = alloc::vec![0u8; g.nslots * HEADER_BYTES];
         self.media.read(run_off, &mut hdrs);
-        RunState::new(head, class, |i| {
-            let b: &[u8; HEADER_BYTES] = hdrs[i * HEADER_BYTES..(i + 1) * HEADER_BYTES]
-                .try_into()
-                .unwrap_or(&[0; 16]);
+        let mut taken = alloc::vec![false; g.nslots];
+        crate::header::for_each_nonzero(&hdrs, |i, b| {
             let obj = (run_off + g.data_off + i * g.slot) as u64;
             match ObjHeader::decode_bytes(b, obj, self.salt) {
-                crate::header::HeaderState::Zero => true,
-                crate::header::HeaderState::Valid(h) => !h.allocated(),
+                crate::header::HeaderState::Zero => {}
+                crate::header::HeaderState::Valid(h) => taken[i] = h.allocated(),
                 crate::header::HeaderState::Invalid => {
                     // Neither free nor trusted: set aside and report.
                     self.note_damage("object header", (run_off + i * HEADER_BYTES) as u64);
-                    false
+                    taken[i] = true;
                 }
             }
-        })
+        });
+        RunState::new(head, class, |i| !taken[i])
     }
 
     /// Queues a run with free slots that no lane owns, once.
@@ -354,6 +353,11 @@ impl<M: Media> Heap<M> {
                 why: DestFault::InsideTarget,
             });
         }
+        // The run's volatile state must exist before the free is applied: built later,
+        // it would already show the slot free, and returning it would count it twice.
+        if let Home::Slot { head, class, .. } = loc.home {
+            self.run_state(head, class);
+        }
         let after = ObjHeader {
             gen: next_gen(h.gen),
             flags: h.flags & !F_ALLOCATED,
@@ -393,6 +397,12 @@ impl<M: Media> Heap<M> {
 
     /// Steps 1-4 of the protocol (module docs).
     fn commit(&self, lane: &mut Lane, rec: Record, hdr_off: usize) {
+        #[cfg(feature = "seeded-bugs")]
+        if crate::seeded_bug::on(crate::seeded_bug::Bug::ApplyBeforeRecord) {
+            for (o, l) in self.apply(&rec, hdr_off) {
+                self.media.flush(o, l);
+            }
+        }
         let slot = lane.next_slot;
         let off = self.layout.record_off(lane.idx, slot);
         self.media.write(off, &rec.encode(lane.idx, self.salt));
@@ -401,7 +411,13 @@ impl<M: Media> Heap<M> {
             self.media.flush(*o, *l);
         }
         lane.pending.clear();
-        self.media.fence();
+        #[cfg(feature = "seeded-bugs")]
+        let fence = !crate::seeded_bug::on(crate::seeded_bug::Bug::DropCommitFence);
+        #[cfg(not(feature = "seeded-bugs"))]
+        let fence = true;
+        if fence {
+            self.media.fence();
+        }
         self.media.crash_point("pmalloc.op.committed");
         for r in self.apply(&rec, hdr_off) {
             // At most three ranges: chunk entries, header, destination.

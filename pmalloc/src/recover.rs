@@ -2,9 +2,13 @@
 //!
 //! Every record that decodes is replayed in sequence order, each under guards that make
 //! a stale record (its op long completed, its slot not reused yet) a no-op:
-//! * the object's header is at the record's `gen_before` (op not applied), or equals
-//!   the record's header (applied), or is torn; any other generation means a later op
-//!   changed the object, so the record is skipped;
+//! * per object, the live records in sequence order form segments of unbroken chains
+//!   (each record's header generation is the next one's `gen_before`); a break means an
+//!   op whose record is gone (so whose effects are durable) came between, so every
+//!   segment but the last is superseded and skipped. The last segment is *current*
+//!   when the object's header is at any point of it (its first `gen_before`, or any of
+//!   its records' generations), or is torn (only one of its ops can have torn it, in
+//!   the workload or in an interrupted recovery); otherwise it was superseded too;
 //! * the destination's container object still has `container_gen`;
 //! * the destination holds its old or new value.
 //!
@@ -12,24 +16,17 @@
 //! records). A crash anywhere in here leaves records that replay to the same result:
 //! recovery is idempotent.
 
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use arch::Media;
 
 use crate::chunk::{ChunkEntry, ChunkOp, SpanKind};
 use crate::class::GEOMETRY;
-use crate::header::{HeaderState, ObjHeader, HEADER_BYTES};
+use crate::header::{HeaderState, ObjHeader};
 use crate::heap::{Heap, Home, Loc, OpenReport, Span};
 use crate::layout::{CHUNK, ROOT_SLOT};
 use crate::record::{OpKind, Record, RecordFault, RECORD_BYTES, R_CONTAINER};
-
-/// What replaying one record did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Replay {
-    Applied,
-    Stale,
-    Invalid,
-}
 
 impl<M: Media> Heap<M> {
     pub(crate) fn recover(&self, report: &mut OpenReport) {
@@ -49,12 +46,16 @@ impl<M: Media> Heap<M> {
             return;
         }
         recs.sort_by_key(|r| r.seq);
+        let plan = self.plan(&recs);
         let mut touched: Vec<(usize, usize)> = Vec::new();
-        for r in &recs {
-            match self.replay(r, &mut touched) {
-                Replay::Applied => report.replayed += 1,
-                Replay::Stale => report.stale += 1,
-                Replay::Invalid => report.torn += 1,
+        for (r, step) in recs.iter().zip(plan) {
+            match step {
+                Some(loc) => {
+                    self.replay(r, &loc, &mut touched);
+                    report.replayed += 1;
+                }
+                None if self.decodes(r) => report.stale += 1,
+                None => report.torn += 1,
             }
         }
         for (o, l) in &touched {
@@ -75,112 +76,176 @@ impl<M: Media> Heap<M> {
         self.media.fence();
     }
 
-    /// Where the record's object header lives, validated against the record's own
-    /// chunk op (if any) or the current chunk table.
-    fn replay_loc(&self, r: &Record, op: Option<ChunkOp>, h: &ObjHeader) -> Option<Loc> {
+    fn decodes(&self, r: &Record) -> bool {
+        ChunkOp::decode(r.chunk_op, self.layout.nchunks).is_ok()
+            && matches!(ObjHeader::decode(r.header, r.obj, self.salt), HeaderState::Valid(h) if h.allocated() == (r.kind == OpKind::Alloc))
+    }
+
+    /// Decides, before writing anything, which records are current and where their
+    /// objects' headers are (module docs). Records are visited in sequence order; each
+    /// object's chain is judged at its first record, when the chunk ops of every
+    /// earlier current record are known (they may create the run the object lives in
+    /// and not be durable yet).
+    fn plan(&self, recs: &[Record]) -> Vec<Option<Loc>> {
+        let gen_of = |r: &Record| (r.header[1] & 0xFF_FFFF) as u32;
+        let mut by_obj: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        for (i, r) in recs.iter().enumerate() {
+            if self.decodes(r) {
+                by_obj.entry(r.obj).or_default().push(i);
+            }
+        }
+        let mut plan: Vec<Option<Loc>> = alloc::vec![None; recs.len()];
+        let mut overlay: BTreeMap<usize, Option<Span>> = BTreeMap::new();
+        for (i, r) in recs.iter().enumerate() {
+            let Some(chain) = by_obj.get(&r.obj) else {
+                continue;
+            };
+            if chain[0] == i {
+                // The last unbroken segment of the chain.
+                let mut start = 0;
+                for k in 1..chain.len() {
+                    if gen_of(&recs[chain[k - 1]]) != recs[chain[k]].gen_before {
+                        start = k;
+                    }
+                }
+                let seg = &chain[start..];
+                let loc = seg
+                    .iter()
+                    .find_map(|&k| self.replay_loc(&recs[k], &overlay));
+                if let Some(loc) = loc {
+                    let points = || {
+                        core::iter::once(recs[seg[0]].gen_before)
+                            .chain(seg.iter().map(|&k| gen_of(&recs[k])))
+                    };
+                    let current = match self.read_header(&loc) {
+                        HeaderState::Valid(h) => points().any(|g| g == h.gen),
+                        HeaderState::Zero => recs[seg[0]].gen_before == 0,
+                        HeaderState::Invalid => true,
+                    };
+                    #[cfg(feature = "seeded-bugs")]
+                    let current = current
+                        || crate::seeded_bug::on(crate::seeded_bug::Bug::IgnoreReplayGuards);
+                    if current {
+                        for &k in seg {
+                            if self.dest_valid(&recs[k]) {
+                                plan[k] = Some(loc);
+                            }
+                        }
+                    }
+                }
+            }
+            if plan[i].is_some() {
+                if let Ok(Some(op)) = ChunkOp::decode(r.chunk_op, self.layout.nchunks) {
+                    for k in 0..op.count {
+                        let span = match op.to {
+                            SpanKind::Free => None,
+                            SpanKind::Run(class) => Some(Span::Run {
+                                head: op.start,
+                                class,
+                                len: op.count,
+                            }),
+                            SpanKind::Extent => Some(Span::Extent {
+                                head: op.start,
+                                len: op.count,
+                            }),
+                        };
+                        overlay.insert((op.start + k) as usize, span);
+                    }
+                }
+            }
+        }
+        plan
+    }
+
+    /// Where the record's object header lives: from the record's own chunk op, else
+    /// from the chunk ops of earlier current records (`overlay`), else the table.
+    fn replay_loc(&self, r: &Record, overlay: &BTreeMap<usize, Option<Span>>) -> Option<Loc> {
+        let op = ChunkOp::decode(r.chunk_op, self.layout.nchunks).ok()?;
+        let HeaderState::Valid(h) = ObjHeader::decode(r.header, r.obj, self.salt) else {
+            return None;
+        };
         let obj = usize::try_from(r.obj).ok()?;
         let c = self.layout.chunk_of(obj)?;
-        if h.extent() {
-            let len = match op {
-                Some(ChunkOp {
-                    start,
-                    count,
-                    to: SpanKind::Extent | SpanKind::Free,
-                }) if start as usize == c => count,
-                Some(_) => return None,
-                None => match self.span_of(c)? {
-                    Span::Extent { head, len } if head as usize == c => len,
-                    _ => return None,
-                },
-            };
-            if self.layout.chunk_off(c) != obj || h.size > u64::from(len) * CHUNK as u64 {
-                return None;
-            }
-            return Some(Loc {
-                obj: r.obj,
-                hdr_off: self.layout.desc_off(c) + 16,
-                home: Home::Extent {
-                    head: c as u32,
-                    len,
-                },
-                capacity: u64::from(len) * CHUNK as u64,
-            });
-        }
-        let (head, class) = match op {
+        let span = match op {
             Some(ChunkOp {
                 start,
                 count,
                 to: SpanKind::Run(class),
-            }) => {
-                if c < start as usize
-                    || c >= (start + count) as usize
-                    || GEOMETRY[class as usize].chunks != count as usize
+            }) => Some(Span::Run {
+                head: start,
+                class,
+                len: count,
+            }),
+            Some(ChunkOp {
+                start,
+                count,
+                to: SpanKind::Extent | SpanKind::Free,
+            }) => Some(Span::Extent {
+                head: start,
+                len: count,
+            }),
+            None => match overlay.get(&c) {
+                Some(s) => *s,
+                None => self.span_of(c),
+            },
+        }?;
+        match span {
+            Span::Extent { head, len } if h.extent() => {
+                if head as usize != c
+                    || self.layout.chunk_off(c) != obj
+                    || h.size > u64::from(len) * CHUNK as u64
                 {
                     return None;
                 }
-                (start, class)
+                Some(Loc {
+                    obj: r.obj,
+                    hdr_off: self.layout.desc_off(c) + 16,
+                    home: Home::Extent { head, len },
+                    capacity: u64::from(len) * CHUNK as u64,
+                })
             }
-            Some(_) => return None,
-            None => match self.span_of(c)? {
-                Span::Run { head, class, .. } => (head, class),
-                Span::Extent { .. } => return None,
-            },
-        };
-        let g = &GEOMETRY[class as usize];
-        let data = self.layout.chunk_off(head as usize) + g.data_off;
-        if obj < data
-            || !(obj - data).is_multiple_of(g.slot)
-            || (obj - data) / g.slot >= g.nslots
-            || h.size > g.slot as u64
-        {
-            return None;
+            Span::Run { head, class, len } if !h.extent() => {
+                let g = &GEOMETRY[class as usize];
+                if c < head as usize || c >= (head + len) as usize || g.chunks != len as usize {
+                    return None;
+                }
+                let data = self.layout.chunk_off(head as usize) + g.data_off;
+                if obj < data
+                    || !(obj - data).is_multiple_of(g.slot)
+                    || (obj - data) / g.slot >= g.nslots
+                    || h.size > g.slot as u64
+                {
+                    return None;
+                }
+                Some(self.slot_loc(head, class, (obj - data) / g.slot))
+            }
+            _ => None,
         }
-        Some(self.slot_loc(head, class, (obj - data) / g.slot))
     }
 
-    fn replay(&self, r: &Record, touched: &mut Vec<(usize, usize)>) -> Replay {
-        let Ok(op) = ChunkOp::decode(r.chunk_op, self.layout.nchunks) else {
-            return Replay::Invalid;
-        };
-        let HeaderState::Valid(after) = ObjHeader::decode(r.header, r.obj, self.salt) else {
-            return Replay::Invalid;
-        };
-        if after.allocated() != (r.kind == OpKind::Alloc) {
-            return Replay::Invalid;
-        }
-        let Some(loc) = self.replay_loc(r, op, &after) else {
-            return Replay::Invalid;
-        };
-        let dest_ok = r.dest == 0
+    /// The destination word is aligned, in range, and of the kind the flags say.
+    fn dest_valid(&self, r: &Record) -> bool {
+        let root = r.dest == ROOT_SLOT as u64;
+        r.dest == 0
             || (r.dest.is_multiple_of(8)
-                && (r.dest == ROOT_SLOT as u64) == (r.flags & R_CONTAINER == 0)
-                && (r.dest == ROOT_SLOT as u64 || self.slot_containing(r.dest).is_some()));
-        if !dest_ok {
-            return Replay::Invalid;
-        }
-        let mut hb = [0u8; HEADER_BYTES];
-        self.media.read(loc.hdr_off, &mut hb);
-        let cur = ObjHeader::decode_bytes(&hb, loc.obj, self.salt);
-        let applied = crate::header::bytes_to_words(&hb) == r.header;
-        let current = match cur {
-            HeaderState::Valid(h) => h.gen == r.gen_before,
-            HeaderState::Zero => r.gen_before == 0,
-            // Torn by the crash (this record's homes were being stored): replay.
-            HeaderState::Invalid => true,
-        };
-        if !applied && !current {
-            return Replay::Stale;
-        }
-        // Chunk entries and header: idempotent stores.
+                && root == (r.flags & R_CONTAINER == 0)
+                && (root
+                    || self.slot_containing(r.dest).is_some()
+                    || usize::try_from(r.dest).is_ok_and(|d| self.layout.chunk_of(d).is_some())))
+    }
+
+    fn replay(&self, r: &Record, loc: &Loc, touched: &mut Vec<(usize, usize)>) {
+        // Chunk entries and header: idempotent stores. The destination only if it
+        // still belongs to the op.
         let mut rec = *r;
-        let dest_current = rec.dest != 0 && self.dest_current(&rec);
-        if !dest_current {
+        #[cfg(feature = "seeded-bugs")]
+        let guard = !crate::seeded_bug::on(crate::seeded_bug::Bug::IgnoreReplayGuards);
+        #[cfg(not(feature = "seeded-bugs"))]
+        let guard = true;
+        if guard && rec.dest != 0 && !self.dest_current(&rec) {
             rec.dest = 0;
         }
-        for range in self.apply(&rec, loc.hdr_off) {
-            touched.push(range);
-        }
-        Replay::Applied
+        touched.extend(self.apply(&rec, loc.hdr_off));
     }
 
     /// Whether the record's destination still belongs to the op: its container (if any)

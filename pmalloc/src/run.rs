@@ -93,9 +93,11 @@ impl RunState {
 
     /// Returns slot `i`; true if the run had no free slot before.
     pub fn put(&self, i: usize) -> bool {
-        let prev = self.bits[i / 64].fetch_or(1 << (i % 64), AcqRel);
-        debug_assert_eq!(prev & (1 << (i % 64)), 0, "double free of slot {i}");
-        self.free.fetch_add(1, Relaxed) == 0
+        let bit = 1 << (i % 64);
+        let prev = self.bits[i / 64].fetch_or(bit, AcqRel);
+        debug_assert_eq!(prev & bit, 0, "double free of slot {i}");
+        // Keep the count exact even if a bug returned a free slot.
+        prev & bit == 0 && self.free.fetch_add(1, Relaxed) == 0
     }
 
     /// Tries to become the run's owner.

@@ -53,10 +53,9 @@ impl<M: Media> Iterator for Spans<'_, M> {
 pub struct Objects<'h, M: Media> {
     spans: Spans<'h, M>,
     filter: Option<u32>,
-    // The current run's headers.
+    // The current run's headers, and its allocated objects not yet yielded (reversed).
     hdrs: Vec<u8>,
-    run: Option<(usize, u8)>,
-    idx: usize,
+    pending: Vec<ObjInfo>,
 }
 
 impl<M: Media> core::fmt::Debug for Objects<'_, M> {
@@ -72,32 +71,8 @@ impl<M: Media> Iterator for Objects<'_, M> {
     fn next(&mut self) -> Option<ObjInfo> {
         let h = self.spans.heap;
         loop {
-            if let Some((run_off, class)) = self.run {
-                let g = &GEOMETRY[class as usize];
-                while self.idx < g.nslots {
-                    let i = self.idx;
-                    self.idx += 1;
-                    let b: &[u8; HEADER_BYTES] = self.hdrs
-                        [i * HEADER_BYTES..(i + 1) * HEADER_BYTES]
-                        .try_into()
-                        .unwrap_or(&[0; 16]);
-                    let obj = (run_off + g.data_off + i * g.slot) as u64;
-                    if let HeaderState::Valid(hd) = ObjHeader::decode_bytes(b, obj, h.salt) {
-                        if hd.allocated()
-                            && !hd.extent()
-                            && hd.size <= g.slot as u64
-                            && self.filter.is_none_or(|t| t == hd.type_num)
-                        {
-                            return Some(ObjInfo {
-                                ptr: obj,
-                                size: hd.size,
-                                type_num: hd.type_num,
-                                extent: false,
-                            });
-                        }
-                    }
-                }
-                self.run = None;
+            if let Some(o) = self.pending.pop() {
+                return Some(o);
             }
             match self.spans.next()? {
                 Step::Used(Span::Run { head, class, .. }) => {
@@ -105,8 +80,26 @@ impl<M: Media> Iterator for Objects<'_, M> {
                     let run_off = h.layout.chunk_off(head as usize);
                     self.hdrs.resize(g.nslots * HEADER_BYTES, 0);
                     h.media.read(run_off, &mut self.hdrs);
-                    self.run = Some((run_off, class));
-                    self.idx = 0;
+                    let (filter, pending) = (self.filter, &mut self.pending);
+                    crate::header::for_each_nonzero(&self.hdrs, |i, b| {
+                        let obj = (run_off + g.data_off + i * g.slot) as u64;
+                        if let HeaderState::Valid(hd) = ObjHeader::decode_bytes(b, obj, h.salt) {
+                            if hd.allocated()
+                                && !hd.extent()
+                                && hd.size <= g.slot as u64
+                                && filter.is_none_or(|t| t == hd.type_num)
+                            {
+                                pending.push(ObjInfo {
+                                    ptr: obj,
+                                    size: hd.size,
+                                    type_num: hd.type_num,
+                                    extent: false,
+                                });
+                            }
+                        }
+                    });
+                    // Yielded by popping from the back: reverse for pool order.
+                    pending.reverse();
                 }
                 Step::Used(Span::Extent { head, len }) => {
                     let obj = h.layout.chunk_off(head as usize) as u64;
@@ -216,8 +209,7 @@ impl<M: Media> Heap<M> {
             spans: self.spans(),
             filter: None,
             hdrs: Vec::new(),
-            run: None,
-            idx: 0,
+            pending: Vec::new(),
         }
     }
 
@@ -260,12 +252,14 @@ impl<M: Media> Heap<M> {
             }
             span = 0;
         }
+        let mut run_used = 0u64;
         for o in self.objects() {
             s.objects += 1;
             s.allocated_bytes += o.size;
             if !o.extent {
                 if let Some(loc) = self.slot_containing(o.ptr) {
                     s.occupied_bytes += loc.capacity;
+                    run_used += loc.capacity;
                 }
             }
         }
@@ -273,12 +267,6 @@ impl<M: Media> Heap<M> {
             let g = &GEOMETRY[c];
             run_free += u64::from(n) * (g.nslots * g.slot) as u64;
         }
-        let run_used: u64 = self
-            .objects()
-            .filter(|o| !o.extent)
-            .filter_map(|o| self.slot_containing(o.ptr))
-            .map(|l| l.capacity)
-            .sum();
         s.free_slot_bytes = run_free.saturating_sub(run_used);
         if let Some(share) = (s.largest_free_span * 1_000_000).checked_div(s.free_chunks) {
             s.fragmentation_ppm = (1_000_000 - share) as u32;
@@ -289,8 +277,9 @@ impl<M: Media> Heap<M> {
     /// Checks the heap's invariants against the media: every chunk descriptor valid and
     /// spans consistent; every object header valid or never used; every extent head
     /// allocated; loaded runs' free bits agree with their headers; the volatile free
-    /// span index agrees with the table. Returns the first violation.
-    pub fn check(&self) -> Result<HeapStats, CheckError> {
+    /// span index agrees with the table. Returns the first violation, or the number of
+    /// free chunks.
+    pub fn check(&self) -> Result<u64, CheckError> {
         let mut free_chunks = 0u64;
         for step in self.spans() {
             match step {
@@ -347,7 +336,7 @@ impl<M: Media> Heap<M> {
                 offset: space,
             });
         }
-        Ok(self.stats())
+        Ok(free_chunks)
     }
 
     fn check_run(&self, head: u32, class: u8) -> Result<(), CheckError> {
@@ -355,33 +344,36 @@ impl<M: Media> Heap<M> {
         let run_off = self.layout.chunk_off(head as usize);
         let mut hdrs = alloc::vec![0u8; g.nslots * HEADER_BYTES];
         self.media.read(run_off, &mut hdrs);
-        let state = self.runs.get(head);
-        for i in 0..g.nslots {
-            let b: &[u8; HEADER_BYTES] = hdrs[i * HEADER_BYTES..(i + 1) * HEADER_BYTES]
-                .try_into()
-                .unwrap_or(&[0; 16]);
+        let mut allocated = alloc::vec![false; g.nslots];
+        let mut bad = None;
+        crate::header::for_each_nonzero(&hdrs, |i, b| {
             let obj = (run_off + g.data_off + i * g.slot) as u64;
-            let allocated = match ObjHeader::decode_bytes(b, obj, self.salt) {
-                HeaderState::Zero => false,
-                HeaderState::Valid(h) if !h.extent() && h.size <= g.slot as u64 => h.allocated(),
-                _ => {
-                    return Err(CheckError {
-                        what: "object header",
-                        offset: (run_off + i * HEADER_BYTES) as u64,
-                    })
+            match ObjHeader::decode_bytes(b, obj, self.salt) {
+                HeaderState::Valid(h) if !h.extent() && h.size <= g.slot as u64 => {
+                    allocated[i] = h.allocated();
                 }
-            };
-            if let Some(st) = state {
-                // A slot reserved by an op in flight is neither; checks run quiescent.
-                if st.is_free(i) == allocated {
-                    return Err(CheckError {
-                        what: if allocated {
-                            "allocated slot marked free"
-                        } else {
-                            "free slot marked allocated"
-                        },
-                        offset: obj,
-                    });
+                _ => {
+                    bad.get_or_insert((run_off + i * HEADER_BYTES) as u64);
+                }
+            }
+        });
+        if let Some(offset) = bad {
+            return Err(CheckError {
+                what: "object header",
+                offset,
+            });
+        }
+        if let Some(st) = self.runs.get(head) {
+            // Checks run quiescent: no slot is reserved by an op in flight.
+            for (i, &a) in allocated.iter().enumerate() {
+                if st.is_free(i) == a {
+                    let offset = (run_off + g.data_off + i * g.slot) as u64;
+                    let what = if a {
+                        "allocated slot marked free"
+                    } else {
+                        "free slot marked allocated"
+                    };
+                    return Err(CheckError { what, offset });
                 }
             }
         }

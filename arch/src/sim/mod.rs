@@ -91,18 +91,22 @@ pub struct BaseImage {
     bytes: Arc<[u8]>,
 }
 
+fn next_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 impl BaseImage {
     /// Wraps `bytes` (length a multiple of 64) with a fresh id.
     pub fn new(bytes: Vec<u8>) -> Self {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static NEXT: AtomicU64 = AtomicU64::new(1);
         assert_eq!(
             bytes.len() % CACHE_LINE,
             0,
             "image length must be whole lines"
         );
         BaseImage {
-            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            id: next_id(),
             bytes: bytes.into(),
         }
     }
@@ -126,6 +130,12 @@ pub struct SimState {
     written: Vec<usize>,
     written_set: Bitset,
     base: Option<(u64, Vec<usize>)>,
+    // Identity of this state, and the lines its fences changed in media, in order: lets
+    // another media reset to this one's media image by copying only what changed.
+    id: u64,
+    media_log: Vec<usize>,
+    // The source state and log position of the last `reset_from`.
+    source: Option<(u64, usize)>,
     counters: Counters,
     stats: SimStats,
     eadr: bool,
@@ -167,6 +177,9 @@ impl SimState {
             written: Vec::new(),
             written_set: Bitset::new(lines),
             base: None,
+            id: next_id(),
+            media_log: Vec::new(),
+            source: None,
             counters: Counters::default(),
             stats: SimStats::default(),
             eadr,
@@ -215,6 +228,27 @@ impl SimState {
                 })
             })
             .collect()
+    }
+
+    /// A crash image of this state expressed as an overlay on the base image of the last
+    /// `reset_to`: every line stored since then (at its media version), plus the last
+    /// reset's overlay, plus `img`'s lines (chosen versions of uncertain lines). Lets a
+    /// crash *inside* a recovery be replayed by resetting another media to the same
+    /// base, without copying whole images.
+    pub fn rebase(&self, img: &CrashImage) -> CrashImage {
+        let mut lines: std::collections::BTreeMap<usize, LineBytes> =
+            std::collections::BTreeMap::new();
+        let prev = self.base.as_ref().map_or(&[][..], |(_, l)| l.as_slice());
+        for &l in prev.iter().chain(self.written.iter()) {
+            lines.insert(l, *Self::line(&self.media, l));
+        }
+        for (l, b) in &img.lines {
+            lines.insert(*l, *b);
+        }
+        CrashImage {
+            family: img.family,
+            lines: lines.into_iter().collect(),
+        }
     }
 
     /// The full crash image for `img` (media image plus its overlay).
@@ -278,6 +312,7 @@ impl SimState {
         }
         for (l, snap) in self.pending.drain() {
             self.media[l * CACHE_LINE..(l + 1) * CACHE_LINE].copy_from_slice(&snap);
+            self.media_log.push(l);
         }
         let (cache, media) = (&self.cache, &self.media);
         let set = &mut self.tracked_set;
@@ -318,6 +353,47 @@ impl SimState {
         self.tracked.clear();
         self.tracked_set = Bitset::new(self.cache.len() / CACHE_LINE);
         self.base = Some((base.id, overlay.lines.iter().map(|(l, _)| *l).collect()));
+        self.source = None;
+        self.counters = Counters::default();
+        self.stats = SimStats::default();
+    }
+
+    /// Resets all three images to `src`'s media image plus `overlay`. When the last
+    /// reset came from the same `src`, copies only the lines stored here since, the
+    /// last overlay, and the lines `src`'s fences changed since.
+    fn reset_from(&mut self, src: &SimState, overlay: &CrashImage) {
+        assert_eq!(src.media.len(), self.cache.len(), "source length differs");
+        let restore = |me: &mut SimState, l: usize| {
+            let r = l * CACHE_LINE..(l + 1) * CACHE_LINE;
+            me.cache[r.clone()].copy_from_slice(&src.media[r.clone()]);
+            me.media[r.clone()].copy_from_slice(&src.media[r]);
+        };
+        match self.source {
+            Some((id, pos)) if id == src.id && pos <= src.media_log.len() => {
+                let prev = self.base.take().map(|(_, l)| l).unwrap_or_default();
+                let written = std::mem::take(&mut self.written);
+                for &l in prev
+                    .iter()
+                    .chain(written.iter())
+                    .chain(src.media_log[pos..].iter())
+                {
+                    restore(self, l);
+                }
+            }
+            _ => {
+                self.cache.copy_from_slice(&src.media);
+                self.media.copy_from_slice(&src.media);
+                self.written.clear();
+            }
+        }
+        self.written_set = Bitset::new(self.cache.len() / CACHE_LINE);
+        overlay.apply(&mut self.cache);
+        overlay.apply(&mut self.media);
+        self.pending.clear();
+        self.tracked.clear();
+        self.tracked_set = Bitset::new(self.cache.len() / CACHE_LINE);
+        self.base = Some((0, overlay.lines.iter().map(|(l, _)| *l).collect()));
+        self.source = Some((src.id, src.media_log.len()));
         self.counters = Counters::default();
         self.stats = SimStats::default();
     }
@@ -398,6 +474,13 @@ impl SimMedia {
     /// Resets to `base` + `overlay` (see [`BaseImage`]); clears counters and statistics.
     pub fn reset_to(&self, base: &BaseImage, overlay: &CrashImage) {
         self.lock().reset(base, overlay);
+    }
+
+    /// Resets to `src`'s media image plus `overlay` (a crash image of the media `src`
+    /// belongs to), copying only what changed since the last reset from the same
+    /// source. Clears counters and statistics. `src` must not be this media's own state.
+    pub fn reset_from(&self, src: &SimState, overlay: &CrashImage) {
+        self.lock().reset_from(src, overlay);
     }
 
     /// The crash image in which exactly what was fenced survived.

@@ -357,3 +357,24 @@ fn images_are_reproducible_from_the_seed() {
     assert!(a.iter().any(|i| matches!(i.family, Family::Prefix(_))));
     assert!(a.iter().any(|i| matches!(i.family, Family::RandomWords(_))));
 }
+
+#[test]
+fn reset_from_a_live_state_tracks_its_fences() {
+    let src = SimMedia::new(64 * 16);
+    let dst = SimMedia::new(64 * 16);
+    src.write(0, &[1; 64]);
+    src.persist(0, 64);
+    let overlay = CrashImage {
+        family: Family::Durable,
+        lines: vec![(5, [9; 64])],
+    };
+    src.with_state(|st| dst.reset_from(st, &overlay));
+    dst.write(64 * 7, &[3; 8]);
+    src.write(64 * 2, &[2; 64]);
+    src.persist(64 * 2, 64);
+    src.with_state(|st| dst.reset_from(st, &CrashImage::durable()));
+    let mut a = vec![0; 64 * 16];
+    dst.read(0, &mut a);
+    assert_eq!(a, src.durable_image());
+    assert_eq!(dst.durable_image(), src.durable_image());
+}

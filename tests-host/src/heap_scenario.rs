@@ -1,0 +1,221 @@
+//! The pmalloc crash scenario: a root object with 16 pointer fields; the workload
+//! allocates into null fields and frees non-null ones, with sizes from 16 B to
+//! multi-chunk extents. At every crash point and image the recovered heap must: open;
+//! pass `check` (metadata agrees with headers); show every completed op and the
+//! in-flight op entirely or not at all; hold exactly the root and the objects the fields
+//! point to (no leak, no double allocation); allocate and free correctly afterwards; and
+//! give the same result when recovery itself is crashed and rerun.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use crate::explorer::{explore, Config, Phase, Report, Scenario};
+use arch::sim::{Rng, SimMedia};
+use arch::Media;
+use pmalloc::{CreateOptions, Heap, Init, OpenOptions};
+
+const FIELDS: usize = 16;
+const POOL: usize = 8 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Alloc {
+        field: usize,
+        size: usize,
+        type_num: u32,
+    },
+    Free {
+        field: usize,
+        target: u64,
+    },
+}
+
+/// What the heap workload has done.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    root: u64,
+    /// Committed value, size and type of each field's object.
+    fields: [(u64, u64, u32); FIELDS],
+    inflight: Option<Op>,
+    done: u64,
+}
+
+/// Recovery and oracles for the heap workload.
+#[derive(Debug)]
+pub struct HeapScenario;
+
+type Digest = (Vec<u64>, Vec<(u64, u64, u32)>);
+
+impl Scenario for HeapScenario {
+    type Progress = Progress;
+    type Digest = Digest;
+
+    fn recover_and_check(
+        &self,
+        media: &SimMedia,
+        p: &Progress,
+        recovered: &Phase,
+    ) -> Result<Digest, String> {
+        if std::env::var("PM_DEBUG").is_ok() {
+            dump_records(media);
+        }
+        let (heap, report) =
+            Heap::open(media, &OpenOptions::default()).map_err(|e| format!("open failed: {e}"))?;
+        if std::env::var("PM_DEBUG").is_ok() {
+            eprintln!("open report: {report:?}");
+            for i in 0..FIELDS {
+                eprint!("{:#x} ", media.read_u64(p.root as usize + i * 8));
+            }
+            eprintln!();
+        }
+        recovered.done();
+        heap.check().map_err(|e| e.to_string())?;
+        if heap.root().map(pmalloc::PPtr::raw) != Some(p.root) {
+            return Err(format!("root is {:?}, expected {:#x}", heap.root(), p.root));
+        }
+        let mut values = Vec::with_capacity(FIELDS);
+        let mut expect_objects: BTreeSet<(u64, u64, u32)> = BTreeSet::new();
+        let root_info = heap.info(p.root).map_err(|e| format!("root object: {e}"))?;
+        expect_objects.insert((p.root, root_info.size, root_info.type_num));
+        for (i, &(committed, size, ty)) in p.fields.iter().enumerate() {
+            let v = media.read_u64(p.root as usize + i * 8);
+            let ok_committed = v == committed;
+            let (ok, obj) = match p.inflight {
+                Some(Op::Alloc {
+                    field,
+                    size: s,
+                    type_num,
+                }) if field == i => {
+                    if v == 0 {
+                        (true, None)
+                    } else {
+                        let good = heap
+                            .info(v)
+                            .is_ok_and(|o| o.size == s as u64 && o.type_num == type_num);
+                        (good, Some((v, s as u64, type_num)))
+                    }
+                }
+                Some(Op::Free { field, target }) if field == i => {
+                    if v == 0 {
+                        (heap.info(target).is_err(), None)
+                    } else {
+                        (v == target, Some((v, size, ty)))
+                    }
+                }
+                _ => (ok_committed, (v != 0).then_some((v, size, ty))),
+            };
+            if !ok {
+                return Err(format!("field {i} = {v:#x}: neither the state before nor after the ops (inflight {:?})", p.inflight));
+            }
+            if let Some(o) = obj {
+                expect_objects.insert(o);
+            }
+            values.push(v);
+        }
+        let found: BTreeSet<(u64, u64, u32)> = heap
+            .objects()
+            .map(|o| (o.ptr, o.size, o.type_num))
+            .collect();
+        if found != expect_objects {
+            let leaked: Vec<_> = found.difference(&expect_objects).collect();
+            let lost: Vec<_> = expect_objects.difference(&found).collect();
+            return Err(format!(
+                "heap objects disagree with the fields: leaked {leaked:x?}, missing {lost:x?}"
+            ));
+        }
+        // The recovered heap must keep working: fill the null fields and free them again.
+        for (i, v) in values.iter().enumerate() {
+            if *v == 0 {
+                let d = p.root + i as u64 * 8;
+                heap.alloc_into(d, 40 + i * 8, 8, 99, Init::Uninit)
+                    .map_err(|e| format!("alloc after recovery: {e}"))?;
+            }
+        }
+        heap.check()
+            .map_err(|e| format!("after post-recovery allocations: {e}"))?;
+        for (i, v) in values.iter().enumerate() {
+            if *v == 0 {
+                heap.free_from(p.root + i as u64 * 8)
+                    .map_err(|e| format!("free after recovery: {e}"))?;
+            }
+        }
+        Ok((values, found.into_iter().collect()))
+    }
+}
+
+fn dump_records(media: &SimMedia) {
+    let mut hb = [0u8; 256];
+    media.read(0, &mut hb);
+    let Ok(h) = pmalloc::pool_header::PoolHeader::decode(&hb) else {
+        return;
+    };
+    for lane in 0..h.layout.nlanes {
+        for slot in 0..2 {
+            let mut b = [0u8; 64];
+            media.read(h.layout.record_off(lane, slot), &mut b);
+            match pmalloc::record::Record::decode(&b, lane, h.salt()) {
+                Ok(r) => {
+                    let hdr = pmalloc::header::ObjHeader::decode(r.header, r.obj, h.salt());
+                    eprintln!("lane {lane} slot {slot}: seq {} {:?} obj {:#x} dest {:#x} gen_before {} after {:?} chunk_op {:#x}", r.seq, r.kind, r.obj, r.dest, r.gen_before, hdr, r.chunk_op);
+                }
+                Err(pmalloc::record::RecordFault::Empty) => {}
+                Err(e) => eprintln!("lane {lane} slot {slot}: {e:?}"),
+            }
+        }
+    }
+}
+
+fn size_for(rng: &mut Rng) -> usize {
+    match rng.below(10) {
+        0 => 300_000 + rng.below(300_000) as usize,
+        1 => 2000 + rng.below(30_000) as usize,
+        _ => 8 + rng.below(400) as usize,
+    }
+}
+
+/// Runs the workload under the explorer; the report.
+pub fn explore_heap(cfg: &Config, ops: usize) -> Report {
+    let media = SimMedia::new(POOL);
+    let heap = Heap::create(&media, &CreateOptions::new("crash", [5; 16])).unwrap();
+    let root = heap
+        .alloc_into(Heap::<&SimMedia>::ROOT, FIELDS * 8, 8, 1, Init::Zeroed)
+        .unwrap();
+    let progress = Arc::new(Mutex::new(Progress {
+        root: root.raw(),
+        ..Progress::default()
+    }));
+    let p2 = progress.clone();
+    let mut rng = Rng::new(cfg.seed);
+    let report = explore(cfg, Arc::new(HeapScenario), &media, progress, || {
+        for _ in 0..ops {
+            let field = rng.below(FIELDS as u64) as usize;
+            let dest = root.field(field * 8);
+            let cur = p2.lock().unwrap().fields[field];
+            if cur.0 == 0 {
+                let size = size_for(&mut rng);
+                let type_num = 10 + field as u32;
+                p2.lock().unwrap().inflight = Some(Op::Alloc {
+                    field,
+                    size,
+                    type_num,
+                });
+                match heap.alloc_into(dest, size, 8, type_num, Init::Zeroed) {
+                    Ok(p) => p2.lock().unwrap().fields[field] = (p.raw(), size as u64, type_num),
+                    Err(pmalloc::AllocError::OutOfSpace { .. }) => {}
+                    Err(e) => panic!("alloc failed: {e}"),
+                }
+            } else {
+                p2.lock().unwrap().inflight = Some(Op::Free {
+                    field,
+                    target: cur.0,
+                });
+                heap.free_from(dest).unwrap();
+                p2.lock().unwrap().fields[field] = (0, 0, 0);
+            }
+            let mut g = p2.lock().unwrap();
+            g.inflight = None;
+            g.done += 1;
+        }
+    });
+    report
+}

@@ -1,0 +1,38 @@
+//! The crash explorer's self-test (CRASH-TESTING.md, "Harness self-test"): each
+//! deliberate protocol bug must be caught within a small budget. Its own test binary,
+//! because the bug switch is process-wide.
+
+use tests_host::explorer::Config;
+use tests_host::heap_scenario::explore_heap;
+
+/// The explorer's self-test: each deliberate protocol bug must be caught within a small
+/// budget (CRASH-TESTING.md, "Harness self-test"). One test, because the bug switch is
+/// process-wide.
+#[test]
+fn seeded_protocol_bugs_are_caught() {
+    use pmalloc::seeded_bug::{set, Bug};
+    for bug in [
+        Bug::DropCommitFence,
+        Bug::ApplyBeforeRecord,
+        Bug::SkipRecordChecksum,
+        Bug::IgnoreReplayGuards,
+    ] {
+        set(bug);
+        let mut caught = None;
+        for seed in 1..=4 {
+            let cfg = Config {
+                only_point: None,
+                ..Config::from_env(20_000, seed)
+            };
+            let report = explore_heap(&cfg, 300);
+            if let Some(f) = report.failure {
+                caught = Some((seed, report.states, f.message));
+                break;
+            }
+        }
+        set(Bug::None);
+        let (seed, states, msg) =
+            caught.unwrap_or_else(|| panic!("seeded bug {bug:?} was not caught"));
+        println!("seeded bug {bug:?}: caught with seed {seed} after {states} states: {msg}");
+    }
+}
