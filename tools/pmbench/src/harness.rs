@@ -126,8 +126,7 @@ impl ChildSpec {
 
     /// The command that runs this spec in PMDK configuration `mode`.
     pub fn command(&self, mode: PmdkMode) -> Result<Command, HarnessError> {
-        let exe = std::env::current_exe().map_err(HarnessError::Spawn)?;
-        let mut cmd = Command::new(exe);
+        let mut cmd = Command::new(pmbench_exe().map_err(HarnessError::Spawn)?);
         cmd.arg("__pmdk")
             .arg(self.workload.name())
             .arg("--pool")
@@ -148,6 +147,15 @@ impl ChildSpec {
             cmd.env(k, v);
         }
         Ok(cmd)
+    }
+}
+
+/// The pmbench executable: this one, or `PMBENCH_EXE` (set by the integration tests,
+/// whose own executable is the test binary).
+pub fn pmbench_exe() -> std::io::Result<PathBuf> {
+    match std::env::var_os("PMBENCH_EXE") {
+        Some(p) => Ok(PathBuf::from(p)),
+        None => std::env::current_exe(),
     }
 }
 

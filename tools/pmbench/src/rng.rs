@@ -1,11 +1,11 @@
-//! The one random source of every workload: SplitMix64, plus the samplers built on it.
+//! The one random source of every workload: `SplitMix64`, plus the samplers built on it.
 //!
 //! Operation sequences are generated here, once, in Rust, and handed as arrays to both
 //! stacks (the PMDK side receives them through the C shim), so both run exactly the same
-//! operations in the same order. SplitMix64 is the generator of Steele, Lea and Flood,
+//! operations in the same order. `SplitMix64` is the generator of Steele, Lea and Flood,
 //! "Fast splittable pseudorandom number generators" (OOPSLA 2014).
 
-/// The SplitMix64 generator.
+/// The `SplitMix64` generator.
 #[derive(Debug, Clone)]
 pub struct SplitMix64 {
     state: u64,

@@ -403,7 +403,7 @@ fn update_ops(
     let per_thread = p.objects / threads;
     let slots = (p.object_size - len) / 8 + 1;
     for i in 0..count {
-        let t = if threads == 2 && i >= count / 2 { 1 } else { 0 };
+        let t = u32::from(threads == 2 && i >= count / 2);
         let obj = match zipf {
             Some(z) => z.sample(rng),
             None => t * per_thread + rng.below(per_thread),

@@ -209,7 +209,7 @@ fn is_pmdk_lib(path: &str) -> bool {
 
 /// The files whose instructions are counted: PMDK, libc, and pmbench itself (the shim).
 fn counted_object(path: &str) -> bool {
-    let exe = std::env::current_exe().ok();
+    let exe = crate::harness::pmbench_exe().ok();
     is_pmdk_lib(path)
         || Path::new(path)
             .file_name()

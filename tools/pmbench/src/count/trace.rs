@@ -108,15 +108,15 @@ fn request(
 }
 
 fn resume(req: libc::c_uint, pid: libc::pid_t, sig: i32) -> Result<(), CountError> {
-    request("resume", req, pid, 0, sig as u64).map(|_| ())
+    request("resume", req, pid, 0, u64::from(sig.unsigned_abs())).map(|_| ())
 }
 
 fn read_byte(pid: libc::pid_t, addr: u64) -> Result<u8, CountError> {
-    Ok(request("peek", libc::PTRACE_PEEKTEXT, pid, addr, 0)? as u8)
+    Ok(request("peek", libc::PTRACE_PEEKTEXT, pid, addr, 0)?.cast_unsigned() as u8)
 }
 
 fn write_byte(pid: libc::pid_t, addr: u64, byte: u8) -> Result<(), CountError> {
-    let word = request("peek", libc::PTRACE_PEEKTEXT, pid, addr, 0)? as u64;
+    let word = request("peek", libc::PTRACE_PEEKTEXT, pid, addr, 0)?.cast_unsigned();
     let word = (word & !0xff) | u64::from(byte);
     request("poke", libc::PTRACE_POKETEXT, pid, addr, word).map(|_| ())
 }
@@ -157,7 +157,7 @@ fn mapped_objects(
         if f.len() < 6
             || !f[5].starts_with('/')
             || !want(f[5])
-            || f[2].trim_start_matches('0') != ""
+            || !f[2].trim_start_matches('0').is_empty()
         {
             continue;
         }
