@@ -11,6 +11,10 @@
 //!
 //! See `docs/benchmarks.md` for the method.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+#![deny(missing_debug_implementations)]
+
 pub mod count;
 pub mod harness;
 pub mod ours;
