@@ -82,6 +82,20 @@ call_mark(void (*mark)(void))
 		mark();
 }
 
+/* timed_open -- pmemobj_open between two marks; *ns gets the time of the open alone */
+static PMEMobjpool *
+timed_open(const char *path, void (*mark)(void), uint64_t *ns)
+{
+	call_mark(mark);
+	uint64_t t0 = now_ns();
+	PMEMobjpool *pop = pmemobj_open(path, LAYOUT);
+	*ns = now_ns() - t0;
+	call_mark(mark);
+	if (pop == NULL)
+		fail(PMB_E_OPEN, 0);
+	return pop;
+}
+
 /* create_pool -- creates the pool file and checks it is treated as pmem */
 static PMEMobjpool *
 create_pool(const char *path, uint64_t pool_size, int *rc)
@@ -216,18 +230,6 @@ update_loop(pmb_pool *p, const uint32_t *obj, const uint32_t *off, uint64_t n,
 	return 0;
 }
 
-int
-pmb_tx_update(pmb_pool *p, const uint32_t *obj, const uint32_t *off, uint64_t n,
-		uint32_t len, uint64_t first_value, uint64_t *elapsed_ns)
-{
-	int rc = check_updates(p, obj, off, n, len);
-	if (rc != 0)
-		return rc;
-	uint64_t t0 = now_ns();
-	rc = update_loop(p, obj, off, n, len, first_value);
-	*elapsed_ns = now_ns() - t0;
-	return rc;
-}
 
 struct worker {
 	pmb_pool *p;
@@ -258,13 +260,11 @@ worker_main(void *arg)
 	return NULL;
 }
 
-int
-pmb_tx_update_2threads(pmb_pool *p, const uint32_t *obj, const uint32_t *off,
-		uint64_t n, uint32_t len, uint64_t first_value, uint64_t *elapsed_ns)
+/* update_2threads -- ops [0, n/2) and [n/2, n) on two threads, started together */
+static int
+update_2threads(pmb_pool *p, const uint32_t *obj, const uint32_t *off, uint64_t n,
+		uint32_t len, uint64_t first_value, uint64_t *elapsed_ns)
 {
-	int rc = check_updates(p, obj, off, n, len);
-	if (rc != 0)
-		return rc;
 	int go = 0;
 	uint64_t half = n / 2;
 	struct worker w[2] = {
@@ -354,6 +354,24 @@ pmb_tx_realloc(pmb_pool *p, const uint32_t *slot, uint64_t n, uint32_t size,
 	return 0;
 }
 
+int
+pmb_tx_update(pmb_pool *p, const uint32_t *obj, const uint32_t *off, uint64_t n,
+		uint32_t len, uint32_t threads, uint64_t first_value,
+		uint64_t *elapsed_ns)
+{
+	int rc = check_updates(p, obj, off, n, len);
+	if (rc != 0)
+		return rc;
+	if (threads == 2)
+		return update_2threads(p, obj, off, n, len, first_value, elapsed_ns);
+	if (threads != 1)
+		return PMB_E_ARG;
+	uint64_t t0 = now_ns();
+	rc = update_loop(p, obj, off, n, len, first_value);
+	*elapsed_ns = now_ns() - t0;
+	return rc;
+}
+
 /* The open workload's root: a slot for the first allocation after open. */
 struct open_root {
 	PMEMoid first;
@@ -387,13 +405,9 @@ int
 pmb_open_measure(const char *path, void (*mark)(void), uint64_t *open_ns,
 		uint64_t *alloc_ns, uint64_t *walk_ns, uint64_t *walked)
 {
-	call_mark(mark);
-	uint64_t t0 = now_ns();
-	PMEMobjpool *pop = pmemobj_open(path, LAYOUT);
-	*open_ns = now_ns() - t0;
-	call_mark(mark);
+	PMEMobjpool *pop = timed_open(path, mark, open_ns);
 	if (pop == NULL)
-		return fail(PMB_E_OPEN, 0);
+		return PMB_E_OPEN;
 	int rc = 0;
 	PMEMoid root = pmemobj_root(pop, sizeof(struct open_root));
 	if (OID_IS_NULL(root)) {
@@ -403,7 +417,7 @@ pmb_open_measure(const char *path, void (*mark)(void), uint64_t *open_ns,
 	struct open_root *r = pmemobj_direct(root);
 
 	call_mark(mark);
-	t0 = now_ns();
+	uint64_t t0 = now_ns();
 	int arc = pmemobj_alloc(pop, &r->first, 128, TYPE_NUM, NULL, NULL);
 	*alloc_ns = now_ns() - t0;
 	call_mark(mark);
@@ -523,25 +537,17 @@ int
 pmb_recover_measure(const char *path, void (*mark)(void), uint64_t log_bytes,
 		uint64_t *recover_ns, uint64_t *clean_open_ns)
 {
-	call_mark(mark);
-	uint64_t t0 = now_ns();
-	PMEMobjpool *pop = pmemobj_open(path, LAYOUT);
-	*recover_ns = now_ns() - t0;
-	call_mark(mark);
+	PMEMobjpool *pop = timed_open(path, mark, recover_ns);
 	if (pop == NULL)
-		return fail(PMB_E_OPEN, 0);
+		return PMB_E_OPEN;
 	int rc = check_rolled_back(pop, log_bytes);
 	pmemobj_close(pop);
 	if (rc != 0)
 		return rc;
 
-	call_mark(mark);
-	t0 = now_ns();
-	pop = pmemobj_open(path, LAYOUT);
-	*clean_open_ns = now_ns() - t0;
-	call_mark(mark);
+	pop = timed_open(path, mark, clean_open_ns);
 	if (pop == NULL)
-		return fail(PMB_E_OPEN, 0);
+		return PMB_E_OPEN;
 	pmemobj_close(pop);
 	return 0;
 }

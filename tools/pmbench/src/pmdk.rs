@@ -33,15 +33,7 @@ mod ffi {
             off: *const u32,
             n: u64,
             len: u32,
-            first_value: u64,
-            elapsed_ns: *mut u64,
-        ) -> c_int;
-        pub fn pmb_tx_update_2threads(
-            p: *mut Pool,
-            obj: *const u32,
-            off: *const u32,
-            n: u64,
-            len: u32,
+            threads: u32,
             first_value: u64,
             elapsed_ns: *mut u64,
         ) -> c_int;
@@ -227,24 +219,21 @@ impl Pool {
         Ok(Pool(out))
     }
 
-    /// Runs the update loop over `ops` (two threads when `threads == 2`).
+    /// Runs the update loop over the warm-up or the timed operations (on two threads
+    /// when `j.threads == 2`).
     fn update(&mut self, j: &UpdateJob, warm: bool, first_value: u64) -> Result<u64, PmdkError> {
         let ops = if warm { &j.warm } else { &j.timed };
-        let f = if j.threads == 2 {
-            ffi::pmb_tx_update_2threads
-        } else {
-            ffi::pmb_tx_update
-        };
         let mut ns = 0;
         // SAFETY: `self.0` is a live pool from `pmb_pool_create`; `obj` and `off` hold
         // `n` values each (the shim checks every index and range before using them).
         check(unsafe {
-            f(
+            ffi::pmb_tx_update(
                 self.0,
                 ops.obj.as_ptr(),
                 ops.off.as_ptr(),
                 ops.obj.len().min(ops.off.len()) as u64,
                 j.len,
+                j.threads,
                 first_value,
                 &raw mut ns,
             )
