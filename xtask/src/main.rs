@@ -4,6 +4,8 @@
 //!   (once the kernel exists), then every host test; the output ends with the test
 //!   runner's summary.
 //! * `setup`: installs what the tests need (the kernel target), idempotently.
+//! * `bench [ARGS]`: runs pmbench in release mode (with PMDK when libpmemobj-dev is
+//!   installed); ARGS go to pmbench, default `--all --plot`. See `docs/benchmarks.md`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -66,6 +68,38 @@ fn is_root() -> bool {
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }
 
+fn have_libpmemobj() -> bool {
+    Command::new("dpkg")
+        .args(["-s", "libpmemobj-dev"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `cargo run -p pmbench`, with the `pmdk` feature when PMDK's headers are installed.
+fn pmbench(release: bool) -> Command {
+    let mut cmd = cargo();
+    cmd.args(["run", "-q", "-p", "pmbench"]);
+    if release {
+        cmd.arg("--release");
+    }
+    if have_libpmemobj() {
+        cmd.args(["--features", "pmdk"]);
+    }
+    cmd.arg("--");
+    cmd
+}
+
+/// Runs the benchmarks: `cargo xtask bench [pmbench args]`.
+fn bench(args: &[String]) -> bool {
+    let mut cmd = pmbench(true);
+    if args.is_empty() {
+        cmd.args(["--all", "--plot"]);
+    } else {
+        cmd.args(args);
+    }
+    run(&mut cmd)
+}
+
 /// Installs what the tests need, idempotently: the kernel target always (a no-op when
 /// present), Debian packages only when missing and only as root.
 fn setup() -> bool {
@@ -73,11 +107,7 @@ fn setup() -> bool {
     if !have("qemu-system-x86_64", "--version") {
         missing.push("qemu-system-x86");
     }
-    if !Command::new("dpkg")
-        .args(["-s", "libpmemobj-dev"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
+    if !have_libpmemobj() {
         missing.push("libpmemobj-dev");
     }
     if !missing.is_empty() {
@@ -138,6 +168,23 @@ fn test() -> bool {
             }),
         ),
         (
+            // A tiny interleaved round of two workloads: the harness, the C shim and
+            // the PMDK child processes work (seconds; results go to target/).
+            "pmbench smoke",
+            Box::new(|| {
+                run(pmbench(false).args([
+                    "w1",
+                    "w4",
+                    "--quick",
+                    "--rounds",
+                    "1",
+                    "--no-count",
+                    "--out",
+                    "target/pmbench-smoke",
+                ]))
+            }),
+        ),
+        (
             "host tests",
             Box::new(|| {
                 let mut cmd = cargo();
@@ -177,8 +224,9 @@ fn main() -> ExitCode {
     let ok = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("setup") => setup(),
+        Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test|setup>");
+            eprintln!("usage: cargo xtask <test|setup|bench [pmbench args]>");
             false
         }
     };

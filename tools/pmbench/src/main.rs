@@ -1,0 +1,317 @@
+//! `pmbench`: runs the named workloads on our stack and on PMDK, interleaved, and
+//! writes the table (`pmbench.md`), the data (`pmbench.json`) and, with `--plot`, a chart
+//! (`pmbench.svg`). See `docs/benchmarks.md`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use pmbench::count::{self, CountCache, PmdkCount};
+use pmbench::harness::{self, PmdkMode, RunOptions};
+use pmbench::ours::Ours;
+use pmbench::report::Report;
+use pmbench::{Params, WorkloadId};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pmbench",
+    about = "Workloads side by side on our stack and on PMDK's libpmemobj",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Quick sizes (about 1/100 of the operations), for CI smoke runs.
+    #[arg(long)]
+    quick: bool,
+    /// Folder for the results.
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+    /// Folder for pool files (tmpfs: memory standing in for pmem).
+    #[arg(long, default_value = "/dev/shm")]
+    pool_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Workloads to run.
+    #[arg(value_enum)]
+    workloads: Vec<WorkloadId>,
+    /// Run every workload.
+    #[arg(long)]
+    all: bool,
+    /// Rounds per side (interleaved: ours, PMDK, ours eADR, PMDK no-flush, ...).
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
+    /// Also write an SVG bar chart of the throughput ratios.
+    #[arg(long)]
+    plot: bool,
+    /// Do not count PMDK's fences and flushes (no cached counts are used either).
+    #[arg(long)]
+    no_count: bool,
+    /// Operations per counted PMDK run.
+    #[arg(long, default_value_t = 2000)]
+    count_ops: u64,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Count PMDK's fences, flushed lines and non-temporal lines per operation (native
+    /// run under a breakpoint tracer) and refresh the cache the main run reads.
+    CountPmdk {
+        /// Workloads to count (default: every countable one; w7 has threads and is not).
+        #[arg(value_enum)]
+        workloads: Vec<WorkloadId>,
+        /// Operations per counted run.
+        #[arg(long, default_value_t = 2000)]
+        ops: u64,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Internal: one PMDK round in this process (run by pmbench itself with PMDK's
+    /// environment set before the library loads).
+    #[command(name = "__pmdk", hide = true)]
+    Pmdk(ChildArgs),
+}
+
+#[derive(Debug, Args)]
+struct ChildArgs {
+    #[arg(value_enum)]
+    workload: WorkloadId,
+    #[arg(long)]
+    pool: PathBuf,
+    #[arg(long)]
+    quick: bool,
+    #[arg(long)]
+    ops: Option<u64>,
+    #[arg(long)]
+    build: bool,
+    #[arg(long)]
+    marks: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Some(Cmd::Pmdk(args)) => child(&args),
+        Some(Cmd::CountPmdk {
+            workloads,
+            ops,
+            common,
+        }) => count_pmdk(workloads, ops, &common),
+        None => run(&cli.run),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pmbench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Error = Box<dyn std::error::Error>;
+
+fn run(args: &RunArgs) -> Result<(), Error> {
+    let workloads = if args.all {
+        WorkloadId::ALL.to_vec()
+    } else {
+        args.workloads.clone()
+    };
+    if workloads.is_empty() {
+        return Err("name workloads (w1 .. w7, open, recover) or pass --all".into());
+    }
+    if args.rounds == 0 {
+        return Err("--rounds must be at least 1".into());
+    }
+    let c = &args.common;
+    let counts = if args.no_count || !cfg!(feature = "pmdk") {
+        None
+    } else {
+        Some(cached_counts(&workloads, args.count_ops, c)?)
+    };
+    let opts = RunOptions {
+        rounds: args.rounds,
+        quick: c.quick,
+        pool_dir: c.pool_dir.clone(),
+    };
+    let mut runs = Vec::new();
+    for &id in &workloads {
+        runs.push(harness::run_workload(id, &opts, &Ours, &mut |line| {
+            eprintln!("{line}");
+        }));
+    }
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let report = Report::build(
+        command,
+        args.rounds,
+        params(c.quick),
+        &runs,
+        counts.as_ref().map(|v| (args.count_ops, v.as_slice())),
+    );
+    println!("{}", report.markdown());
+    report.write(&c.out, args.plot)?;
+    eprintln!(
+        "wrote {}/pmbench.{{json,md{}}}",
+        c.out.display(),
+        if args.plot { ",svg" } else { "" }
+    );
+    Ok(())
+}
+
+fn params(quick: bool) -> Params {
+    if quick {
+        Params::quick()
+    } else {
+        Params::full()
+    }
+}
+
+fn cache_file(c: &Common) -> PathBuf {
+    c.out.join("pmdk-counts.json")
+}
+
+/// PMDK's counts for `workloads`: from the cache where it has them, counted (and added
+/// to the cache) where not.
+fn cached_counts(workloads: &[WorkloadId], ops: u64, c: &Common) -> Result<Vec<PmdkCount>, Error> {
+    let key = count::cache_key(ops, c.quick)?;
+    let file = cache_file(c);
+    let mut cache = count::load_cache(&file, &key).unwrap_or(CountCache {
+        key,
+        counts: Vec::new(),
+    });
+    let mut changed = false;
+    for &id in workloads.iter().filter(|w| w.countable()) {
+        for mode in PmdkMode::ALL {
+            if cache
+                .counts
+                .iter()
+                .any(|x| x.workload == id && x.mode == mode)
+            {
+                continue;
+            }
+            eprintln!(
+                "counting PMDK's persistence instructions: {id} {}",
+                mode.name()
+            );
+            cache
+                .counts
+                .extend(count::count_one(id, mode, ops, c.quick, &c.pool_dir)?);
+            changed = true;
+        }
+    }
+    if changed {
+        count::save_cache(&file, &cache)?;
+    }
+    Ok(cache.counts)
+}
+
+fn count_pmdk(workloads: Vec<WorkloadId>, ops: u64, c: &Common) -> Result<(), Error> {
+    let workloads: Vec<WorkloadId> = if workloads.is_empty() {
+        WorkloadId::ALL
+            .into_iter()
+            .filter(|w| w.countable())
+            .collect()
+    } else {
+        workloads
+    };
+    if let Some(w) = workloads.iter().find(|w| !w.countable()) {
+        return Err(
+            format!("{w} runs two threads; the tracer follows one (count w1 instead)").into(),
+        );
+    }
+    let key = count::cache_key(ops, c.quick)?;
+    let file = cache_file(c);
+    let mut cache = count::load_cache(&file, &key).unwrap_or(CountCache {
+        key,
+        counts: Vec::new(),
+    });
+    println!("| workload | PMDK mode | per | fences | flushed lines | nt lines | instructions executed per unit |");
+    println!("|---|---|---|---|---|---|---|");
+    for &id in &workloads {
+        for mode in PmdkMode::ALL {
+            let fresh = count::count_one(id, mode, ops, c.quick, &c.pool_dir)?;
+            for x in &fresh {
+                #[allow(clippy::cast_precision_loss)] // report arithmetic
+                let detail: Vec<String> = x
+                    .by_instruction
+                    .iter()
+                    .map(|(k, v)| format!("{k} {:.2}", *v as f64 / x.units.max(1) as f64))
+                    .collect();
+                println!(
+                    "| {id} {:?} | {} | {} | {:.2} | {:.2} | {:.2} | {} |",
+                    x.metric,
+                    mode.name(),
+                    x.metric.unit(),
+                    x.fences_per_unit(),
+                    x.lines_per_unit(),
+                    x.nt_lines_per_unit(),
+                    detail.join(", ")
+                );
+            }
+            cache
+                .counts
+                .retain(|x| !(x.workload == id && x.mode == mode));
+            cache.counts.extend(fresh);
+        }
+    }
+    count::save_cache(&file, &cache)?;
+    eprintln!("wrote {}", file.display());
+    Ok(())
+}
+
+#[cfg(feature = "pmdk")]
+fn child(args: &ChildArgs) -> Result<(), Error> {
+    use pmbench::harness::ChildSpec;
+    use pmbench::round::RoundResult;
+    use pmbench::{pmdk, Job};
+
+    extern "C" fn stop_for_tracer() {
+        // SAFETY: raising a signal at ourselves; the tracer resumes us.
+        unsafe { libc::raise(libc::SIGSTOP) };
+    }
+
+    let spec = ChildSpec {
+        workload: args.workload,
+        quick: args.quick,
+        ops: args.ops,
+        pool: args.pool.clone(),
+        build: args.build,
+        marks: args.marks,
+    };
+    let p = spec.params();
+    let job = Job::build(args.workload, &p);
+    let result = if args.build {
+        let Job::Open(j) = &job else {
+            return Err("--build is for the open workload".into());
+        };
+        pmdk::build_open(j, &args.pool)?;
+        RoundResult {
+            timings: Vec::new(),
+            counters: None,
+        }
+    } else {
+        let mark: pmdk::Mark = if args.marks {
+            Some(stop_for_tracer)
+        } else {
+            None
+        };
+        pmdk::run(&job, p.pool_size, &args.pool, mark)?
+    };
+    println!("{}", serde_json::to_string(&result)?);
+    Ok(())
+}
+
+#[cfg(not(feature = "pmdk"))]
+fn child(_args: &ChildArgs) -> Result<(), Error> {
+    Err("pmdk feature off".into())
+}
