@@ -86,7 +86,8 @@ extern "C" fn kernel_exception(vector: u64, error: u64, frame: *const u64) -> ! 
     let mut w = crate::serial::emergency_writer();
     let _ = writeln!(
         w,
-        "\nEXCEPTION: {name} (vector {vector}) error {error:#x} at rip {rip:#x} cr2 {cr2:#x}"
+        "\nEXCEPTION in test {}: {name} (vector {vector}) error {error:#x} at rip {rip:#x} cr2 {cr2:#x}",
+        crate::testing::current().unwrap_or("-")
     );
     crate::exit::exit(GuestExit::Fail)
 }

@@ -79,6 +79,7 @@ extern "C" fn kmain(start_info: u64) -> ! {
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
     let mut w = serial::emergency_writer();
-    let _ = writeln!(w, "\nPANIC: {info}");
+    let test = testing::current().unwrap_or("-");
+    let _ = writeln!(w, "\nPANIC in test {test}: {info}");
     exit(GuestExit::Fail)
 }

@@ -1,5 +1,5 @@
 //! Output on COM1 (a 16550 UART at I/O port 0x3f8), which QEMU's `-serial stdio`
-//! hands to the runner, and the `print!`/`println!` macros that write there.
+//! hands to the runner, and the `println!` macro that writes there.
 
 use core::fmt;
 
@@ -87,11 +87,6 @@ pub fn print(args: fmt::Arguments<'_>) {
 /// interleave for long.
 pub fn emergency_writer() -> Uart {
     Uart::com1()
-}
-
-/// Prints to the serial console.
-macro_rules! print {
-    ($($arg:tt)*) => ($crate::serial::print(format_args!($($arg)*)));
 }
 
 /// Prints a line to the serial console.

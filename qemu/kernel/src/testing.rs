@@ -1,11 +1,14 @@
 //! The in-kernel test runner: a suite is a list of named test functions.
 //!
-//! Each test prints `test <name> ... ` before it runs and `ok` or `FAILED (<reason>)`
-//! after; the run ends with exactly `N passed, N failed` alone on a line. A panic or a
-//! CPU exception inside a test ends the run with the failure exit code and no summary,
-//! which the runner reports as a failure too.
+//! Each test gets one line, `test <name> ... ok` or `test <name> ... FAILED (<reason>)`,
+//! printed when it returns (so lines a test prints itself, such as `committed <i>`,
+//! stand alone); the run ends with exactly `N passed, N failed` alone on a line. A
+//! panic or a CPU exception inside a test names the test ([`current`]) and ends the
+//! run with the failure exit code and no summary, which the runner reports as a
+//! failure too.
 
 use core::fmt;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use arch::Counters;
 use pm_qemu_proto::log::LogError;
@@ -205,6 +208,31 @@ pub fn expect_counters(expected: Counters, found: Counters) -> Result<(), TestFa
     Ok(())
 }
 
+/// The running test's name as a `&'static str` split in pointer and length (0 when
+/// none), for the panic and exception paths, which must not take locks.
+static CURRENT_PTR: AtomicUsize = AtomicUsize::new(0);
+static CURRENT_LEN: AtomicUsize = AtomicUsize::new(0);
+
+fn set_current(name: &'static str) {
+    CURRENT_LEN.store(name.len(), Ordering::Relaxed);
+    CURRENT_PTR.store(name.as_ptr() as usize, Ordering::Relaxed);
+}
+
+/// The test running now, if any.
+pub fn current() -> Option<&'static str> {
+    let ptr = CURRENT_PTR.load(Ordering::Relaxed);
+    if ptr == 0 {
+        return None;
+    }
+    let len = CURRENT_LEN.load(Ordering::Relaxed);
+    // SAFETY: ptr and len were taken together from a `&'static str` by `set_current`
+    // (single CPU, no interrupts: no torn update can be observed), and static strings
+    // live and stay valid UTF-8 forever.
+    Some(unsafe {
+        core::str::from_utf8_unchecked(core::slice::from_raw_parts(ptr as *const u8, len))
+    })
+}
+
 /// Runs every test in order, printing one line each and the summary.
 pub fn run(tests: &[Test], env: &Env) -> Summary {
     let mut summary = Summary {
@@ -212,18 +240,19 @@ pub fn run(tests: &[Test], env: &Env) -> Summary {
         failed: 0,
     };
     for t in tests {
-        print!("{}", TestStart(t.name));
+        set_current(t.name);
         match (t.run)(env) {
             Ok(()) => {
-                println!("ok");
+                println!("{}ok", TestStart(t.name));
                 summary.passed += 1;
             }
             Err(e) => {
-                println!("FAILED ({e})");
+                println!("{}FAILED ({e})", TestStart(t.name));
                 summary.failed += 1;
             }
         }
     }
+    CURRENT_PTR.store(0, Ordering::Relaxed);
     println!("{summary}");
     summary
 }

@@ -64,8 +64,8 @@ impl fmt::Display for FenceCrash {
     }
 }
 
-/// The start of a test's line, `test <name> ... `; the verdict follows on the same line
-/// once the test returns (so a hang or panic shows which test it was).
+/// The start of a test's line, `test <name> ... `; the verdict follows on the same
+/// line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TestStart<'a>(pub &'a str);
 
