@@ -8,6 +8,7 @@
 //! | `crash_at` | `u64` >= 1 | none | stop without cleanup at that fence (log workload) |
 //! | `records` | 1..=[`MAX_RECORDS`] | [`DEFAULT_RECORDS`] | records the log workload appends |
 //! | `nvdimms` | `u32` | none | how many NVDIMMs the kernel must find |
+//! | `skip_flush` | `u64` | none | fault injection: the log writer stores record n with ordinary stores and never flushes it (ADR mode must then lose it; direct mode cannot tell) |
 //!
 //! Unknown keys, repeated keys and bad values are errors (a typo must not silently run
 //! the default).
@@ -105,6 +106,8 @@ pub struct BootArgs {
     pub records: u32,
     /// How many NVDIMMs the kernel must find, if set.
     pub nvdimms: Option<u32>,
+    /// Fault injection: the log record whose flush the writer leaves out.
+    pub skip_flush: Option<u64>,
 }
 
 impl Default for BootArgs {
@@ -116,6 +119,7 @@ impl Default for BootArgs {
             crash_at: None,
             records: DEFAULT_RECORDS,
             nvdimms: None,
+            skip_flush: None,
         }
     }
 }
@@ -263,6 +267,10 @@ impl BootArgs {
                     args.nvdimms = Some(n);
                     5
                 }
+                "skip_flush" => {
+                    args.skip_flush = Some(parse_u64(value).ok_or(bad_number)?);
+                    6
+                }
                 _ => return Err(ArgError::UnknownKey { at, len }),
             };
             if seen & (1 << bit) != 0 {
@@ -291,6 +299,9 @@ impl fmt::Display for BootArgs {
         if let Some(n) = self.nvdimms {
             write!(f, " nvdimms={n}")?;
         }
+        if let Some(n) = self.skip_flush {
+            write!(f, " skip_flush={n}")?;
+        }
         Ok(())
     }
 }
@@ -307,7 +318,8 @@ mod tests {
 
     #[test]
     fn every_key_parses_and_display_round_trips() {
-        let line = "suite=log-verify seed=0x10 mode=adr crash_at=7 records=100 nvdimms=2";
+        let line =
+            "suite=log-verify seed=0x10 mode=adr crash_at=7 records=100 nvdimms=2 skip_flush=3";
         let args = BootArgs::parse(line).unwrap();
         assert_eq!(
             args,
@@ -318,6 +330,7 @@ mod tests {
                 crash_at: Some(7),
                 records: 100,
                 nvdimms: Some(2),
+                skip_flush: Some(3),
             }
         );
         assert_eq!(BootArgs::parse(&args.to_string()).unwrap(), args);

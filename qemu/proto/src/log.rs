@@ -216,15 +216,15 @@ impl LogScan {
 
     /// The invariants plus durability against the writer's report: `committed`
     /// records were reported durable, so all of them survive, and at most one more
-    /// (persisted, but killed before it could report).
+    /// (persisted, but killed before it could report). A lost commit is reported first: it is the failure that matters most.
     pub fn check_against(&self, committed: u64) -> Result<(), LogError> {
-        self.check()?;
         if self.valid < committed {
             return Err(LogError::Lost {
                 committed,
                 valid: self.valid,
             });
         }
+        self.check()?;
         if self.valid > committed + 1 {
             return Err(LogError::Phantom {
                 committed,
@@ -313,6 +313,15 @@ mod tests {
         let s = scan(&log, 1);
         assert_eq!((s.valid, s.stray), (2, Some(3)));
         assert_eq!(s.check(), Err(LogError::Stray { index: 3 }));
+        assert_eq!(s.check_against(2), Err(LogError::Stray { index: 3 }));
+        // Losing a commit outranks the stray record behind it.
+        assert_eq!(
+            s.check_against(6),
+            Err(LogError::Lost {
+                committed: 6,
+                valid: 2
+            })
+        );
 
         // Another seed's log is foreign, not valid.
         let s = scan(&log_of(2, 3, 4), 1);

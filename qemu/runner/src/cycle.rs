@@ -163,6 +163,21 @@ pub struct CycleConfig {
 /// Serial lines shown per boot in a failure report (the writer's can be thousands).
 const SHOWN_LINES: usize = 40;
 
+impl CycleConfig {
+    /// `cycles` cycles from `seed` in `mode`, on one NVDIMM, kills in [`KILL_WINDOW`],
+    /// printing each cycle.
+    pub fn new(seed: u64, cycles: u32, mode: Mode) -> Self {
+        CycleConfig {
+            seed,
+            cycles,
+            mode,
+            nvdimms: 1,
+            kill_window: KILL_WINDOW,
+            verbose: true,
+        }
+    }
+}
+
 /// A cycle that failed, with what is needed to replay and debug it.
 #[derive(Debug)]
 pub struct CycleError {
@@ -228,6 +243,30 @@ pub struct CyclesReport {
     pub boot_time: Duration,
     /// Boots.
     pub boots: u32,
+}
+
+impl CyclesReport {
+    /// Mean wall-clock time of a boot.
+    pub fn mean_boot(&self) -> Duration {
+        self.boot_time / self.boots.max(1)
+    }
+}
+
+impl fmt::Display for CyclesReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} cycles ok ({} killed, {} crashed at a fence, {} finished first); \
+             {} boots, mean {} ms, slowest {} ms",
+            self.cycles,
+            self.killed,
+            self.fence_crashes,
+            self.finished,
+            self.boots,
+            self.mean_boot().as_millis(),
+            self.slowest_boot.as_millis()
+        )
+    }
 }
 
 /// Runs `cfg.cycles` crash-reboot cycles of `workload`; stops at the first failure.

@@ -16,6 +16,19 @@ use crate::Exit;
 pub struct LogWorkload {
     /// Records the writer appends if not crashed first.
     pub records: u32,
+    /// Fault injection: the record the writer leaves unflushed (`skip_flush=`), to show
+    /// that ADR mode catches a missing flush; `None` for real runs.
+    pub skip_flush: Option<u64>,
+}
+
+impl LogWorkload {
+    /// `records` records, no fault injected.
+    pub fn new(records: u32) -> Self {
+        LogWorkload {
+            records,
+            skip_flush: None,
+        }
+    }
 }
 
 /// What one cycle found.
@@ -40,6 +53,7 @@ impl LogWorkload {
             seed,
             mode,
             records: self.records,
+            skip_flush: self.skip_flush.filter(|_| suite == Suite::Log),
             ..BootArgs::default()
         }
     }
@@ -64,18 +78,13 @@ impl Workload for LogWorkload {
         u64::from(self.records)
     }
 
-    /// * the verifier passed (its own checks: accepted records are exact, nothing
-    ///   valid after the end) and reported `log valid <n>`;
-    /// * the runner's scan of image 0 finds the same `n` and the same invariants;
-    /// * durability: every record reported committed survived, and at most one more
-    ///   (persisted, then killed before it could report);
+    /// * durability, on the runner's own scan of image 0: every record reported
+    ///   committed survived, and at most one more (persisted, then killed before it
+    ///   could report); accepted records are exact, nothing valid after the end;
+    /// * the verifier boot passed (the same invariants, checked in the kernel) and
+    ///   reported `log valid <n>` with the same `n` as the runner's scan;
     /// * a crash at fence `f` leaves exactly `f - 1` commits (one fence per record).
     fn check(&self, run: &CycleRun<'_>) -> Result<LogReport, CycleFailure> {
-        if !run.verifier.passed() {
-            return Err(CycleFailure::VerifierFailed {
-                exit: run.verifier.exit,
-            });
-        }
         let committed = run
             .writer
             .lines()
@@ -85,6 +94,18 @@ impl Workload for LogWorkload {
             })
             .max()
             .unwrap_or(0);
+        let len = self.records as usize * RECORD_SIZE;
+        let image = run.images.read(0, 0, len).map_err(CycleFailure::Runner)?;
+        let host = LogScan::run(u64::from(self.records), run.seed, |i, buf| {
+            let at = i as usize * RECORD_SIZE;
+            buf.copy_from_slice(&image[at..at + RECORD_SIZE]);
+        });
+        host.check_against(committed).map_err(CycleFailure::Log)?;
+        if !run.verifier.passed() {
+            return Err(CycleFailure::VerifierFailed {
+                exit: run.verifier.exit,
+            });
+        }
         let kernel_valid = run
             .verifier
             .lines()
@@ -93,13 +114,6 @@ impl Workload for LogWorkload {
                 _ => None,
             })
             .ok_or(CycleFailure::MissingLine { what: "log valid" })?;
-        let len = self.records as usize * RECORD_SIZE;
-        let image = run.images.read(0, 0, len).map_err(CycleFailure::Runner)?;
-        let host = LogScan::run(u64::from(self.records), run.seed, |i, buf| {
-            let at = i as usize * RECORD_SIZE;
-            buf.copy_from_slice(&image[at..at + RECORD_SIZE]);
-        });
-        host.check_against(committed).map_err(CycleFailure::Log)?;
         if host.valid != kernel_valid {
             return Err(CycleFailure::HostScan {
                 kernel: kernel_valid,
@@ -163,6 +177,27 @@ mod tests {
         images
     }
 
+    /// Runs the check on boots with these serial logs.
+    fn check_logs(
+        writer: String,
+        verifier: String,
+        crash: Crash,
+        images: &Images,
+    ) -> Result<LogReport, CycleFailure> {
+        let writer = outcome(Exit::Guest(GuestExit::Crash), writer);
+        let verifier = outcome(Exit::Guest(GuestExit::Pass), verifier);
+        LogWorkload::new(64).check(&CycleRun {
+            seed: SEED,
+            mode: Mode::Direct,
+            crash,
+            writer: &writer,
+            verifier: &verifier,
+            images,
+        })
+    }
+
+    /// A writer that reported `committed` commits and a verifier that found
+    /// `kernel_valid` records.
     fn check(
         committed: u64,
         crash: Crash,
@@ -172,19 +207,9 @@ mod tests {
         let writer: String = (0..committed)
             .map(|i| pm_qemu_proto::report::Committed(i).to_string() + "\n")
             .collect();
-        let writer = outcome(Exit::Guest(GuestExit::Crash), writer);
-        let verifier = outcome(
-            Exit::Guest(GuestExit::Pass),
-            format!("log valid {kernel_valid}\ntest log_intact ... ok\n1 passed, 0 failed\n"),
-        );
-        LogWorkload { records: 64 }.check(&CycleRun {
-            seed: SEED,
-            mode: Mode::Direct,
-            crash,
-            writer: &writer,
-            verifier: &verifier,
-            images,
-        })
+        let verifier =
+            format!("log valid {kernel_valid}\ntest log_intact ... ok\n1 passed, 0 failed\n");
+        check_logs(writer, verifier, crash, images)
     }
 
     #[test]
@@ -245,16 +270,12 @@ mod tests {
             })
         ));
         // A verifier that did not report is a failure, not a pass.
-        let writer = outcome(Exit::Guest(GuestExit::Crash), String::new());
-        let verifier = outcome(Exit::Guest(GuestExit::Pass), "1 passed, 0 failed\n".into());
-        let r = LogWorkload { records: 64 }.check(&CycleRun {
-            seed: SEED,
-            mode: Mode::Adr,
-            crash: Crash::Kill(Duration::ZERO),
-            writer: &writer,
-            verifier: &verifier,
-            images: &images,
-        });
+        let r = check_logs(
+            "committed 5\n".into(),
+            "1 passed, 0 failed\n".into(),
+            Crash::Kill(Duration::ZERO),
+            &images,
+        );
         assert!(matches!(
             r,
             Err(CycleFailure::MissingLine { what: "log valid" })

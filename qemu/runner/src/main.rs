@@ -14,7 +14,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use pm_qemu_proto::{BootArgs, Mode, Suite};
 use pm_qemu_runner::{
     crash_cycles, qemu_available, run_suite, CycleConfig, Images, Kernel, LogWorkload, IMAGE_SIZE,
-    KILL_WINDOW,
 };
 
 /// Command-line options (all optional).
@@ -62,22 +61,17 @@ fn parse(args: &[String]) -> Option<Options> {
 }
 
 fn suite(kernel: &Kernel, nvdimms: usize, args: BootArgs) -> bool {
-    let images = match Images::create(nvdimms, IMAGE_SIZE) {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("{e}");
-            return false;
-        }
-    };
-    suite_on(kernel, &images, args)
+    match Images::create(nvdimms, IMAGE_SIZE) {
+        Ok(images) => suite_on(kernel, &images, args),
+        Err(e) => report(Err::<(), _>(e), |()| ()),
+    }
 }
 
-fn suite_on(kernel: &Kernel, images: &Images, args: BootArgs) -> bool {
-    match run_suite(kernel, images, args) {
-        Ok(o) => {
-            println!("$ {}", o.command);
-            print!("{}", o.serial);
-            println!("boot: {} ms", o.elapsed.as_millis());
+/// Prints `r`'s success with `show`, or its error; returns whether it succeeded.
+fn report<T, E: std::fmt::Display>(r: Result<T, E>, show: impl FnOnce(T)) -> bool {
+    match r {
+        Ok(v) => {
+            show(v);
             true
         }
         Err(e) => {
@@ -85,6 +79,14 @@ fn suite_on(kernel: &Kernel, images: &Images, args: BootArgs) -> bool {
             false
         }
     }
+}
+
+fn suite_on(kernel: &Kernel, images: &Images, args: BootArgs) -> bool {
+    report(run_suite(kernel, images, args), |o| {
+        println!("$ {}", o.command);
+        print!("{}", o.serial);
+        println!("boot: {} ms", o.elapsed.as_millis());
+    })
 }
 
 /// Boot 1 persists a seeded pattern, boot 2 on the same images finds it.
@@ -103,39 +105,15 @@ fn persistence(kernel: &Kernel, seed: u64) -> bool {
 }
 
 fn cycles(kernel: &Kernel, o: &Options, mode: Mode) -> bool {
-    let cfg = CycleConfig {
-        seed: o.seed,
-        cycles: o.cycles,
-        mode,
-        nvdimms: 1,
-        kill_window: KILL_WINDOW,
-        verbose: true,
-    };
+    let cfg = CycleConfig::new(o.seed, o.cycles, mode);
     println!(
         "crash cycles: workload log, mode {}, seed {:#x}, {} cycles",
         mode.name(),
         o.seed,
         o.cycles
     );
-    match crash_cycles(kernel, &LogWorkload { records: o.records }, &cfg) {
-        Ok(r) => {
-            println!(
-                "{} cycles ok ({} killed, {} crashed at a fence, {} finished first); {} boots, mean {} ms, slowest {} ms",
-                r.cycles,
-                r.killed,
-                r.fence_crashes,
-                r.finished,
-                r.boots,
-                r.boot_time.as_millis() / u128::from(r.boots.max(1)),
-                r.slowest_boot.as_millis()
-            );
-            true
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            false
-        }
-    }
+    let workload = LogWorkload::new(o.records);
+    report(crash_cycles(kernel, &workload, &cfg), |r| println!("{r}"))
 }
 
 fn main() -> ExitCode {
@@ -149,12 +127,8 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     println!("$ (cd qemu/kernel && cargo build --release)");
-    let kernel = match Kernel::build() {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
+    let Ok(kernel) = Kernel::build().inspect_err(|e| eprintln!("{e}")) else {
+        return ExitCode::FAILURE;
     };
     let seed_args = |nvdimms: usize| BootArgs {
         suite: o.suite,

@@ -5,7 +5,9 @@
 mod common;
 
 use pm_qemu_proto::{BootArgs, GuestExit, Suite};
-use pm_qemu_runner::{boot, run_suite, BootSpec, Exit, Images, SuiteError, IMAGE_SIZE};
+use pm_qemu_runner::{
+    boot, run_suite, BootOutcome, BootSpec, Exit, Images, Kernel, SuiteError, IMAGE_SIZE,
+};
 use std::time::Duration;
 
 fn args(suite: Suite, seed: u64, nvdimms: u32) -> BootArgs {
@@ -15,6 +17,20 @@ fn args(suite: Suite, seed: u64, nvdimms: u32) -> BootArgs {
         nvdimms: Some(nvdimms),
         ..BootArgs::default()
     }
+}
+
+/// One boot on fresh single-NVDIMM images with a raw command line and a time limit.
+fn boot_raw(kernel: &Kernel, raw_append: Option<&str>, timeout: Duration) -> BootOutcome {
+    let images = Images::create(1, IMAGE_SIZE).unwrap();
+    boot(&BootSpec {
+        kernel,
+        images: &images,
+        args: BootArgs::default(),
+        raw_append,
+        timeout,
+        kill_after: None,
+    })
+    .unwrap()
 }
 
 #[test]
@@ -90,16 +106,7 @@ fn bad_command_line_fails_the_boot_and_names_the_word() {
     let Some(kernel) = common::kernel() else {
         return;
     };
-    let images = Images::create(1, IMAGE_SIZE).unwrap();
-    let o = boot(&BootSpec {
-        kernel,
-        images: &images,
-        args: BootArgs::default(),
-        raw_append: Some("suite=all sed=3"),
-        timeout: Duration::from_secs(30),
-        kill_after: None,
-    })
-    .unwrap();
+    let o = boot_raw(kernel, Some("suite=all sed=3"), Duration::from_secs(30));
     assert_eq!(o.exit, Exit::Guest(GuestExit::Fail), "{}", o.serial);
     assert!(o.serial.contains("unknown option"), "{}", o.serial);
     assert!(o.serial.contains("\"sed=3\""), "{}", o.serial);
@@ -111,16 +118,7 @@ fn a_hung_boot_is_killed_at_the_wall_clock_limit() {
     let Some(kernel) = common::kernel() else {
         return;
     };
-    let images = Images::create(1, IMAGE_SIZE).unwrap();
-    let o = boot(&BootSpec {
-        kernel,
-        images: &images,
-        args: BootArgs::default(),
-        raw_append: None,
-        timeout: Duration::from_millis(20),
-        kill_after: None,
-    })
-    .unwrap();
+    let o = boot_raw(kernel, None, Duration::from_millis(20));
     assert_eq!(o.exit, Exit::TimedOut);
     assert!(!o.passed());
 }

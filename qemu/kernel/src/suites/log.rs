@@ -53,14 +53,17 @@ fn with_log_media(
 }
 
 /// Appends `records` records, one fence each: even ones with ordinary stores plus a
-/// flush, odd ones with non-temporal stores, so both paths are crash-tested.
+/// flush, odd ones with non-temporal stores, so both paths are crash-tested. Record
+/// `skip_flush=<n>` (fault injection) is stored with ordinary stores and not flushed.
 fn append(env: &Env) -> Result<(), TestFailure> {
     let seed = env.args.seed;
     with_log_media(env, &mut |m| {
         for i in 0..u64::from(env.args.records) {
             let off = i as usize * RECORD_SIZE;
             let r = record(seed, i);
-            if i % 2 == 0 {
+            if env.args.skip_flush == Some(i) {
+                m.write(off, &r);
+            } else if i % 2 == 0 {
                 m.write(off, &r);
                 m.flush(off, RECORD_SIZE);
             } else {

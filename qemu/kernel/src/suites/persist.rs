@@ -32,6 +32,11 @@ fn lines(n: &Nvdimm) -> impl Iterator<Item = usize> {
         .chain(core::iter::once(len - CACHE_LINE))
 }
 
+/// The offset of every word of every pattern line.
+fn words(n: &Nvdimm) -> impl Iterator<Item = usize> {
+    lines(n).flat_map(|line| (line..line + CACHE_LINE).step_by(8))
+}
+
 fn word(seed: u64, n: &Nvdimm, off: usize) -> u64 {
     mix64(seed ^ (n.index as u64) << 56 ^ off as u64)
 }
@@ -39,10 +44,10 @@ fn word(seed: u64, n: &Nvdimm, off: usize) -> u64 {
 fn write_pattern(env: &Env) -> Result<(), TestFailure> {
     for n in env.nvdimms()? {
         let m = n.media();
+        for off in words(n) {
+            m.write_u64(off, word(env.args.seed, n, off));
+        }
         for line in lines(n) {
-            for off in (line..line + CACHE_LINE).step_by(8) {
-                m.write_u64(off, word(env.args.seed, n, off));
-            }
             m.flush(line, CACHE_LINE);
         }
         m.fence();
@@ -53,16 +58,14 @@ fn write_pattern(env: &Env) -> Result<(), TestFailure> {
 fn verify_pattern(env: &Env) -> Result<(), TestFailure> {
     for n in env.nvdimms()? {
         let m = n.media();
-        for line in lines(n) {
-            for off in (line..line + CACHE_LINE).step_by(8) {
-                expect_eq(
-                    "pattern word",
-                    n.index,
-                    off,
-                    word(env.args.seed, n, off),
-                    m.read_u64(off),
-                )?;
-            }
+        for off in words(n) {
+            expect_eq(
+                "pattern word",
+                n.index,
+                off,
+                word(env.args.seed, n, off),
+                m.read_u64(off),
+            )?;
         }
     }
     Ok(())
