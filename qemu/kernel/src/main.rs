@@ -55,6 +55,10 @@ extern "C" fn kmain(start_info: u64) -> ! {
         exit(GuestExit::Fail)
     });
     println!("pm-kernel: {args}");
+    // Firmware tables are read only inside these regions (all of low memory if none).
+    for r in &info.memmap {
+        println!("memory: {:#x}+{:#x} type {}", r.base, r.size, r.kind);
+    }
     let nvdimms = nvdimm::discover(&LowMemory::within(&info.memmap), info.rsdp);
     match &nvdimms {
         Ok(list) => {
