@@ -41,7 +41,13 @@ boot_pdpt:
     .skip 4096
 boot_pd_low:                /* four page directories: 4 x 1 GiB */
     .skip 4096 * 4
-    .p2align 4
+    /* Unmapped by `paging::guard_stack` once in Rust: an overflow faults instead of
+     * running into the page tables above (a triple fault, as the exception handlers
+     * run on this same stack, but never silent corruption). */
+    .p2align 12
+    .global boot_stack_guard
+boot_stack_guard:
+    .skip 4096
 boot_stack_bottom:
     .skip {stack_size}
 boot_stack_top:
@@ -129,3 +135,13 @@ long_mode_entry:
     stack_size = const STACK_SIZE,
     options(att_syntax)
 );
+
+extern "C" {
+    /// The 4 KiB page below the boot stack (see the assembly above).
+    static boot_stack_guard: u8;
+}
+
+/// Address of the page below the stack, which `paging::unmap_guard_page` unmaps.
+pub fn stack_guard() -> u64 {
+    core::ptr::addr_of!(boot_stack_guard) as u64
+}

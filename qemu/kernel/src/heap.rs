@@ -35,3 +35,9 @@ pub fn init() {
     let arena: &'static mut [MaybeUninit<u8>] = unsafe { &mut *ARENA.0.get() };
     ALLOCATOR.lock().init_from_slice(arena);
 }
+
+/// Whether `[addr, addr + len)` lies inside the arena.
+pub fn contains(addr: u64, len: usize) -> bool {
+    let start = ARENA.0.get() as u64;
+    addr >= start && addr.saturating_add(len as u64) <= start + HEAP_SIZE as u64
+}

@@ -45,6 +45,10 @@ extern "C" fn kmain(start_info: u64) -> ! {
     serial::init();
     idt::init();
     heap::init();
+    if let Err(e) = paging::unmap_guard_page(boot::stack_guard()) {
+        println!("pm-kernel: no stack guard page: {e}");
+        exit(GuestExit::Fail);
+    }
     let info = StartInfo::read(start_info).unwrap_or_else(|e| {
         println!("pm-kernel: {e}");
         exit(GuestExit::Fail)

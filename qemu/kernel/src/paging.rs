@@ -10,11 +10,12 @@ use core::cell::UnsafeCell;
 use core::fmt;
 
 use spin::Mutex;
+use x86_64::instructions::tlb;
 use x86_64::registers::control::Cr3;
 use x86_64::structures::paging::mapper::MapToError;
 use x86_64::structures::paging::{
     FrameAllocator, Mapper, OffsetPageTable, PageSize, PageTable, PageTableFlags, PhysFrame,
-    Size2MiB, Size4KiB,
+    Size2MiB, Size4KiB, Translate,
 };
 use x86_64::{PhysAddr, VirtAddr};
 
@@ -44,6 +45,11 @@ pub enum MapError {
         /// The 2 MiB page.
         page: u64,
     },
+    /// The address is not mapped at all (so it cannot become a guard page).
+    NotMapped {
+        /// The address.
+        addr: u64,
+    },
 }
 
 impl fmt::Display for MapError {
@@ -57,6 +63,7 @@ impl fmt::Display for MapError {
                 write!(f, "no spare page directory left to map {page:#x}")
             }
             MapError::Conflict { page } => write!(f, "page {page:#x} is already mapped"),
+            MapError::NotMapped { addr } => write!(f, "{addr:#x} is not mapped"),
         }
     }
 }
@@ -93,6 +100,75 @@ unsafe impl FrameAllocator<Size4KiB> for SpareFrames<'_> {
     }
 }
 
+/// Runs `f` on the live PML4 and the spare-table allocator, under `MAPPER`'s lock.
+fn with_tables<T>(f: impl FnOnce(&mut PageTable, &mut SpareFrames<'_>) -> T) -> T {
+    let mut used = MAPPER.lock();
+    let (pml4_frame, _) = Cr3::read();
+    // SAFETY: CR3 holds the boot stub's PML4, identity-mapped; `MAPPER`'s lock makes
+    // this the only reference to it (and to every table below it) while it lives.
+    let pml4 = unsafe { &mut *(pml4_frame.start_address().as_u64() as *mut PageTable) };
+    f(pml4, &mut SpareFrames { used: &mut used })
+}
+
+/// Unmaps the 4 KiB page at `addr` (page-aligned, inside a 2 MiB page of the boot
+/// identity map), splitting that 2 MiB page into 4 KiB pages first.
+pub fn unmap_guard_page(addr: u64) -> Result<(), MapError> {
+    let not_mapped = MapError::NotMapped { addr };
+    let va = VirtAddr::new(addr);
+    with_tables(|pml4, frames| {
+        let table_at = |e: &x86_64::structures::paging::page_table::PageTableEntry| {
+            e.addr().as_u64() as *mut PageTable
+        };
+        let l4 = &pml4[va.p4_index()];
+        if !l4.flags().contains(PageTableFlags::PRESENT) {
+            return Err(not_mapped);
+        }
+        // SAFETY: a present PML4 entry of the boot tables points at an identity-mapped
+        // PDPT; the lock held by `with_tables` makes this the only reference to it.
+        let pdpt = unsafe { &mut *table_at(l4) };
+        let l3 = &pdpt[va.p3_index()];
+        if !l3.flags().contains(PageTableFlags::PRESENT)
+            || l3.flags().contains(PageTableFlags::HUGE_PAGE)
+        {
+            return Err(not_mapped);
+        }
+        // SAFETY: as above, one level down (a present, non-huge PDPT entry).
+        let pd = unsafe { &mut *table_at(l3) };
+        let l2 = &mut pd[va.p2_index()];
+        let flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
+        if !l2.flags().contains(PageTableFlags::PRESENT) {
+            return Err(not_mapped);
+        }
+        if l2.flags().contains(PageTableFlags::HUGE_PAGE) {
+            let huge = l2.addr();
+            let frame = frames.allocate_frame().ok_or(MapError::NoTables {
+                page: huge.as_u64(),
+            })?;
+            // SAFETY: a fresh, zeroed spare table, identity-mapped and referenced
+            // nowhere else; it becomes reachable only when `l2` is updated below.
+            let pt = unsafe { &mut *(frame.start_address().as_u64() as *mut PageTable) };
+            for (i, e) in pt.iter_mut().enumerate() {
+                e.set_addr(huge + i as u64 * Size4KiB::SIZE, flags);
+            }
+            l2.set_addr(frame.start_address(), flags);
+        }
+        // SAFETY: `l2` now points at a 4 KiB page table (split above, or already one).
+        let pt = unsafe { &mut *table_at(l2) };
+        pt[va.p1_index()].set_unused();
+        tlb::flush_all();
+        Ok(())
+    })
+}
+
+/// Whether `addr` translates to itself (identity-mapped and present).
+pub fn is_identity_mapped(addr: u64) -> bool {
+    with_tables(|pml4, _| {
+        // SAFETY: all of physical memory the tables live in is mapped at offset 0.
+        let mapper = unsafe { OffsetPageTable::new(pml4, VirtAddr::new(0)) };
+        mapper.translate_addr(VirtAddr::new(addr)) == Some(PhysAddr::new(addr))
+    })
+}
+
 /// Identity-maps `[start, start + len)`, rounded out to 2 MiB pages, writable and
 /// cacheable (write-back: the ADR model needs cached stores that a flush writes back).
 /// Pages already identity-mapped are left as they are.
@@ -101,30 +177,26 @@ pub fn identity_map(start: u64, len: u64) -> Result<(), MapError> {
         .checked_add(len)
         .filter(|&e| e <= REACH)
         .ok_or(MapError::OutOfReach { start, len })?;
-    let mut used = MAPPER.lock();
-    let (pml4_frame, _) = Cr3::read();
-    // SAFETY: CR3 holds the boot stub's PML4, identity-mapped; `MAPPER`'s lock makes
-    // this the only reference to it (and to every table below it) while it lives.
-    let pml4 = unsafe { &mut *(pml4_frame.start_address().as_u64() as *mut PageTable) };
-    // SAFETY: all of physical memory the tables live in is mapped at offset 0.
-    let mut mapper = unsafe { OffsetPageTable::new(pml4, VirtAddr::new(0)) };
-    let mut frames = SpareFrames { used: &mut used };
-    let flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
-    let mut page = start & !(Size2MiB::SIZE - 1);
-    while page < end {
-        let frame = PhysFrame::<Size2MiB>::containing_address(PhysAddr::new(page));
-        // SAFETY: an identity mapping of memory nothing else maps: it creates no alias
-        // of any existing mapping, and the NVDIMM range it exposes is reached only
-        // through `RawMedia` (raw pointers and atomics).
-        match unsafe { mapper.identity_map(frame, flags, &mut frames) } {
-            Ok(flush) => flush.flush(),
-            Err(MapToError::PageAlreadyMapped(f)) if f == frame => {}
-            Err(MapToError::FrameAllocationFailed) => return Err(MapError::NoTables { page }),
-            Err(MapToError::PageAlreadyMapped(_) | MapToError::ParentEntryHugePage) => {
-                return Err(MapError::Conflict { page })
+    with_tables(|pml4, frames| {
+        // SAFETY: all of physical memory the tables live in is mapped at offset 0.
+        let mut mapper = unsafe { OffsetPageTable::new(pml4, VirtAddr::new(0)) };
+        let flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
+        let mut page = start & !(Size2MiB::SIZE - 1);
+        while page < end {
+            let frame = PhysFrame::<Size2MiB>::containing_address(PhysAddr::new(page));
+            // SAFETY: an identity mapping of memory nothing else maps: it creates no alias
+            // of any existing mapping, and the NVDIMM range it exposes is reached only
+            // through `RawMedia` (raw pointers and atomics).
+            match unsafe { mapper.identity_map(frame, flags, frames) } {
+                Ok(flush) => flush.flush(),
+                Err(MapToError::PageAlreadyMapped(f)) if f == frame => {}
+                Err(MapToError::FrameAllocationFailed) => return Err(MapError::NoTables { page }),
+                Err(MapToError::PageAlreadyMapped(_) | MapToError::ParentEntryHugePage) => {
+                    return Err(MapError::Conflict { page })
+                }
             }
+            page += Size2MiB::SIZE;
         }
-        page += Size2MiB::SIZE;
-    }
-    Ok(())
+        Ok(())
+    })
 }

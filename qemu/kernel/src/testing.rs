@@ -92,6 +92,15 @@ pub enum TestFailure {
         /// Observed growth.
         found: u64,
     },
+    /// An address is mapped where it should not be, or the reverse.
+    Mapping {
+        /// Which address.
+        what: &'static str,
+        /// The address.
+        addr: u64,
+        /// Whether it should be identity-mapped.
+        expected: bool,
+    },
     /// A media window could not be made.
     Window(WindowError),
     /// The ADR working copy could not be made.
@@ -132,6 +141,15 @@ impl fmt::Display for TestFailure {
                 expected,
                 found,
             } => write!(f, "counter {what}: expected +{expected}, found +{found}"),
+            TestFailure::Mapping {
+                what,
+                addr,
+                expected,
+            } => write!(
+                f,
+                "{what}: {addr:#x} should {}be identity-mapped",
+                if *expected { "" } else { "not " }
+            ),
             TestFailure::Window(e) => write!(f, "{e}"),
             TestFailure::Adr(e) => write!(f, "{e}"),
             TestFailure::Log(e) => write!(f, "log: {e}"),

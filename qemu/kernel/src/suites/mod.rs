@@ -2,6 +2,7 @@
 //! lists a boot runs. The allocator and transaction suites join here as modules.
 
 mod adr;
+mod boot;
 mod log;
 mod media;
 mod nvdimm;
@@ -16,7 +17,7 @@ use crate::testing::Test;
 /// The tests `suite` runs, in order.
 pub fn tests(suite: Suite) -> Vec<Test> {
     let lists: &[&[Test]] = match suite {
-        Suite::All => &[nvdimm::tests(), media::tests(), adr::tests()],
+        Suite::All => &[boot::tests(), nvdimm::tests(), media::tests(), adr::tests()],
         Suite::Persist => &[persist::write_tests()],
         Suite::Verify => &[persist::verify_tests()],
         Suite::Log => &[log::append_tests()],
