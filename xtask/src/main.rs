@@ -1,11 +1,16 @@
 //! `cargo xtask <task>`: the project's tasks, each printing the commands it runs.
 //!
-//! * `test`: format check, clippy with warnings denied, the kernel build and QEMU suites
-//!   (once the kernel exists), then every host test; the output ends with the test
+//! * `test`: format check, clippy with warnings denied (host workspace and kernel), the
+//!   kernel build, a pmbench smoke round, then every host test (which include the QEMU
+//!   suites and crash cycles in `qemu/runner/tests`); the output ends with the test
 //!   runner's summary.
-//! * `setup`: installs what the tests need (the kernel target), idempotently.
+//! * `qemu [pm-qemu options]`: builds the kernel and runs the QEMU suites (1 and 2
+//!   NVDIMMs), the persistence pair and the crash-reboot cycles (direct and ADR mode)
+//!   through the runner binary, printing every command.
 //! * `bench [ARGS]`: runs pmbench in release mode (with PMDK when libpmemobj-dev is
 //!   installed); ARGS go to pmbench, default `--all --plot`. See `docs/benchmarks.md`.
+//! * `setup`: installs what the tests need (the kernel target, QEMU, libpmemobj),
+//!   idempotently.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -18,21 +23,38 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The test kernel's own workspace (built for `x86_64-unknown-none` from there, where its
+/// `.cargo/config.toml` applies).
+fn kernel_dir() -> PathBuf {
+    root().join("qemu/kernel")
+}
+
 /// Runs `cmd`, echoing it first; returns whether it succeeded.
 fn run(cmd: &mut Command) -> bool {
     run_quiet_end(cmd, false)
 }
 
+/// As [`run`], inside the kernel's workspace.
+fn run_kernel(cmd: &mut Command) -> bool {
+    println!("\n==> (in qemu/kernel)");
+    run_in(cmd, &kernel_dir(), false)
+}
+
 /// As [`run`]; with `last` the closing "<==" line is left out, so the output ends with
 /// the command's own last line (the test runner's summary).
 fn run_quiet_end(cmd: &mut Command, last: bool) -> bool {
+    run_in(cmd, &root(), last)
+}
+
+/// As [`run_quiet_end`], in `dir`.
+fn run_in(cmd: &mut Command, dir: &Path, last: bool) -> bool {
     let shown: Vec<String> = std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
         .map(|s| s.to_string_lossy().into_owned())
         .collect();
     println!("\n==> {}", shown.join(" "));
     let start = Instant::now();
-    let ok = cmd.current_dir(root()).status().is_ok_and(|s| s.success());
+    let ok = cmd.current_dir(dir).status().is_ok_and(|s| s.success());
     if !last || !ok {
         println!(
             "<== {} in {:.1}s",
@@ -139,7 +161,10 @@ fn test() -> bool {
         ("setup", Box::new(setup)),
         (
             "format",
-            Box::new(|| run(cargo().args(["fmt", "--all", "--", "--check"]))),
+            Box::new(|| {
+                run(cargo().args(["fmt", "--all", "--", "--check"]))
+                    && run_kernel(cargo().args(["fmt", "--all", "--", "--check"]))
+            }),
         ),
         (
             "clippy",
@@ -156,9 +181,25 @@ fn test() -> bool {
             }),
         ),
         (
+            "kernel clippy",
+            Box::new(|| run_kernel(cargo().args(["clippy", "--release", "--", "-D", "warnings"]))),
+        ),
+        (
+            "kernel build",
+            Box::new(|| run_kernel(cargo().args(["build", "--release"]))),
+        ),
+        (
             "no_std build",
             Box::new(|| {
-                run(cargo().args(["build", "-p", "arch", "--target", "x86_64-unknown-none"]))
+                run(cargo().args([
+                    "build",
+                    "-p",
+                    "arch",
+                    "-p",
+                    "pmalloc",
+                    "--target",
+                    "x86_64-unknown-none",
+                ]))
             }),
         ),
         (
@@ -219,14 +260,37 @@ fn test() -> bool {
     failed.is_empty() && last_ok
 }
 
+/// Builds the kernel, then runs everything QEMU-based through the runner binary
+/// (`pm-qemu all`), passing on extra options (`--seed S`, `--cycles N`, `--mode M`).
+fn qemu(extra: &[String]) -> bool {
+    setup()
+        && run_kernel(cargo().args(["build", "--release"]))
+        && run(cargo()
+            .args([
+                "run",
+                "--quiet",
+                "--release",
+                "-p",
+                "pm-qemu-runner",
+                "--bin",
+                "pm-qemu",
+                "--",
+                "all",
+            ])
+            .args(extra))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let ok = match args.first().map(String::as_str) {
         Some("test") => test(),
+        Some("qemu") => qemu(&args[1..]),
         Some("setup") => setup(),
         Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test|setup|bench [pmbench args]>");
+            eprintln!(
+                "usage: cargo xtask <test|qemu [--seed S] [--cycles N] [--mode direct|adr]|bench [pmbench args]|setup>"
+            );
             false
         }
     };

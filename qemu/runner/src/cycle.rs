@@ -1,0 +1,368 @@
+//! Crash-reboot cycles, for any workload.
+//!
+//! A cycle: fresh images; boot the workload's writer with a crash planned (a kill after
+//! a seeded delay, or `crash_at=<n>`: the kernel stops itself at its n-th fence);
+//! boot the workload's verifier on the same images; let the workload check both boots
+//! and the images. Seeds, crash choices and results are printed per cycle.
+
+use std::fmt;
+use std::time::Duration;
+
+use pm_qemu_proto::{BootArgs, GuestExit, Mode, SplitMix64};
+
+use crate::{boot, BootOutcome, BootSpec, Exit, Images, Kernel, RunnerError, IMAGE_SIZE};
+
+/// How a writer boot is crashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crash {
+    /// SIGKILL to QEMU this long after the kernel's first serial output.
+    Kill(Duration),
+    /// `crash_at=<n>`: the kernel exits without cleanup at its n-th fence.
+    AtFence(u64),
+}
+
+impl fmt::Display for Crash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Crash::Kill(d) => write!(f, "kill {} ms after first output", d.as_millis()),
+            Crash::AtFence(n) => write!(f, "crash at fence {n}"),
+        }
+    }
+}
+
+/// One finished cycle, as the workload's check sees it.
+#[derive(Debug)]
+pub struct CycleRun<'a> {
+    /// The cycle's seed (the workload's seed argument).
+    pub seed: u64,
+    /// The media mode.
+    pub mode: Mode,
+    /// How the writer was crashed.
+    pub crash: Crash,
+    /// The writer boot.
+    pub writer: &'a BootOutcome,
+    /// The verifier boot.
+    pub verifier: &'a BootOutcome,
+    /// The images both ran on.
+    pub images: &'a Images,
+}
+
+/// Why a workload's check failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CycleFailure {
+    /// The writer ended otherwise than by the planned crash or by finishing.
+    WriterExit {
+        /// How it ended.
+        exit: Exit,
+    },
+    /// The verifier boot did not pass.
+    VerifierFailed {
+        /// How it ended.
+        exit: Exit,
+    },
+    /// A line the check needs is missing from a boot's serial log.
+    MissingLine {
+        /// Which line (`"log valid"`).
+        what: &'static str,
+    },
+    /// The workload's own invariant failed.
+    Log(pm_qemu_proto::log::LogError),
+    /// The kernel's verifier and the runner's scan of the image disagree.
+    HostScan {
+        /// What the kernel reported.
+        kernel: u64,
+        /// What the runner found in the image.
+        host: u64,
+    },
+    /// A crash at fence n must leave exactly the commits before it.
+    FenceCommits {
+        /// The crash fence.
+        fence: u64,
+        /// Commits expected.
+        expected: u64,
+        /// Commits reported.
+        found: u64,
+    },
+    /// The image could not be read.
+    Runner(RunnerError),
+}
+
+impl fmt::Display for CycleFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CycleFailure::WriterExit { exit } => write!(f, "writer boot ended badly: {exit}"),
+            CycleFailure::VerifierFailed { exit } => write!(f, "verifier boot failed: {exit}"),
+            CycleFailure::MissingLine { what } => write!(f, "no \"{what}\" line"),
+            CycleFailure::Log(e) => write!(f, "{e}"),
+            CycleFailure::HostScan { kernel, host } => write!(
+                f,
+                "kernel found {kernel} valid records, the image holds {host}"
+            ),
+            CycleFailure::FenceCommits {
+                fence,
+                expected,
+                found,
+            } => write!(
+                f,
+                "crash at fence {fence}: expected {expected} commits, {found} reported"
+            ),
+            CycleFailure::Runner(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for CycleFailure {}
+
+/// A workload for crash cycles: what the two boots run and how their results are
+/// judged.
+pub trait Workload {
+    /// What a successful check reports (printed per cycle).
+    type Report: fmt::Display;
+
+    /// Its name, for reports.
+    fn name(&self) -> &'static str;
+
+    /// The writer boot's arguments (the driver adds `crash_at`).
+    fn writer_args(&self, seed: u64, mode: Mode) -> BootArgs;
+
+    /// The verifier boot's arguments.
+    fn verifier_args(&self, seed: u64, mode: Mode) -> BootArgs;
+
+    /// The highest fence worth crashing at.
+    fn fences(&self) -> u64;
+
+    /// Judges a finished cycle.
+    fn check(&self, run: &CycleRun<'_>) -> Result<Self::Report, CycleFailure>;
+}
+
+/// Kill delays that land inside the log workload's default 4096 records (about 100 ms
+/// of guest time on TCG after the kernel's banner): some early, most mid-way, a few
+/// after it finished.
+pub const KILL_WINDOW: (Duration, Duration) =
+    (Duration::from_millis(1), Duration::from_millis(110));
+
+/// How many cycles, from which seed, in which mode.
+#[derive(Debug, Clone)]
+pub struct CycleConfig {
+    /// Base seed; each cycle's seed and crash come from it.
+    pub seed: u64,
+    /// Cycles to run.
+    pub cycles: u32,
+    /// Media mode of both boots.
+    pub mode: Mode,
+    /// NVDIMMs attached.
+    pub nvdimms: usize,
+    /// Kill delays are drawn from this range (inclusive, from the kernel's first
+    /// serial output).
+    pub kill_window: (Duration, Duration),
+    /// Print each cycle (and each QEMU command) to stdout.
+    pub verbose: bool,
+}
+
+/// Serial lines shown per boot in a failure report (the writer's can be thousands).
+const SHOWN_LINES: usize = 40;
+
+impl CycleConfig {
+    /// `cycles` cycles from `seed` in `mode`, on one NVDIMM, kills in [`KILL_WINDOW`],
+    /// printing each cycle.
+    pub fn new(seed: u64, cycles: u32, mode: Mode) -> Self {
+        CycleConfig {
+            seed,
+            cycles,
+            mode,
+            nvdimms: 1,
+            kill_window: KILL_WINDOW,
+            verbose: true,
+        }
+    }
+}
+
+/// A cycle that failed, with what is needed to replay and debug it.
+#[derive(Debug)]
+pub struct CycleError {
+    /// The workload.
+    pub workload: &'static str,
+    /// The base seed of the run.
+    pub base_seed: u64,
+    /// Which cycle (0-based).
+    pub cycle: u32,
+    /// Its seed.
+    pub seed: u64,
+    /// Its mode.
+    pub mode: Mode,
+    /// Its crash.
+    pub crash: Crash,
+    /// What went wrong.
+    pub failure: CycleFailure,
+    /// The writer boot, if it ran.
+    pub writer: Option<Box<BootOutcome>>,
+    /// The verifier boot, if it ran.
+    pub verifier: Option<Box<BootOutcome>>,
+}
+
+impl fmt::Display for CycleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} cycle {} (base seed {:#x}, cycle seed {:#x}, mode {}, {}): {}",
+            self.workload,
+            self.cycle,
+            self.base_seed,
+            self.seed,
+            self.mode.name(),
+            self.crash,
+            self.failure
+        )?;
+        for (what, boot) in [("writer", &self.writer), ("verifier", &self.verifier)] {
+            if let Some(b) = boot {
+                writeln!(f, "--- {what}: {} ---\n$ {}", b.exit, b.command)?;
+                write!(f, "{}{}", b.serial_tail(SHOWN_LINES), b.stderr)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for CycleError {}
+
+/// What a run of cycles did.
+#[derive(Debug, Clone, Default)]
+pub struct CyclesReport {
+    /// Cycles run (all passed).
+    pub cycles: u32,
+    /// Writers stopped by a planned kill.
+    pub killed: u32,
+    /// Writers stopped at a fence.
+    pub fence_crashes: u32,
+    /// Writers that finished before the crash came.
+    pub finished: u32,
+    /// Slowest boot.
+    pub slowest_boot: Duration,
+    /// Sum of all boot times.
+    pub boot_time: Duration,
+    /// Boots.
+    pub boots: u32,
+}
+
+impl CyclesReport {
+    /// Mean wall-clock time of a boot.
+    pub fn mean_boot(&self) -> Duration {
+        self.boot_time / self.boots.max(1)
+    }
+}
+
+impl fmt::Display for CyclesReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} cycles ok ({} killed, {} crashed at a fence, {} finished first); \
+             {} boots, mean {} ms, slowest {} ms",
+            self.cycles,
+            self.killed,
+            self.fence_crashes,
+            self.finished,
+            self.boots,
+            self.mean_boot().as_millis(),
+            self.slowest_boot.as_millis()
+        )
+    }
+}
+
+/// Runs `cfg.cycles` crash-reboot cycles of `workload`; stops at the first failure.
+pub fn crash_cycles<W: Workload>(
+    kernel: &Kernel,
+    workload: &W,
+    cfg: &CycleConfig,
+) -> Result<CyclesReport, Box<CycleError>> {
+    let mut rng = SplitMix64::new(cfg.seed);
+    let mut report = CyclesReport::default();
+    let timeout = Duration::from_secs(30);
+    for cycle in 0..cfg.cycles {
+        let seed = rng.next_u64();
+        let crash = if rng.next_u64().is_multiple_of(2) {
+            let (lo, hi) = cfg.kill_window;
+            let ms = rng.in_range(lo.as_millis() as u64, hi.as_millis() as u64);
+            Crash::Kill(Duration::from_millis(ms))
+        } else {
+            Crash::AtFence(rng.in_range(1, workload.fences()))
+        };
+        let fail = |failure, writer: Option<&BootOutcome>, verifier: Option<&BootOutcome>| {
+            Box::new(CycleError {
+                workload: workload.name(),
+                base_seed: cfg.seed,
+                cycle,
+                seed,
+                mode: cfg.mode,
+                crash,
+                failure,
+                writer: writer.cloned().map(Box::new),
+                verifier: verifier.cloned().map(Box::new),
+            })
+        };
+        let images = Images::create(cfg.nvdimms, IMAGE_SIZE)
+            .map_err(|e| fail(CycleFailure::Runner(e), None, None))?;
+        let mut args = workload.writer_args(seed, cfg.mode);
+        let kill_after = match crash {
+            Crash::Kill(d) => Some(d),
+            Crash::AtFence(n) => {
+                args.crash_at = Some(n);
+                None
+            }
+        };
+        let boot_one = |args, kill_after| {
+            boot(&BootSpec {
+                kernel,
+                images: &images,
+                args,
+                raw_append: None,
+                timeout,
+                kill_after,
+            })
+        };
+        let writer =
+            boot_one(args, kill_after).map_err(|e| fail(CycleFailure::Runner(e), None, None))?;
+        match writer.exit {
+            Exit::KilledAsPlanned => report.killed += 1,
+            Exit::Guest(GuestExit::Crash) if matches!(crash, Crash::AtFence(_)) => {
+                report.fence_crashes += 1;
+            }
+            Exit::Guest(GuestExit::Pass) if writer.passed() => report.finished += 1,
+            exit => return Err(fail(CycleFailure::WriterExit { exit }, Some(&writer), None)),
+        }
+        let verifier = boot_one(workload.verifier_args(seed, cfg.mode), None)
+            .map_err(|e| fail(CycleFailure::Runner(e), Some(&writer), None))?;
+        let run = CycleRun {
+            seed,
+            mode: cfg.mode,
+            crash,
+            writer: &writer,
+            verifier: &verifier,
+            images: &images,
+        };
+        let found = workload
+            .check(&run)
+            .map_err(|e| fail(e, Some(&writer), Some(&verifier)))?;
+        for b in [&writer, &verifier] {
+            report.boots += 1;
+            report.boot_time += b.elapsed;
+            report.slowest_boot = report.slowest_boot.max(b.elapsed);
+        }
+        report.cycles += 1;
+        if cfg.verbose {
+            if cycle == 0 {
+                println!("$ {}\n$ {}", writer.command, verifier.command);
+            }
+            println!(
+                "{} cycle {cycle} seed {seed:#x} mode {} {}: writer {} in {} ms, verifier {} ms: {found}",
+                workload.name(),
+                cfg.mode.name(),
+                crash,
+                writer.exit,
+                writer.elapsed.as_millis(),
+                verifier.elapsed.as_millis()
+            );
+        }
+    }
+    Ok(report)
+}
