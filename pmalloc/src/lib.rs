@@ -36,6 +36,7 @@ pub mod pool_header;
 mod pptr;
 pub mod record;
 mod recover;
+mod reserve;
 mod run;
 #[cfg(feature = "seeded-bugs")]
 pub mod seeded_bug;
@@ -47,6 +48,7 @@ pub use error::{AllocError, CreateError, DestFault, FreeError, OpenError, PtrErr
 pub use heap::{CreateOptions, Damage, Heap, ObjInfo, OpenOptions, OpenReport, Repaired};
 pub use op::{Init, CHECKPOINT_OPS};
 pub use pptr::{bytes_of, from_bytes, PPtr, Persistent};
+pub use reserve::{ChunkWord, Freeing, Reserved};
 pub use volatile::VolatileHeap;
 pub use walk::{CheckError, HeapStats, Objects};
 

@@ -543,3 +543,19 @@ impl<M: Media> Heap<M> {
         });
     }
 }
+
+impl<M: Media> Heap<M> {
+    /// An extent of `chunks` chunks for a reservation.
+    pub(crate) fn reserve_extent_for(
+        &self,
+        chunks: usize,
+        size: usize,
+    ) -> Result<Reservation, AllocError> {
+        self.reserve_extent(chunks, size)
+    }
+
+    /// Builds the run's volatile state if it does not exist yet.
+    pub(crate) fn ensure_run(&self, head: u32, class: u8) {
+        self.run_state(head, class);
+    }
+}

@@ -1,0 +1,41 @@
+//! `pmrt`: the persistent-memory runtime.
+//!
+//! Failure-atomic transactions over a [`pmalloc`] heap ([`Pool::transaction`]), with
+//! per-object cache-line dirty maps and three persistence modes ([`Mode`]): delta and
+//! full redo logging with deferred write-back, and write-through critical sections;
+//! undo logging for objects too large to copy. Redo commits cost one fence. Committed
+//! records stay in per-object pending chains until coalescing ([`coalesce`]) writes
+//! the homes back for many transactions at once. Recovery ([`recover`]) replays what
+//! was not written back, in commit order, objects in parallel.
+//!
+//! Protocol details, byte tables and crash arguments: `docs/transactions.md` and
+//! `docs/coalescing.md`.
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+#![deny(missing_debug_implementations)]
+
+extern crate alloc;
+
+pub mod area;
+pub mod coalesce;
+pub mod dirty_map;
+mod error;
+mod log;
+pub mod mode;
+mod pending;
+mod pool;
+pub mod record;
+pub mod recover;
+mod tx;
+
+pub use coalesce::{CoalesceConfig, CoalesceStats};
+pub use error::{Error, PoolError, TxError};
+pub use mode::{Mode, ModeInput, ModePolicy, StaticPolicy};
+pub use pmalloc::{Init, PPtr, Persistent};
+pub use pool::{Pool, PoolOptions, PoolStats};
+pub use recover::RecoveryReport;
+pub use tx::Tx;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,251 @@
+//! `Pool`: a heap plus the runtime (logs, pending chains, coalescing).
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use arch::Media;
+use pmalloc::{CreateOptions, Heap, OpenOptions, OpenReport, PPtr, Persistent};
+
+use crate::area::Area;
+use crate::coalesce::Coalescer;
+use crate::error::{Error, PoolError, TxError};
+use crate::log::{Lane, LaneLog, LaneRecs};
+use crate::mode::{ModePolicy, StaticPolicy};
+use crate::pending::PendingIndex;
+use crate::recover::RecoveryReport;
+use crate::tx::Tx;
+
+/// How to create a pool.
+#[derive(Debug, Clone)]
+pub struct PoolOptions<'a> {
+    /// Heap options (layout name, UUID, lanes of the allocator, runtime-area size).
+    pub heap: CreateOptions<'a>,
+    /// Transaction lanes (threads committing at once without waiting).
+    pub lanes: u32,
+}
+
+impl<'a> PoolOptions<'a> {
+    /// Defaults for `layout` and `uuid`: 8 transaction lanes.
+    pub fn new(layout: &'a str, uuid: [u8; 16]) -> Self {
+        PoolOptions {
+            heap: CreateOptions::new(layout, uuid),
+            lanes: 8,
+        }
+    }
+}
+
+/// Counters of a pool since it was opened.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub commits: AtomicU64,
+    pub aborts: AtomicU64,
+    pub commit_lines: AtomicU64,
+    pub commit_fences: AtomicU64,
+    pub logged_bytes: AtomicU64,
+    pub user_bytes: AtomicU64,
+}
+
+/// A persistent pool with failure-atomic transactions.
+pub struct Pool<M: Media> {
+    pub(crate) heap: Heap<M>,
+    pub(crate) area: Area,
+    pub(crate) lanes: Box<[Lane]>,
+    pub(crate) seq: AtomicU64,
+    pub(crate) pending: PendingIndex,
+    pub(crate) coalescer: Coalescer,
+    pub(crate) policy: Box<dyn ModePolicy>,
+    pub(crate) counters: Counters,
+}
+
+impl<M: Media> core::fmt::Debug for Pool<M> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Pool")
+            .field("heap", &self.heap)
+            .field("area", &self.area)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: Media> Pool<M> {
+    /// Formats `media` as a pool with an empty runtime area.
+    pub fn create(media: M, opts: &PoolOptions<'_>) -> Result<Self, PoolError> {
+        let heap = Heap::create(media, &opts.heap).map_err(PoolError::Create)?;
+        let (off, len) = heap.runtime_area();
+        let area = Area::compute(off, len, opts.lanes).map_err(PoolError::Area)?;
+        area.format(heap.media(), heap.salt());
+        Ok(Self::assemble(heap, area, &[]))
+    }
+
+    /// Opens the pool on `media` and recovers it: the heap's own recovery, then the
+    /// runtime's (replaying committed transactions not yet written back, rolling back
+    /// uncommitted in-place ones). Returns what both found.
+    pub fn open(
+        media: M,
+        opts: &OpenOptions<'_>,
+    ) -> Result<(Self, OpenReport, RecoveryReport), PoolError> {
+        let (heap, heap_report) = Heap::open(media, opts).map_err(PoolError::Open)?;
+        let (off, len) = heap.runtime_area();
+        let area = Area::open(heap.media(), off, len, heap.salt()).map_err(PoolError::Area)?;
+        let (report, heads) = crate::recover::recover(&heap, &area);
+        Ok((Self::assemble(heap, area, &heads), heap_report, report))
+    }
+
+    fn assemble(heap: Heap<M>, area: Area, heads: &[usize]) -> Self {
+        let lanes: Vec<Lane> = (0..area.lanes)
+            .map(|k| {
+                let pos = heads.get(k as usize).copied().unwrap_or(0);
+                Lane {
+                    log: spin::Mutex::new(LaneLog::new(&area, k, pos, heap.salt())),
+                    recs: spin::Mutex::new(LaneRecs::default()),
+                }
+            })
+            .collect();
+        Pool {
+            heap,
+            area,
+            lanes: lanes.into_boxed_slice(),
+            seq: AtomicU64::new(1),
+            pending: PendingIndex::new(),
+            coalescer: Coalescer::default(),
+            policy: Box::new(StaticPolicy::default()),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Replaces the mode policy (the controller's hook).
+    pub fn set_policy(&mut self, policy: Box<dyn ModePolicy>) {
+        self.policy = policy;
+    }
+
+    /// Writes everything back, empties the logs and closes the heap; returns the media.
+    pub fn close(self) -> M {
+        self.coalesce_all();
+        self.heap.close()
+    }
+
+    /// The heap (read-only use: iteration, statistics, checks).
+    pub fn heap(&self) -> &Heap<M> {
+        &self.heap
+    }
+
+    /// The runtime area layout.
+    pub fn area(&self) -> &Area {
+        &self.area
+    }
+
+    /// Runs `f` as a failure-atomic transaction: its changes become visible together
+    /// when it returns `Ok` (one fence for redo-logged objects), or not at all when it
+    /// returns `Err` or unwinds. Nested transactions flatten through [`Tx::nested`].
+    pub fn transaction<R, E>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_, M>) -> Result<R, E>,
+    ) -> Result<R, TxError<E>> {
+        let mut tx = Tx::begin(self);
+        match f(&mut tx) {
+            Ok(r) => {
+                tx.commit().map_err(TxError::Commit)?;
+                Ok(r)
+            }
+            Err(e) => Err(TxError::Aborted(e)),
+        }
+    }
+
+    /// Reads the `T` that `p` points to (outside a transaction: the committed state).
+    pub fn read<T: Persistent>(&self, p: PPtr<T>) -> Result<T, Error> {
+        Ok(self.heap.get(p)?)
+    }
+
+    /// Reads bytes of an object.
+    pub fn read_bytes<T: Persistent>(
+        &self,
+        p: PPtr<T>,
+        off: usize,
+        buf: &mut [u8],
+    ) -> Result<(), Error> {
+        Ok(self.heap.read_bytes(p, off, buf)?)
+    }
+
+    /// The root object, if one was published.
+    pub fn root<T: Persistent>(&self) -> Option<PPtr<T>> {
+        self.heap
+            .root()
+            .map(PPtr::cast)
+            .filter(|p: &PPtr<T>| self.heap.validate(*p).is_ok())
+    }
+
+    /// The root object, created from `init` in a transaction if there is none yet.
+    pub fn root_or_init<T: Persistent>(&self, init: impl FnOnce() -> T) -> Result<PPtr<T>, Error> {
+        if let Some(r) = self.root::<T>() {
+            return Ok(r);
+        }
+        self.transaction(|tx| {
+            let p = tx.alloc(init())?;
+            tx.set_root(p);
+            Ok::<_, Error>(p)
+        })
+        .map_err(|e| match e {
+            TxError::Aborted(e) | TxError::Commit(e) => e,
+        })
+    }
+
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Relaxed)
+    }
+
+    pub(crate) fn media(&self) -> &M {
+        self.heap.media()
+    }
+
+    pub(crate) fn salt(&self) -> u64 {
+        self.heap.salt()
+    }
+
+    /// Picks a lane for a transaction: the caller's usual one if free.
+    pub(crate) fn lane_index(&self) -> usize {
+        let marker = 0u8;
+        let a = core::ptr::addr_of!(marker) as usize >> 21;
+        (a.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) % self.lanes.len()
+    }
+
+    /// Statistics since open.
+    pub fn stats(&self) -> PoolStats {
+        let c = &self.counters;
+        let (pending_objects, pending_bytes) = self.pending.totals();
+        PoolStats {
+            commits: c.commits.load(Relaxed),
+            aborts: c.aborts.load(Relaxed),
+            commit_lines_flushed: c.commit_lines.load(Relaxed),
+            commit_fences: c.commit_fences.load(Relaxed),
+            logged_bytes: c.logged_bytes.load(Relaxed),
+            user_bytes: c.user_bytes.load(Relaxed),
+            pending_objects,
+            pending_bytes,
+            coalescing: self.coalescer.stats(),
+        }
+    }
+}
+
+/// What a pool did since it was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Committed transactions.
+    pub commits: u64,
+    /// Aborted transactions.
+    pub aborts: u64,
+    /// Lines flushed by commits (log records, write-through homes, fresh objects); home
+    /// write-back by coalescing is counted in `coalescing`.
+    pub commit_lines_flushed: u64,
+    /// Fences issued by commits.
+    pub commit_fences: u64,
+    /// Data bytes logged.
+    pub logged_bytes: u64,
+    /// Bytes users changed (dirty runs before padding, writes).
+    pub user_bytes: u64,
+    /// Objects with pending chains now.
+    pub pending_objects: u64,
+    /// Bytes pending now.
+    pub pending_bytes: u64,
+    /// Coalescing statistics.
+    pub coalescing: crate::coalesce::CoalesceStats,
+}

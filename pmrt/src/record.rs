@@ -1,0 +1,441 @@
+//! Log records: a transaction's redo data (and, for in-place objects, undo data).
+//!
+//! ```text
+//! header (32 B)
+//!  +0  seq      u64   commit order (global); all parts of one transaction share it
+//!  +8  lines    u32   record length in 64-byte lines
+//!  +12 ngroups  u16   at most 64
+//!  +14 flags    u16   COMMIT (last part of a transaction), UNDO, PAD (filler to the log end)
+//!  +16 live     u64   bit g: group g is pending (not yet written back). Mutable: not
+//!                     covered by the check. UNDO records use bit 0 for "may roll back".
+//!  +24 check    u32   CRC-32C over bytes 0..16 and 28..end, the lane, the pool salt
+//!  +28 zero     u32
+//! groups from +32
+//!  group header (16 B): key u64 (object offset), kind u8 (REL/ABS), mode u8, n u16, 0 u32
+//!  REL entry: off u32 (from key) | len u32 | data, padded to 8
+//!  ABS entry: off u64 (pool)     | len u32 | 0 u32 | data, padded to 8
+//! ```
+//!
+//! An 8-byte update of one object is exactly one line: 32 + 16 + 8 + 8.
+
+use alloc::vec::Vec;
+
+use pmalloc::checksum::crc32c;
+
+/// Record header bytes.
+pub const HEADER: usize = 32;
+/// Most groups per record.
+pub const MAX_GROUPS: usize = 64;
+/// Flag: last part of a committed transaction.
+pub const F_COMMIT: u16 = 1;
+/// Flag: undo data (old bytes) of in-place writes.
+pub const F_UNDO: u16 = 2;
+/// Flag: padding to the end of the log; no groups.
+pub const F_PAD: u16 = 4;
+const KNOWN_FLAGS: u16 = F_COMMIT | F_UNDO | F_PAD;
+/// Offset of the live word.
+pub const LIVE_OFF: usize = 16;
+
+/// Entries relative to the group key.
+pub const G_REL: u8 = 0;
+/// Entries with absolute pool offsets (object headers, chunk entries, the root slot).
+pub const G_ABS: u8 = 1;
+
+/// Builds one or more records (parts) for a transaction.
+#[derive(Debug, Default)]
+pub struct Builder {
+    parts: Vec<Vec<u8>>,
+    cur: Vec<u8>,
+    groups: usize,
+    group_start: Option<usize>,
+}
+
+impl Builder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Builder {
+            cur: alloc::vec![0; HEADER],
+            ..Self::default()
+        }
+    }
+
+    /// Whether no group was added.
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty() && self.groups == 0
+    }
+
+    /// Starts a group for `key` (ends the previous one).
+    pub fn group(&mut self, key: u64, kind: u8, mode: u8) {
+        self.end_group();
+        if self.groups == MAX_GROUPS {
+            let done = core::mem::replace(&mut self.cur, alloc::vec![0; HEADER]);
+            self.parts.push(done);
+            self.groups = 0;
+        }
+        self.group_start = Some(self.cur.len());
+        self.cur.extend_from_slice(&key.to_le_bytes());
+        self.cur.extend_from_slice(&[kind, mode, 0, 0, 0, 0, 0, 0]);
+        self.groups += 1;
+    }
+
+    fn bump_entries(&mut self) {
+        if let Some(g) = self.group_start {
+            let n = u16::from_le_bytes([self.cur[g + 10], self.cur[g + 11]]) + 1;
+            self.cur[g + 10..g + 12].copy_from_slice(&n.to_le_bytes());
+        }
+    }
+
+    fn data(&mut self, data: &[u8]) {
+        self.cur.extend_from_slice(data);
+        let pad = data.len().next_multiple_of(8) - data.len();
+        self.cur.extend(core::iter::repeat_n(0, pad));
+    }
+
+    /// Adds a relative entry: `data` goes at `key + off`.
+    pub fn rel(&mut self, off: u32, data: &[u8]) {
+        self.bump_entries();
+        self.cur.extend_from_slice(&off.to_le_bytes());
+        self.cur
+            .extend_from_slice(&(data.len() as u32).to_le_bytes());
+        self.data(data);
+    }
+
+    /// Adds an absolute entry: `data` goes at pool offset `off`.
+    pub fn abs(&mut self, off: u64, data: &[u8]) {
+        self.bump_entries();
+        self.cur.extend_from_slice(&off.to_le_bytes());
+        self.cur
+            .extend_from_slice(&(data.len() as u32).to_le_bytes());
+        self.cur.extend_from_slice(&[0; 4]);
+        self.data(data);
+    }
+
+    fn end_group(&mut self) {
+        self.group_start = None;
+    }
+
+    /// Finishes into records for `seq` on lane `lane`: each part's bytes (whole lines)
+    /// and its group count. The last part carries `flags | F_COMMIT` when `commit`.
+    pub fn finish(
+        mut self,
+        seq: u64,
+        flags: u16,
+        commit: bool,
+        lane: u32,
+        salt: u64,
+    ) -> Vec<(Vec<u8>, usize)> {
+        self.end_group();
+        let last_groups = self.groups;
+        let mut parts: Vec<(Vec<u8>, usize)> =
+            self.parts.into_iter().map(|p| (p, MAX_GROUPS)).collect();
+        parts.push((self.cur, last_groups));
+        let n = parts.len();
+        for (i, (p, g)) in parts.iter_mut().enumerate() {
+            let f = flags | if commit && i + 1 == n { F_COMMIT } else { 0 };
+            seal(p, seq, *g, f, lane, salt);
+        }
+        parts
+    }
+}
+
+/// Fills in a record's header (all groups live) and pads it to whole lines.
+pub fn seal(p: &mut Vec<u8>, seq: u64, groups: usize, flags: u16, lane: u32, salt: u64) {
+    p.resize(p.len().next_multiple_of(64).max(64), 0);
+    let lines = (p.len() / 64) as u32;
+    p[0..8].copy_from_slice(&seq.to_le_bytes());
+    p[8..12].copy_from_slice(&lines.to_le_bytes());
+    p[12..14].copy_from_slice(&(groups as u16).to_le_bytes());
+    p[14..16].copy_from_slice(&flags.to_le_bytes());
+    let live = if flags & F_UNDO != 0 {
+        1
+    } else if groups == 64 {
+        u64::MAX
+    } else {
+        (1u64 << groups) - 1
+    };
+    p[16..24].copy_from_slice(&live.to_le_bytes());
+    p[28..32].copy_from_slice(&[0; 4]);
+    let c = check(p, lane, salt);
+    p[24..28].copy_from_slice(&c.to_le_bytes());
+}
+
+fn check(p: &[u8], lane: u32, salt: u64) -> u32 {
+    crc32c(&[
+        &p[0..16],
+        &p[28..],
+        &u64::from(lane).to_le_bytes(),
+        &salt.to_le_bytes(),
+    ])
+}
+
+/// A padding record of `lines` lines (the log wraps after it).
+pub fn pad(lines: usize, seq: u64, lane: u32, salt: u64) -> Vec<u8> {
+    let mut p = alloc::vec![0u8; HEADER];
+    seal(&mut p, seq, 0, F_PAD, lane, salt);
+    // Only the header line is written; its `lines` says how far to skip.
+    p[8..12].copy_from_slice(&(lines as u32).to_le_bytes());
+    let c = crc32c(&[
+        &p[0..16],
+        &p[28..32],
+        &u64::from(lane).to_le_bytes(),
+        &salt.to_le_bytes(),
+    ]);
+    p[24..28].copy_from_slice(&c.to_le_bytes());
+    p.truncate(64);
+    p
+}
+
+/// Why bytes are not a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecFault {
+    /// All zero or shorter than a header.
+    Empty,
+    /// Check mismatch (torn, stale, or damaged).
+    BadCheck,
+    /// Check fine but the structure is impossible.
+    BadShape,
+}
+
+/// A parsed record header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// Commit order.
+    pub seq: u64,
+    /// Length in lines.
+    pub lines: usize,
+    /// Groups.
+    pub ngroups: usize,
+    /// Flags.
+    pub flags: u16,
+    /// Live word as stored.
+    pub live: u64,
+}
+
+/// Reads a header from a record's first line, without checking (for the scanner,
+/// which then reads the whole record and calls [`parse`]).
+pub fn peek(line: &[u8]) -> Head {
+    let u = |a: usize, b: usize| -> u64 {
+        line[a..b]
+            .iter()
+            .rev()
+            .fold(0u64, |acc, &x| (acc << 8) | u64::from(x))
+    };
+    Head {
+        seq: u(0, 8),
+        lines: u(8, 12) as usize,
+        ngroups: u(12, 14) as usize,
+        flags: u(14, 16) as u16,
+        live: u(16, 24),
+    }
+}
+
+/// A group in a parsed record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Group<'a> {
+    /// Index in the record (its live bit).
+    pub index: usize,
+    /// Object offset (the pending-chain key, and the base of relative entries).
+    pub key: u64,
+    /// `G_REL` or `G_ABS`.
+    pub kind: u8,
+    /// Mode the transaction used.
+    pub mode: u8,
+    entries: &'a [u8],
+    n: usize,
+}
+
+/// An entry: write `data` at pool offset `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry<'a> {
+    /// Pool offset.
+    pub off: u64,
+    /// Bytes.
+    pub data: &'a [u8],
+}
+
+impl<'a> Group<'a> {
+    /// The entries, with absolute offsets.
+    pub fn entries(&self) -> impl Iterator<Item = Entry<'a>> + 'a {
+        let (mut b, n, key, kind) = (self.entries, self.n, self.key, self.kind);
+        (0..n).map(move |_| {
+            let (off, len, hdr) = if kind == G_REL {
+                let off = u32::from_le_bytes(b[0..4].try_into().unwrap_or([0; 4]));
+                let len = u32::from_le_bytes(b[4..8].try_into().unwrap_or([0; 4]));
+                (key.wrapping_add(u64::from(off)), len as usize, 8)
+            } else {
+                let off = u64::from_le_bytes(b[0..8].try_into().unwrap_or([0; 8]));
+                let len = u32::from_le_bytes(b[8..12].try_into().unwrap_or([0; 4]));
+                (off, len as usize, 16)
+            };
+            let data = &b[hdr..hdr + len];
+            b = &b[hdr + len.next_multiple_of(8)..];
+            Entry { off, data }
+        })
+    }
+
+    /// Total data bytes.
+    pub fn volume(&self) -> u64 {
+        self.entries().map(|e| e.data.len() as u64).sum()
+    }
+}
+
+/// A validated record.
+#[derive(Debug, Clone)]
+pub struct Record<'a> {
+    /// Header.
+    pub head: Head,
+    groups: Vec<Group<'a>>,
+}
+
+impl<'a> Record<'a> {
+    /// The groups.
+    pub fn groups(&self) -> &[Group<'a>] {
+        &self.groups
+    }
+}
+
+/// Validates `p` (exactly `head.lines * 64` bytes) as a record of lane `lane`.
+pub fn parse(p: &[u8], lane: u32, salt: u64) -> Result<Record<'_>, RecFault> {
+    if p.len() < 64 || p[..32].iter().all(|&b| b == 0) {
+        return Err(RecFault::Empty);
+    }
+    let head = peek(p);
+    if head.flags & F_PAD != 0 {
+        let c = crc32c(&[
+            &p[0..16],
+            &p[28..32],
+            &u64::from(lane).to_le_bytes(),
+            &salt.to_le_bytes(),
+        ]);
+        if u32::from_le_bytes(p[24..28].try_into().unwrap_or([0; 4])) != c {
+            return Err(RecFault::BadCheck);
+        }
+        return Ok(Record {
+            head,
+            groups: Vec::new(),
+        });
+    }
+    if head.lines * 64 != p.len() {
+        return Err(RecFault::BadShape);
+    }
+    if u32::from_le_bytes(p[24..28].try_into().unwrap_or([0; 4])) != check(p, lane, salt) {
+        return Err(RecFault::BadCheck);
+    }
+    if head.flags & !KNOWN_FLAGS != 0 || head.ngroups > MAX_GROUPS || head.seq == 0 {
+        return Err(RecFault::BadShape);
+    }
+    let mut groups = Vec::with_capacity(head.ngroups);
+    let mut at = HEADER;
+    for index in 0..head.ngroups {
+        let g = p.get(at..at + 16).ok_or(RecFault::BadShape)?;
+        let key = u64::from_le_bytes(g[0..8].try_into().unwrap_or([0; 8]));
+        let (kind, mode) = (g[8], g[9]);
+        let n = u16::from_le_bytes([g[10], g[11]]) as usize;
+        if kind > G_ABS {
+            return Err(RecFault::BadShape);
+        }
+        let start = at + 16;
+        let mut e = start;
+        for _ in 0..n {
+            let hdr = if kind == G_REL { 8 } else { 16 };
+            let h = p.get(e..e + hdr).ok_or(RecFault::BadShape)?;
+            let len_at = if kind == G_REL { 4 } else { 8 };
+            let len =
+                u32::from_le_bytes(h[len_at..len_at + 4].try_into().unwrap_or([0; 4])) as usize;
+            e = e
+                .checked_add(hdr + len.next_multiple_of(8))
+                .ok_or(RecFault::BadShape)?;
+            if e > p.len() {
+                return Err(RecFault::BadShape);
+            }
+        }
+        groups.push(Group {
+            index,
+            key,
+            kind,
+            mode,
+            entries: &p[start..e],
+            n,
+        });
+        at = e;
+    }
+    Ok(Record { head, groups })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_eight_byte_update_is_one_line() {
+        let mut b = Builder::new();
+        b.group(0x10_0000, G_REL, 0);
+        b.rel(40, &7u64.to_le_bytes());
+        let parts = b.finish(5, 0, true, 2, 9);
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].0.len(), 64);
+        let r = parse(&parts[0].0, 2, 9).unwrap();
+        assert_eq!(r.head.seq, 5);
+        assert_eq!(r.head.flags, F_COMMIT);
+        assert_eq!(r.head.live, 1);
+        let e: Vec<_> = r.groups()[0].entries().collect();
+        assert_eq!(
+            e,
+            vec![Entry {
+                off: 0x10_0028,
+                data: &7u64.to_le_bytes()
+            }]
+        );
+    }
+
+    #[test]
+    fn groups_split_into_parts_and_only_the_last_commits() {
+        let mut b = Builder::new();
+        for k in 0..70u64 {
+            b.group(k * 64, G_ABS, 1);
+            b.abs(k * 64 + 8, &[k as u8; 3]);
+        }
+        let parts = b.finish(9, 0, true, 0, 1);
+        assert_eq!(parts.len(), 2);
+        let r0 = parse(&parts[0].0, 0, 1).unwrap();
+        let r1 = parse(&parts[1].0, 0, 1).unwrap();
+        assert_eq!((r0.groups().len(), r0.head.flags), (64, 0));
+        assert_eq!((r1.groups().len(), r1.head.flags), (6, F_COMMIT));
+        assert_eq!(r0.head.live, u64::MAX);
+        let e: Vec<_> = r1.groups()[5].entries().collect();
+        assert_eq!(e[0].off, 69 * 64 + 8);
+        assert_eq!(e[0].data, &[69; 3]);
+    }
+
+    #[test]
+    fn the_live_word_is_outside_the_check_and_everything_else_inside() {
+        let mut b = Builder::new();
+        b.group(4096, G_REL, 0);
+        b.rel(0, &[1; 100]);
+        let mut p = b.finish(3, 0, true, 1, 5).remove(0).0;
+        p[LIVE_OFF] = 0;
+        assert!(
+            parse(&p, 1, 5).is_ok(),
+            "clearing live bits keeps the record valid"
+        );
+        for byte in (0..p.len()).filter(|b| !(16..24).contains(b)) {
+            let mut q = p.clone();
+            q[byte] ^= 0x10;
+            assert!(parse(&q, 1, 5).is_err(), "flip at {byte} accepted");
+        }
+        assert_eq!(
+            parse(&p, 2, 5).unwrap_err(),
+            RecFault::BadCheck,
+            "other lane"
+        );
+    }
+
+    #[test]
+    fn padding_records_validate_from_one_line() {
+        let p = pad(100, 4, 3, 8);
+        assert_eq!(p.len(), 64);
+        let r = parse(&p, 3, 8).unwrap();
+        assert_eq!(r.head.lines, 100);
+        assert_eq!(r.head.flags, F_PAD);
+    }
+}

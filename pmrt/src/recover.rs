@@ -1,0 +1,337 @@
+//! The reconstruction engine.
+//!
+//! 1. Scan each lane from its persisted tail: records in order, sequence numbers never
+//!    decreasing, wrapping at a padding record, stopping at the first record that fails
+//!    its check (a torn append) or goes backwards (older data beyond the end).
+//! 2. Group records into transactions (consecutive records with one sequence number);
+//!    a transaction committed iff its last record carries COMMIT.
+//! 3. Per object, in sequence order: the live redo groups of committed transactions
+//!    after the object's newest *dead* group (older ones were written back, and a
+//!    newer write-back supersedes them), and the undo groups of uncommitted in-place
+//!    transactions (their old bytes, applied in reverse).
+//! 4. Replay objects (in parallel on std threads with feature `std`), flush, fence.
+//! 5. Mark every scanned record dead, fence; move every tail to the end of its scan,
+//!    fence.
+//!
+//! A crash anywhere in here leaves a state that recovers to the same result: before 5
+//! everything replays again; during 5 the dead marks follow the newest-dead rule and
+//! the homes are already durable.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+use arch::Media;
+use pmalloc::layout::ROOT_SLOT;
+use pmalloc::Heap;
+
+use crate::area::{decode_tail, encode_tail, Area, LINE};
+use crate::record::{parse, peek, F_COMMIT, F_PAD, F_UNDO, LIVE_OFF};
+
+/// What recovery found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Records scanned (padding excluded).
+    pub records: u64,
+    /// Log bytes scanned.
+    pub log_bytes: u64,
+    /// Committed transactions found.
+    pub committed: u64,
+    /// Transactions without a commit record: discarded (redo) or rolled back (undo).
+    pub incomplete: u64,
+    /// Of those, transactions whose in-place writes were rolled back.
+    pub rolled_back: u64,
+    /// Groups replayed.
+    pub groups_replayed: u64,
+    /// Groups skipped as already written back.
+    pub groups_dead: u64,
+    /// Bytes written to homes.
+    pub bytes_replayed: u64,
+    /// Lanes whose tail word was damaged (scanned from 0).
+    pub bad_tails: u32,
+    /// Entries that pointed outside the ranges a log may write (skipped).
+    pub bad_entries: u64,
+}
+
+struct Rec {
+    lane: u32,
+    pos: usize,
+    bytes: Vec<u8>,
+}
+
+/// One group to replay: its record, its index, its sequence number, undo or redo.
+#[derive(Clone, Copy)]
+struct Item {
+    rec: usize,
+    group: usize,
+    seq: u64,
+    undo: bool,
+}
+
+/// Scans, replays and resets (module docs). Returns the report and each lane's head.
+pub(crate) fn recover<M: Media>(heap: &Heap<M>, area: &Area) -> (RecoveryReport, Vec<usize>) {
+    let mut report = RecoveryReport::default();
+    let (recs, heads) = scan(heap, area, &mut report);
+    let work = plan(&recs, heap.salt(), &mut report);
+    replay(heap, &recs, &work, &mut report);
+    reset(heap, area, &recs, &heads);
+    // The heap indexed its chunk table before the replay changed it.
+    heap.reindex();
+    (report, heads)
+}
+
+/// Step 1: the records of every lane, in log order; each lane's end of scan.
+fn scan<M: Media>(
+    heap: &Heap<M>,
+    area: &Area,
+    report: &mut RecoveryReport,
+) -> (Vec<Rec>, Vec<usize>) {
+    let (media, salt) = (heap.media(), heap.salt());
+    let mut recs: Vec<Rec> = Vec::new();
+    let mut heads = Vec::with_capacity(area.lanes as usize);
+    for k in 0..area.lanes {
+        let base = area.log_off(k);
+        let len = area.lane_bytes;
+        let tail = match decode_tail(media.read_u64(area.tail_off(k)), k, salt) {
+            Some(t) if (t as usize) < len && (t as usize).is_multiple_of(LINE) => t as usize,
+            _ => {
+                report.bad_tails += 1;
+                0
+            }
+        };
+        let (mut pos, mut scanned, mut last_seq) = (tail, 0usize, 0u64);
+        let mut line = [0u8; LINE];
+        while scanned < len {
+            media.read(base + pos, &mut line);
+            let h = peek(&line);
+            if h.flags & F_PAD != 0 {
+                if parse(&line, k, salt).is_err() || h.seq < last_seq || pos + h.lines * LINE != len
+                {
+                    break;
+                }
+                scanned += len - pos;
+                pos = 0;
+                continue;
+            }
+            if h.lines == 0 || pos + h.lines * LINE > len || scanned + h.lines * LINE > len {
+                break;
+            }
+            let mut bytes = alloc::vec![0u8; h.lines * LINE];
+            media.read(base + pos, &mut bytes);
+            match parse(&bytes, k, salt) {
+                Ok(r) if r.head.seq >= last_seq => last_seq = r.head.seq,
+                _ => break,
+            }
+            recs.push(Rec {
+                lane: k,
+                pos,
+                bytes,
+            });
+            report.records += 1;
+            pos = (pos + h.lines * LINE) % len;
+            scanned += h.lines * LINE;
+        }
+        report.log_bytes += scanned as u64;
+        heads.push(pos);
+    }
+    (recs, heads)
+}
+
+/// Steps 2-3: per object, the groups to replay in order.
+fn plan(recs: &[Rec], salt: u64, report: &mut RecoveryReport) -> Vec<Vec<Item>> {
+    let mut by_key: BTreeMap<u64, Vec<Item>> = BTreeMap::new();
+    let mut i = 0;
+    while i < recs.len() {
+        let head = peek(&recs[i].bytes);
+        let mut j = i;
+        while j + 1 < recs.len()
+            && recs[j + 1].lane == recs[i].lane
+            && peek(&recs[j + 1].bytes).seq == head.seq
+        {
+            j += 1;
+        }
+        let committed = peek(&recs[j].bytes).flags & F_COMMIT != 0;
+        if committed {
+            report.committed += 1;
+        } else {
+            report.incomplete += 1;
+        }
+        let mut rolled = false;
+        for (r, rec) in recs.iter().enumerate().take(j + 1).skip(i) {
+            let Ok(p) = parse(&rec.bytes, rec.lane, salt) else {
+                continue;
+            };
+            let undo = p.head.flags & F_UNDO != 0;
+            // Undo data matters only for uncommitted transactions (and only while its
+            // record is live); redo data only for committed ones.
+            if undo && (committed || p.head.live & 1 == 0) || !undo && !committed {
+                continue;
+            }
+            rolled |= undo;
+            for g in p.groups() {
+                let live = undo || p.head.live & (1 << g.index) != 0;
+                let item = Item {
+                    rec: r,
+                    group: g.index,
+                    seq: p.head.seq,
+                    undo,
+                };
+                // A dead group marks everything older of this object as written back.
+                by_key.entry(g.key).or_default().push(if live {
+                    item
+                } else {
+                    Item { rec: DEAD, ..item }
+                });
+            }
+        }
+        report.rolled_back += u64::from(rolled);
+        i = j + 1;
+    }
+    let mut work: Vec<Vec<Item>> = Vec::with_capacity(by_key.len());
+    for (_, mut items) in by_key {
+        items.sort_by_key(|it| (it.seq, it.rec == DEAD));
+        let newest_dead = items.iter().rposition(|it| it.rec == DEAD);
+        let skip = newest_dead.map_or(0, |d| d + 1);
+        report.groups_dead += skip as u64;
+        let rest: Vec<Item> = items
+            .split_off(skip)
+            .into_iter()
+            .filter(|it| it.rec != DEAD)
+            .collect();
+        if !rest.is_empty() {
+            work.push(rest);
+        }
+    }
+    work
+}
+
+/// Step 4: writes the groups to the homes, flushes, fences.
+fn replay<M: Media>(heap: &Heap<M>, recs: &[Rec], work: &[Vec<Item>], report: &mut RecoveryReport) {
+    let (media, salt) = (heap.media(), heap.salt());
+    let layout = *heap.layout();
+    let allowed = |off: u64, len: usize| -> bool {
+        let end = off.checked_add(len as u64);
+        let inside = |a: usize, b: usize| end.is_some_and(|e| off >= a as u64 && e <= b as u64);
+        inside(layout.chunks_off, layout.heap_end()) || inside(ROOT_SLOT, ROOT_SLOT + 8)
+    };
+    let replay_key = |items: &[Item], out: &mut Vec<(usize, usize)>| -> Totals {
+        let mut t = Totals::default();
+        for it in items {
+            let rec = &recs[it.rec];
+            let Ok(p) = parse(&rec.bytes, rec.lane, salt) else {
+                continue;
+            };
+            let Some(g) = p.groups().get(it.group) else {
+                continue;
+            };
+            let mut entries: Vec<_> = g.entries().collect();
+            if it.undo {
+                entries.reverse();
+            }
+            for e in entries {
+                if !allowed(e.off, e.data.len()) {
+                    t.bad += 1;
+                    continue;
+                }
+                media.write(e.off as usize, e.data);
+                out.push((e.off as usize, e.data.len()));
+                t.bytes += e.data.len() as u64;
+            }
+            t.groups += 1;
+        }
+        t
+    };
+    let mut touched: Vec<(usize, usize)> = Vec::new();
+    let t = replay_all(work, &replay_key, &mut touched);
+    report.groups_replayed += t.groups;
+    report.bytes_replayed += t.bytes;
+    report.bad_entries += t.bad;
+    for (o, l) in &touched {
+        media.flush(*o, *l);
+    }
+    media.fence();
+    media.crash_point("pmrt.recover.replayed");
+}
+
+/// Step 5: every scanned record dead, then every tail at the end of its scan.
+fn reset<M: Media>(heap: &Heap<M>, area: &Area, recs: &[Rec], heads: &[usize]) {
+    let (media, salt) = (heap.media(), heap.salt());
+    if !recs.is_empty() {
+        for rec in recs {
+            let at = area.log_off(rec.lane) + rec.pos + LIVE_OFF;
+            media.write_u64(at, 0);
+            media.flush(at, 8);
+        }
+        media.fence();
+        media.crash_point("pmrt.recover.dead");
+    }
+    for (k, &head) in heads.iter().enumerate() {
+        let k = k as u32;
+        let off = area.tail_off(k);
+        let want = encode_tail(head as u64, k, salt);
+        if media.read_u64(off) != want {
+            media.write_u64(off, want);
+            media.flush(off, 8);
+        }
+    }
+    media.fence();
+}
+
+/// What replaying some objects did.
+#[derive(Debug, Clone, Copy, Default)]
+struct Totals {
+    groups: u64,
+    bytes: u64,
+    bad: u64,
+}
+
+const DEAD: usize = usize::MAX;
+
+/// Replays every object's items, on worker threads when `std` is on and there is
+/// enough work.
+fn replay_all<F>(work: &[Vec<Item>], replay_key: &F, touched: &mut Vec<(usize, usize)>) -> Totals
+where
+    F: Fn(&[Item], &mut Vec<(usize, usize)>) -> Totals + Sync,
+{
+    let add = |a: Totals, b: Totals| Totals {
+        groups: a.groups + b.groups,
+        bytes: a.bytes + b.bytes,
+        bad: a.bad + b.bad,
+    };
+    #[cfg(feature = "std")]
+    {
+        let items: usize = work.iter().map(Vec::len).sum();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(8);
+        if threads > 1 && items > 64 {
+            let chunk = work.len().div_ceil(threads).max(1);
+            let results: Vec<(Totals, Vec<(usize, usize)>)> = std::thread::scope(|s| {
+                let handles: Vec<_> = work
+                    .chunks(chunk)
+                    .map(|part| {
+                        s.spawn(move || {
+                            let mut out = Vec::new();
+                            let t = part.iter().fold(Totals::default(), |t, items| {
+                                add(t, replay_key(items, &mut out))
+                            });
+                            (t, out)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_default())
+                    .collect()
+            });
+            let mut t = Totals::default();
+            for (r, out) in results {
+                t = add(t, r);
+                touched.extend(out);
+            }
+            return t;
+        }
+    }
+    work.iter().fold(Totals::default(), |t, items| {
+        add(t, replay_key(items, touched))
+    })
+}

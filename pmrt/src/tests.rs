@@ -1,0 +1,349 @@
+//! Unit tests of transactions on simulated media. Crash exploration of every mode lives
+//! in `tests-host`.
+
+use arch::sim::SimMedia;
+use arch::Media;
+use pmalloc::OpenOptions;
+
+use crate::*;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C)]
+struct Account {
+    id: u64,
+    balance: u64,
+    history: [u64; 126],
+}
+
+// SAFETY: u64 fields and an array of u64: no padding, any bit pattern valid.
+unsafe impl Persistent for Account {
+    const TYPE_NUM: u32 = 42;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C)]
+struct Root {
+    accounts: [PPtr<Account>; 8],
+    big: PPtr<()>,
+}
+
+// SAFETY: PPtrs (u64) only.
+unsafe impl Persistent for Root {
+    const TYPE_NUM: u32 = 1;
+}
+
+const POOL: usize = 16 << 20;
+
+fn pool() -> Pool<SimMedia> {
+    Pool::create(SimMedia::new(POOL), &PoolOptions::new("pmrt-test", [4; 16])).unwrap()
+}
+
+fn crash_reopen(p: &Pool<SimMedia>) -> (Pool<SimMedia>, RecoveryReport) {
+    let img = p.heap().media().durable_image();
+    let (p, _, r) = Pool::open(SimMedia::from_image(img), &OpenOptions::default()).unwrap();
+    p.heap().check().unwrap();
+    (p, r)
+}
+
+fn account(id: u64) -> Account {
+    Account {
+        id,
+        balance: 100,
+        history: [0; 126],
+    }
+}
+
+fn setup(p: &Pool<SimMedia>) -> PPtr<Root> {
+    let root = p
+        .root_or_init(|| Root {
+            accounts: [PPtr::NULL; 8],
+            big: PPtr::NULL,
+        })
+        .unwrap();
+    p.transaction(|tx| {
+        for i in 0..8 {
+            let a = tx.alloc(account(i as u64))?;
+            tx.write(root, i * 8, &a)?;
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    root
+}
+
+#[test]
+fn committed_transactions_survive_a_crash_before_write_back() {
+    let p = pool();
+    let root = setup(&p);
+    let a0 = p.read(root).unwrap().accounts[0];
+    p.transaction(|tx| {
+        tx.open_mut(a0)?.balance = 777;
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    assert_eq!(p.read(a0).unwrap().balance, 777);
+    let (q, r) = crash_reopen(&p);
+    assert!(r.groups_replayed > 0, "{r:?}");
+    assert_eq!(q.read(q.root::<Root>().unwrap()).unwrap().accounts[0], a0);
+    assert_eq!(q.read(a0).unwrap().balance, 777);
+    for i in 0..8 {
+        assert_eq!(
+            q.read(q.read(root).unwrap().accounts[i]).unwrap().id,
+            i as u64
+        );
+    }
+}
+
+#[test]
+fn aborted_and_unwound_transactions_leave_nothing() {
+    let p = pool();
+    let root = setup(&p);
+    let a1 = p.read(root).unwrap().accounts[1];
+    let before = p.heap().stats().objects;
+    let r: Result<(), TxError<&str>> = p.transaction(|tx| {
+        tx.open_mut(a1).map_err(|_| "x")?.balance = 1;
+        tx.alloc(account(99)).map_err(|_| "x")?;
+        Err("no")
+    });
+    assert_eq!(r, Err(TxError::Aborted("no")));
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = p.transaction(|tx| {
+            tx.open_mut(a1)?.balance = 2;
+            tx.alloc(account(98))?;
+            panic!("unwind inside a transaction");
+            #[allow(unreachable_code)]
+            Ok::<_, Error>(())
+        });
+    }));
+    assert!(unwound.is_err());
+    assert_eq!(p.read(a1).unwrap().balance, 100);
+    assert_eq!(p.heap().stats().objects, before);
+    let (q, _) = crash_reopen(&p);
+    assert_eq!(q.read(a1).unwrap().balance, 100);
+    assert_eq!(q.heap().stats().objects, before);
+}
+
+#[test]
+fn an_eight_byte_update_costs_one_fence_and_one_line() {
+    let p = pool();
+    let root = setup(&p);
+    let a2 = p.read(root).unwrap().accounts[2];
+    p.set_coalesce_config(CoalesceConfig {
+        count_threshold: 1 << 20,
+        volume: false,
+        ..CoalesceConfig::default()
+    });
+    let before = p.heap().media().counters();
+    let s0 = p.stats();
+    let n = 100u64;
+    for i in 0..n {
+        p.transaction(|tx| tx.write(a2, 8, &i)).unwrap();
+    }
+    let d = p.heap().media().counters().since(&before);
+    assert_eq!(d.fences, n, "{d:?}");
+    assert_eq!(d.lines_flushed, n, "one record line each: {d:?}");
+    let s = p.stats();
+    assert_eq!(
+        s.logged_bytes - s0.logged_bytes,
+        8 * n,
+        "8 bytes logged per 8 bytes changed"
+    );
+    assert_eq!(s.user_bytes - s0.user_bytes, 8 * n);
+}
+
+#[test]
+fn delta_logs_dirty_runs_full_logs_the_object_and_critical_sections_write_through() {
+    let p = pool();
+    let root = setup(&p);
+    let a = p.read(root).unwrap().accounts;
+    p.set_coalesce_config(CoalesceConfig {
+        count_threshold: 1 << 20,
+        volume: false,
+        ..CoalesceConfig::default()
+    });
+    let logged = |p: &Pool<SimMedia>| p.stats().logged_bytes;
+    let l0 = logged(&p);
+    p.transaction(|tx| {
+        let acc = tx.open_mut(a[3])?;
+        acc.balance = 5;
+        acc.history[100] = 9;
+        tx.set_mode(a[3], Mode::Delta)
+    })
+    .unwrap();
+    assert_eq!(logged(&p) - l0, 16, "two 8-byte runs");
+    let l1 = logged(&p);
+    p.transaction(|tx| {
+        tx.open_mut(a[4])?.balance = 6;
+        tx.set_mode(a[4], Mode::Full)
+    })
+    .unwrap();
+    assert_eq!(logged(&p) - l1, 1024, "the whole object");
+    // Write-through: durable in place when commit returns, before any coalescing.
+    p.transaction(|tx| {
+        tx.open_mut(a[5])?.balance = 7;
+        tx.set_mode(a[5], Mode::CriticalSection)
+    })
+    .unwrap();
+    let img = p.heap().media().durable_image();
+    let at = a[5].raw() as usize + 8;
+    assert_eq!(u64::from_le_bytes(img[at..at + 8].try_into().unwrap()), 7);
+    // Delta's home is not durable yet (only its record is).
+    let at = a[3].raw() as usize + 8;
+    assert_ne!(u64::from_le_bytes(img[at..at + 8].try_into().unwrap()), 5);
+    let (q, _) = crash_reopen(&p);
+    assert_eq!(q.read(a[3]).unwrap().balance, 5);
+    assert_eq!(q.read(a[3]).unwrap().history[100], 9);
+    assert_eq!(q.read(a[4]).unwrap().balance, 6);
+    assert_eq!(q.read(a[5]).unwrap().balance, 7);
+}
+
+#[test]
+fn frees_are_quarantined_until_written_back_then_reused() {
+    let p = pool();
+    let root = setup(&p);
+    let a6 = p.read(root).unwrap().accounts[6];
+    p.transaction(|tx| {
+        tx.free(a6)?;
+        tx.write(root, 6 * 8, &PPtr::<Account>::NULL)
+    })
+    .unwrap();
+    assert!(p.read(a6).is_err());
+    // Not reusable before coalescing...
+    let b = p.transaction(|tx| tx.alloc(account(1))).unwrap();
+    assert_ne!(b, a6);
+    p.coalesce();
+    // ...and reusable after.
+    let c = p.transaction(|tx| tx.alloc(account(2))).unwrap();
+    let d = p.transaction(|tx| tx.alloc(account(3))).unwrap();
+    assert!(c == a6 || d == a6, "freed slot reused after write-back");
+    let (q, _) = crash_reopen(&p);
+    assert!(q.read(a6).is_ok(), "reused");
+    assert_eq!(q.read(b).unwrap().id, 1);
+}
+
+#[test]
+fn large_objects_are_updated_in_place_with_undo() {
+    let p = pool();
+    let root = setup(&p);
+    let big = p
+        .transaction(|tx| {
+            let b = tx.alloc_bytes(200_000, 64, 7, &[1; 64])?;
+            tx.write(root, 64, &b)?;
+            Ok::<_, Error>(b)
+        })
+        .unwrap();
+    let before = p.heap().media().counters();
+    p.transaction(|tx| {
+        tx.write_bytes(big, 150_000, &[0xAB; 5000])?;
+        tx.write_bytes(big, 10, &[0xCD; 10])
+    })
+    .unwrap();
+    let d = p.heap().media().counters().since(&before);
+    assert!(d.fences >= 3, "undo, data, commit: {d:?}");
+    let (q, _) = crash_reopen(&p);
+    let mut b = [0u8; 5000];
+    q.read_bytes(big, 150_000, &mut b).unwrap();
+    assert_eq!(b, [0xAB; 5000]);
+    let mut c = [0u8; 12];
+    q.read_bytes(big, 8, &mut c).unwrap();
+    assert_eq!(
+        c,
+        [1, 1, 0xCD, 0xCD, 0xCD, 0xCD, 0xCD, 0xCD, 0xCD, 0xCD, 0xCD, 0xCD]
+    );
+}
+
+#[test]
+fn nested_transactions_flatten() {
+    let p = pool();
+    let root = setup(&p);
+    let a7 = p.read(root).unwrap().accounts[7];
+    let r: Result<(), TxError<Error>> = p.transaction(|tx| {
+        tx.open_mut(a7)?.balance = 1;
+        tx.nested(|tx| {
+            tx.open_mut(a7)?.history[0] = 2;
+            Ok::<_, Error>(())
+        })?;
+        assert_eq!(tx.read(a7)?.history[0], 2);
+        Ok(())
+    });
+    r.unwrap();
+    let acc = p.read(a7).unwrap();
+    assert_eq!((acc.balance, acc.history[0]), (1, 2));
+}
+
+#[test]
+fn the_log_wraps_and_back_pressure_never_fails_a_transaction() {
+    let mut opts = PoolOptions::new("wrap", [8; 16]);
+    opts.heap.runtime_len = Some(8192 + 2 * 64 * 1024);
+    opts.lanes = 2;
+    let p = Pool::create(SimMedia::new(POOL), &opts).unwrap();
+    let root = setup(&p);
+    let a = p.read(root).unwrap().accounts;
+    p.set_coalesce_config(CoalesceConfig {
+        count_threshold: 1 << 20,
+        volume: false,
+        ..CoalesceConfig::default()
+    });
+    for i in 0..3000u64 {
+        p.transaction(|tx| {
+            let acc = tx.open_mut(a[(i % 8) as usize])?;
+            acc.balance = i;
+            acc.history[(i % 126) as usize] = i;
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    }
+    let s = p.stats();
+    assert!(s.coalescing.by_backpressure > 0, "{s:?}");
+    let (q, r) = crash_reopen(&p);
+    assert!(r.records > 0);
+    for i in 2992..3000u64 {
+        let acc = q.read(a[(i % 8) as usize]).unwrap();
+        assert_eq!(acc.balance, i);
+        assert_eq!(acc.history[(i % 126) as usize], i);
+    }
+}
+
+#[test]
+fn close_writes_everything_back_and_reopen_replays_nothing() {
+    let p = pool();
+    let root = setup(&p);
+    let a0 = p.read(root).unwrap().accounts[0];
+    p.transaction(|tx| tx.write(a0, 8, &55u64)).unwrap();
+    let img = p.close().durable_image();
+    let (q, _, r) = Pool::open(SimMedia::from_image(img), &OpenOptions::default()).unwrap();
+    assert_eq!(r.groups_replayed, 0, "{r:?}");
+    assert_eq!(q.read(a0).unwrap().balance, 55);
+}
+
+#[test]
+fn bad_pointers_and_bounds_are_typed_errors() {
+    let p = pool();
+    let root = setup(&p);
+    let a0 = p.read(root).unwrap().accounts[0];
+    let e = p
+        .transaction(|tx| tx.write_bytes(a0, 1020, &[0; 8]))
+        .unwrap_err();
+    assert!(
+        matches!(e, TxError::Aborted(Error::OutOfBounds { .. })),
+        "{e:?}"
+    );
+    let wrong: PPtr<Root> = a0.cast();
+    let e = p
+        .transaction(|tx| tx.open_mut(wrong).map(|_| ()))
+        .unwrap_err();
+    assert!(matches!(e, TxError::Aborted(Error::BadPointer(_))), "{e:?}");
+    let e = p
+        .transaction(|tx| tx.open_mut(PPtr::<Account>::from_raw(12345)).map(|_| ()))
+        .unwrap_err();
+    assert!(matches!(e, TxError::Aborted(Error::BadPointer(_))), "{e:?}");
+    let e = p.transaction(|tx| {
+        tx.free(a0)?;
+        tx.free(a0)
+    });
+    assert!(
+        matches!(e, Err(TxError::Aborted(Error::Freed { .. }))),
+        "{e:?}"
+    );
+    assert!(p.read(a0).is_ok(), "the failed transaction freed nothing");
+}
