@@ -519,18 +519,25 @@ impl<M: Media> Heap<M> {
     ) -> Result<Loc, AllocError> {
         let r = self.reserve_slot(lane, class)?;
         if let Some(op) = r.chunk_op {
+            // The zeroed header array first; then the continuation entries; then the
+            // head. A crash leaves no head (the continuations are leftovers the table
+            // walk reads as free) or a whole, empty run.
+            let head_off = self.layout.desc_off(op.start as usize);
             self.media.fence();
-            for i in 0..op.count {
-                let c = (op.start + i) as usize;
-                self.media.write_u64(
-                    self.layout.desc_off(c),
-                    op.entry(i).encode(c as u32, self.salt),
-                );
+            if op.count > 1 {
+                for i in 1..op.count {
+                    let c = (op.start + i) as usize;
+                    self.media.write_u64(
+                        self.layout.desc_off(c),
+                        op.entry(i).encode(c as u32, self.salt),
+                    );
+                }
+                self.media
+                    .persist(head_off + DESC_BYTES, (op.count as usize - 1) * DESC_BYTES);
             }
-            self.media.persist(
-                self.layout.desc_off(op.start as usize),
-                op.count as usize * DESC_BYTES,
-            );
+            self.media
+                .write_u64(head_off, op.entry(0).encode(op.start, self.salt));
+            self.media.persist(head_off, 8);
         }
         Ok(r.loc)
     }

@@ -277,7 +277,10 @@ impl<M: Media> Heap<M> {
         while c < n {
             let entry = self.entry(c);
             let span = match entry {
-                Ok(ChunkEntry::Free) => {
+                // Orphaned continuations (no head claims them) are free, as in `walk`.
+                Ok(
+                    ChunkEntry::Free | ChunkEntry::RunCont { .. } | ChunkEntry::ExtentCont { .. },
+                ) => {
                     free_start.get_or_insert(c);
                     c += 1;
                     continue;

@@ -34,7 +34,11 @@ impl<M: Media> Iterator for Spans<'_, M> {
         }
         let c = self.c;
         let step = match h.entry(c) {
-            Ok(ChunkEntry::Free) => Step::Free(c),
+            // A continuation the walk reaches is not claimed by a head before it: a
+            // leftover of a run whose head never became durable. Free space.
+            Ok(ChunkEntry::Free | ChunkEntry::RunCont { .. } | ChunkEntry::ExtentCont { .. }) => {
+                Step::Free(c)
+            }
             Ok(ChunkEntry::Run { .. } | ChunkEntry::Extent { .. }) => match h.span_of(c) {
                 Some(s) => Step::Used(s),
                 None => Step::Bad(c),

@@ -499,7 +499,7 @@ impl<M: Media> Pool<M> {
                     continue;
                 };
                 rm.live &= !(1u64 << g.group);
-                media.write_u64(base + rm.pos + LIVE_OFF, rm.live);
+                media.write_u64(base + rm.pos + LIVE_OFF, rm.live | rm.tag);
                 if durable {
                     media.flush(base + rm.pos + LIVE_OFF, 8);
                 } else {

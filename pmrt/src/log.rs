@@ -40,6 +40,8 @@ pub(crate) struct RecMeta {
     pub pos: usize,
     /// Live groups (a cleared bit may not be durable yet: see `coalesce`).
     pub live: u64,
+    /// The record's live-word tag (written back with every mask change).
+    pub tag: u64,
     /// The object of each group.
     pub keys: Vec<u64>,
 }
@@ -178,7 +180,8 @@ impl LaneLog {
         }
         r.recs.push_back(RecMeta {
             pos: self.head,
-            live,
+            live: live & record::LIVE_MASK,
+            tag: live & !record::LIVE_MASK,
             keys,
         });
         recno

@@ -5,12 +5,12 @@
 //!   updated in cache at commit and written back later by coalescing.
 //! * [`Mode::Full`]: the whole object is logged (cheaper than many small runs when most
 //!   lines change); write-back deferred like Delta.
-//! * [`Mode::CriticalSection`]: write-through. The new bytes are logged *and* stored and
-//!   flushed in place before the commit fence, so once the transaction commits its
-//!   data is durable in its home: nothing of it waits for coalescing or depends on
-//!   log replay. (Recovery rolls such a transaction forward from its record if the
-//!   crash came between its stores and its fence.) For data a policy marks critical,
-//!   or when the predicted failure risk is high.
+//! * [`Mode::CriticalSection`]: write-through. The new bytes are logged, and once the
+//!   commit record is durable they are stored, flushed and fenced in place before
+//!   commit returns: the data is durable in its home when the transaction completes,
+//!   nothing of it waits for coalescing (a second fence per transaction). For data a
+//!   policy marks critical, or when the predicted failure risk is high. Like every
+//!   transaction it stays atomic: a failure inside it rolls it back entirely.
 //!
 //! Objects larger than [`SHADOW_MAX`] are updated in place with undo logging (their old
 //! bytes are logged first), whatever the mode, because copying them is too costly.

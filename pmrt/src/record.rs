@@ -6,8 +6,12 @@
 //!  +8  lines    u32   record length in 64-byte lines
 //!  +12 ngroups  u16   at most 64
 //!  +14 flags    u16   COMMIT (last part of a transaction), UNDO, PAD (filler to the log end)
-//!  +16 live     u64   bit g: group g is pending (not yet written back). Mutable: not
-//!                     covered by the check. UNDO records use bit 0 for "may roll back".
+//!  +16 live     u64   bits 0..48: bit g set = group g is pending (not yet written
+//!                     back); UNDO records use bit 0 for "may roll back". Bits 48..64:
+//!                     a tag bound to the record (sequence, lane, pool salt). Mutable,
+//!                     so not covered by the check; a torn append can leave an older
+//!                     record's live word here, and its wrong tag then makes every
+//!                     group count as live (the only safe reading).
 //!  +24 check    u32   CRC-32C over bytes 0..16 and 28..end, the lane, the pool salt
 //!  +28 zero     u32
 //! groups from +32
@@ -17,6 +21,7 @@
 //! ```
 //!
 //! An 8-byte update of one object is exactly one line: 32 + 16 + 8 + 8.
+//! At most 48 groups per record (the live word's mask).
 
 use alloc::vec::Vec;
 
@@ -25,7 +30,30 @@ use pmalloc::checksum::crc32c;
 /// Record header bytes.
 pub const HEADER: usize = 32;
 /// Most groups per record.
-pub const MAX_GROUPS: usize = 64;
+pub const MAX_GROUPS: usize = 48;
+/// The group bits of a live word.
+pub const LIVE_MASK: u64 = (1 << 48) - 1;
+
+/// The tag bits of the live word of record `seq` on lane `lane`.
+pub fn live_tag(seq: u64, lane: u32, salt: u64) -> u64 {
+    u64::from(pmalloc::checksum::crc32c_words(&[seq, u64::from(lane), salt, 0x4C49_5645]) as u16)
+        << 48
+}
+
+/// The live groups of a record, trusting the stored mask only if its tag is this
+/// record's (otherwise every group is live).
+pub fn live_mask(head: &Head, lane: u32, salt: u64) -> u64 {
+    let all = if head.flags & F_UNDO != 0 {
+        1
+    } else {
+        (1u64 << head.ngroups) - 1
+    };
+    if head.live & !LIVE_MASK == live_tag(head.seq, lane, salt) {
+        head.live & all
+    } else {
+        all
+    }
+}
 /// Flag: last part of a committed transaction.
 pub const F_COMMIT: u16 = 1;
 /// Flag: undo data (old bytes) of in-place writes.
@@ -146,13 +174,12 @@ pub fn seal(p: &mut Vec<u8>, seq: u64, groups: usize, flags: u16, lane: u32, sal
     p[8..12].copy_from_slice(&lines.to_le_bytes());
     p[12..14].copy_from_slice(&(groups as u16).to_le_bytes());
     p[14..16].copy_from_slice(&flags.to_le_bytes());
-    let live = if flags & F_UNDO != 0 {
+    let mask = if flags & F_UNDO != 0 {
         1
-    } else if groups == 64 {
-        u64::MAX
     } else {
         (1u64 << groups) - 1
     };
+    let live = mask | live_tag(seq, lane, salt);
     p[16..24].copy_from_slice(&live.to_le_bytes());
     p[28..32].copy_from_slice(&[0; 4]);
     let c = check(p, lane, salt);
@@ -367,6 +394,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_live_word_from_another_record_counts_every_group_live() {
+        let mut b = Builder::new();
+        for k in 0..3u64 {
+            b.group(k * 64, G_REL, 0);
+            b.rel(0, &[1]);
+        }
+        let mut p = b.finish(7, 0, true, 0, 1).remove(0).0;
+        let mut h = parse(&p, 0, 1).unwrap().head;
+        assert_eq!(live_mask(&h, 0, 1), 0b111);
+        // Group 1 written back: the mask loses its bit, the tag stays.
+        h.live = (h.live & !0b010) | live_tag(7, 0, 1);
+        assert_eq!(live_mask(&h, 0, 1), 0b101);
+        // A stale word (another record's tag, or zero) is not trusted.
+        h.live = 0;
+        assert_eq!(live_mask(&h, 0, 1), 0b111);
+        p[LIVE_OFF..LIVE_OFF + 8].copy_from_slice(&live_tag(8, 0, 1).to_le_bytes());
+        assert_eq!(live_mask(&parse(&p, 0, 1).unwrap().head, 0, 1), 0b111);
+    }
+
+    #[test]
     fn an_eight_byte_update_is_one_line() {
         let mut b = Builder::new();
         b.group(0x10_0000, G_REL, 0);
@@ -377,7 +424,7 @@ mod tests {
         let r = parse(&parts[0].0, 2, 9).unwrap();
         assert_eq!(r.head.seq, 5);
         assert_eq!(r.head.flags, F_COMMIT);
-        assert_eq!(r.head.live, 1);
+        assert_eq!(live_mask(&r.head, 2, 9), 1);
         let e: Vec<_> = r.groups()[0].entries().collect();
         assert_eq!(
             e,
@@ -391,7 +438,7 @@ mod tests {
     #[test]
     fn groups_split_into_parts_and_only_the_last_commits() {
         let mut b = Builder::new();
-        for k in 0..70u64 {
+        for k in 0..54u64 {
             b.group(k * 64, G_ABS, 1);
             b.abs(k * 64 + 8, &[k as u8; 3]);
         }
@@ -399,12 +446,12 @@ mod tests {
         assert_eq!(parts.len(), 2);
         let r0 = parse(&parts[0].0, 0, 1).unwrap();
         let r1 = parse(&parts[1].0, 0, 1).unwrap();
-        assert_eq!((r0.groups().len(), r0.head.flags), (64, 0));
+        assert_eq!((r0.groups().len(), r0.head.flags), (48, 0));
         assert_eq!((r1.groups().len(), r1.head.flags), (6, F_COMMIT));
-        assert_eq!(r0.head.live, u64::MAX);
+        assert_eq!(live_mask(&r0.head, 0, 1), LIVE_MASK);
         let e: Vec<_> = r1.groups()[5].entries().collect();
-        assert_eq!(e[0].off, 69 * 64 + 8);
-        assert_eq!(e[0].data, &[69; 3]);
+        assert_eq!(e[0].off, 53 * 64 + 8);
+        assert_eq!(e[0].data, &[53; 3]);
     }
 
     #[test]

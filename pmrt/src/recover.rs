@@ -25,7 +25,7 @@ use pmalloc::layout::ROOT_SLOT;
 use pmalloc::Heap;
 
 use crate::area::{decode_tail, encode_tail, Area, LINE};
-use crate::record::{parse, peek, F_COMMIT, F_PAD, F_UNDO, LIVE_OFF};
+use crate::record::{live_mask, live_tag, parse, peek, F_COMMIT, F_PAD, F_UNDO, LIVE_OFF};
 
 /// What recovery found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -163,12 +163,13 @@ fn plan(recs: &[Rec], salt: u64, report: &mut RecoveryReport) -> Vec<Vec<Item>> 
             let undo = p.head.flags & F_UNDO != 0;
             // Undo data matters only for uncommitted transactions (and only while its
             // record is live); redo data only for committed ones.
-            if undo && (committed || p.head.live & 1 == 0) || !undo && !committed {
+            let mask = live_mask(&p.head, rec.lane, salt);
+            if undo && (committed || mask & 1 == 0) || !undo && !committed {
                 continue;
             }
             rolled |= undo;
             for g in p.groups() {
-                let live = undo || p.head.live & (1 << g.index) != 0;
+                let live = undo || mask & (1 << g.index) != 0;
                 let item = Item {
                     rec: r,
                     group: g.index,
@@ -258,7 +259,7 @@ fn reset<M: Media>(heap: &Heap<M>, area: &Area, recs: &[Rec], heads: &[usize]) {
     if !recs.is_empty() {
         for rec in recs {
             let at = area.log_off(rec.lane) + rec.pos + LIVE_OFF;
-            media.write_u64(at, 0);
+            media.write_u64(at, live_tag(peek(&rec.bytes).seq, rec.lane, salt));
             media.flush(at, 8);
         }
         media.fence();

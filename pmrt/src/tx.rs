@@ -8,10 +8,11 @@
 //!
 //! Commit, for redo-logged objects (Delta, Full, fresh objects, allocation metadata):
 //! 1. build the log record(s) in DRAM; take a sequence number;
-//! 2. append to the lane log and flush; for Critical-Section objects also store and
-//!    flush the new bytes in place (write-through, rolled forward by recovery);
+//! 2. append to the lane log and flush;
 //! 3. **one fence**: the transaction is committed;
-//! 4. store the new bytes in the homes (cache only: coalescing writes them back).
+//! 4. store the new bytes in the homes (cache only: coalescing writes them back); for
+//!    Critical-Section objects store them, flush them and fence again (write-through:
+//!    their homes are durable when commit returns).
 //!
 //! Objects larger than `SHADOW_MAX` (not new) are updated in place with undo logging:
 //! undo record (old bytes) → fence → new bytes in place → fence → commit record →
@@ -717,7 +718,7 @@ impl<M: Media> Tx<'_, M> {
             fences += 1;
         }
 
-        // 5. The redo record; write-through objects stored in place in the same batch.
+        // 5. The redo record.
         let mut recnos = Vec::with_capacity(redo_parts.len());
         for (k, (p, _)) in redo_parts.iter().enumerate() {
             let live = u64::from_le_bytes(p[LIVE_OFF..LIVE_OFF + 8].try_into().unwrap_or([0; 8]));
@@ -734,6 +735,15 @@ impl<M: Media> Tx<'_, M> {
             );
             lines += (p.len() / LINE) as u64;
         }
+        // 6. One fence: committed.
+        media.fence();
+        fences += 1;
+        media.crash_point("pmrt.tx.committed");
+
+        // 7. Write-through objects: stored in place and made durable now (after the
+        //    record: stored before it, a torn record would leave them half new with
+        //    nothing to roll either way).
+        let mut through = false;
         for (o, p) in &plans {
             let cs = matches!(
                 p,
@@ -751,14 +761,14 @@ impl<M: Media> Tx<'_, M> {
                     media.flush(at, d.len());
                     lines += arch::line_range(at, d.len()).len() as u64;
                 }
+                through = true;
             }
         }
-        // 6. One fence: committed.
-        media.fence();
-        fences += 1;
-        media.crash_point("pmrt.tx.committed");
-
-        // 7. Homes, in cache; coalescing writes them back.
+        if through {
+            media.fence();
+            fences += 1;
+        }
+        // Homes of deferred objects, in cache; coalescing writes them back.
         for (o, p) in &plans {
             let deferred = matches!(
                 p,
@@ -788,7 +798,10 @@ impl<M: Media> Tx<'_, M> {
         // 8. The undo records are dead now that the commit record is durable.
         if has_undo {
             for &(_, pos) in &undo_recs {
-                media.write_u64(self.log.base + pos + LIVE_OFF, 0);
+                media.write_u64(
+                    self.log.base + pos + LIVE_OFF,
+                    crate::record::live_tag(seq, lane, salt),
+                );
                 media.flush(self.log.base + pos + LIVE_OFF, 8);
             }
             media.fence();

@@ -51,7 +51,7 @@ impl Config {
             images: ImageOptions::default(),
             store_stride: 7,
             max_states: states.saturating_mul(env("PM_CRASH_BUDGET").unwrap_or(1).max(1)),
-            recovery_stride: 16,
+            recovery_stride: 32,
             only_point: env("PM_CRASH_POINT"),
         }
     }
@@ -241,15 +241,17 @@ impl<S: Scenario> State<S> {
                 )
             {
                 let opts = ImageOptions {
-                    exhaustive_limit: 8,
-                    random_lines: 2,
+                    exhaustive_limit: 4,
+                    random_lines: 1,
                     random_words: 1,
+                    family_positions: 2,
+                    max_images: 2,
                 };
                 let space = ImageSpace::new(st.uncertain());
                 let mut c = cap
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                for i in space.images(&opts, seed).iter().take(4) {
+                for i in &space.images(&opts, seed) {
                     c.push(st.rebase(i));
                 }
             }

@@ -5,3 +5,4 @@
 
 pub mod explorer;
 pub mod heap_scenario;
+pub mod tx_scenario;

@@ -129,6 +129,12 @@ pub struct ImageOptions {
     pub random_lines: u64,
     /// Random per-word tearings (always, when some line has more than one word version).
     pub random_words: u64,
+    /// With many uncertain lines, the single-line / all-but-one / prefix / suffix
+    /// families use at most this many evenly spaced positions each.
+    pub family_positions: usize,
+    /// At most this many images per point (the first families in order, then a seeded
+    /// sample of the rest); 0 = no limit.
+    pub max_images: usize,
 }
 
 impl Default for ImageOptions {
@@ -137,6 +143,8 @@ impl Default for ImageOptions {
             exhaustive_limit: 4096,
             random_lines: 16,
             random_words: 4,
+            family_positions: 16,
+            max_images: 48,
         }
     }
 }
@@ -217,41 +225,36 @@ impl ImageSpace {
             }
         } else {
             let n = self.lines.len();
-            for i in 0..n {
+            let cap = opts.family_positions.max(2);
+            let positions: Vec<usize> = if n <= cap {
+                (0..n).collect()
+            } else {
+                (0..cap).map(|j| j * (n - 1) / (cap - 1)).collect()
+            };
+            let cache_if = |pred: &dyn Fn(usize) -> bool, k: usize, l: &UncertainLine| {
+                if pred(k) {
+                    l.cache
+                } else {
+                    l.media
+                }
+            };
+            for &i in &positions {
                 push(
-                    self.choose(Family::SingleLine(i), |k, l| {
-                        if k == i {
-                            l.cache
-                        } else {
-                            l.media
-                        }
-                    }),
+                    self.choose(Family::SingleLine(i), |k, l| cache_if(&|k| k == i, k, l)),
                     &mut out,
                 );
                 push(
-                    self.choose(
-                        Family::AllButOne(i),
-                        |k, l| if k == i { l.media } else { l.cache },
-                    ),
+                    self.choose(Family::AllButOne(i), |k, l| cache_if(&|k| k != i, k, l)),
                     &mut out,
                 );
             }
-            for p in 1..n {
+            for &p in positions.iter().filter(|&&p| p > 0) {
                 push(
-                    self.choose(
-                        Family::Prefix(p),
-                        |k, l| if k < p { l.cache } else { l.media },
-                    ),
+                    self.choose(Family::Prefix(p), |k, l| cache_if(&|k| k < p, k, l)),
                     &mut out,
                 );
                 push(
-                    self.choose(Family::Suffix(p), |k, l| {
-                        if k >= n - p {
-                            l.cache
-                        } else {
-                            l.media
-                        }
-                    }),
+                    self.choose(Family::Suffix(p), |k, l| cache_if(&|k| k >= n - p, k, l)),
                     &mut out,
                 );
             }
@@ -278,6 +281,16 @@ impl ImageSpace {
                     b
                 });
                 push(img, &mut out);
+            }
+        }
+        if opts.max_images > 0 && out.len() > opts.max_images {
+            // Keep the first families (durable, everything, flushed) and a seeded
+            // sample of the rest.
+            let keep = 3.min(opts.max_images);
+            let mut rest = out.split_off(keep);
+            while out.len() < opts.max_images && !rest.is_empty() {
+                let k = rng.below(rest.len() as u64) as usize;
+                out.push(rest.swap_remove(k));
             }
         }
         out

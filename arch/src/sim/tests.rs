@@ -107,6 +107,8 @@ fn all_images(m: &SimMedia, seed: u64) -> Vec<Vec<u8>> {
             exhaustive_limit: 1 << 12,
             random_lines: 8,
             random_words: 16,
+            family_positions: 64,
+            max_images: 0,
         };
         space
             .images(&opts, seed)

@@ -1,0 +1,283 @@
+//! The transaction crash scenario (DESIGN.md invariants 1, 2, 4, 5).
+//!
+//! A root object holds 8 slots; slot 7 may hold a 96 KiB object (in-place, undo
+//! logged), the others objects of 16..512 bytes. Each step is a transaction that
+//! rewrites parts of 1-3 objects (explicit writes or a shadow, each object with a random
+//! mode: Delta, Full, or Critical-Section write-through), sometimes allocating a new
+//! object into an empty slot or freeing one; some transactions abort; now and then the
+//! workload coalesces. Logs are small so they wrap and apply back-pressure.
+//!
+//! After recovery from any crash image the pool must open, pass the heap check, and
+//! show exactly the state before the in-flight transaction or exactly the state after
+//! it (after, once its commit returned): every slot's pointer and every object's bytes,
+//! no leaked or missing object; it must then run a transaction; and crashing inside
+//! recovery and recovering again must give the same state.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use arch::sim::{Rng, SimMedia};
+use pmalloc::OpenOptions;
+use pmrt::{CoalesceConfig, Error, Mode, PPtr, Pool, PoolOptions, Tx};
+
+use crate::explorer::{explore, Config, Phase, Report, Scenario};
+
+/// Slots in the root.
+pub const SLOTS: usize = 8;
+const BIG: usize = 96 * 1024;
+const POOL: usize = 8 << 20;
+
+/// A slot's committed content: the object's offset and bytes.
+pub type Slot = Option<(u64, Vec<u8>)>;
+
+/// The model: the state before the in-flight transaction, and after it.
+#[derive(Clone, Default)]
+pub struct Progress {
+    /// The root object.
+    pub root: u64,
+    /// Committed state.
+    pub before: Vec<Slot>,
+    /// State the in-flight transaction commits (None: none in flight).
+    pub after: Option<Vec<Slot>>,
+    /// The in-flight transaction's commit returned.
+    pub returned: bool,
+    /// Transactions done.
+    pub done: u64,
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "tx #{} (returned: {})\n  before {}\n  after  {}",
+            self.done,
+            self.returned,
+            describe(&self.before),
+            self.after
+                .as_deref()
+                .map_or_else(|| "(none)".into(), describe)
+        )
+    }
+}
+
+/// Recovery and oracles for transactions.
+#[derive(Debug)]
+pub struct TxScenario;
+
+fn state_of(pool: &Pool<&SimMedia>, root: u64) -> Result<Vec<Slot>, String> {
+    let mut out = Vec::with_capacity(SLOTS);
+    for i in 0..SLOTS {
+        let mut b = [0u8; 8];
+        pool.read_bytes(PPtr::<[u64; SLOTS]>::from_raw(root), i * 8, &mut b)
+            .map_err(|e| format!("root slot {i}: {e}"))?;
+        let p = u64::from_le_bytes(b);
+        if p == 0 {
+            out.push(None);
+            continue;
+        }
+        let info = pool
+            .heap()
+            .info(p)
+            .map_err(|e| format!("slot {i} -> {p:#x}: {e}"))?;
+        let mut bytes = vec![0u8; info.size as usize];
+        pool.read_bytes(PPtr::<u8>::from_raw(p), 0, &mut bytes)
+            .map_err(|e| format!("slot {i}: {e}"))?;
+        out.push(Some((p, bytes)));
+    }
+    Ok(out)
+}
+
+fn describe(s: &[Slot]) -> String {
+    s.iter()
+        .map(|x| match x {
+            None => "-".to_string(),
+            Some((p, b)) => format!(
+                "{p:#x}:{}B:{:08x}",
+                b.len(),
+                pmalloc::checksum::crc32c(&[b])
+            ),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Scenario for TxScenario {
+    type Progress = Progress;
+    type Digest = String;
+
+    fn recover_and_check(
+        &self,
+        media: &SimMedia,
+        p: &Progress,
+        recovered: &Phase,
+    ) -> Result<String, String> {
+        let (pool, _, rr) =
+            Pool::open(media, &OpenOptions::default()).map_err(|e| format!("open failed: {e}"))?;
+        recovered.done();
+        if std::env::var("PM_DEBUG").is_ok() {
+            eprintln!("recovery: {rr:?}");
+        }
+        pool.heap().check().map_err(|e| e.to_string())?;
+        if pool.heap().root().map(PPtr::raw) != Some(p.root) {
+            return Err(format!(
+                "root is {:?}, expected {:#x}",
+                pool.heap().root(),
+                p.root
+            ));
+        }
+        let got = state_of(&pool, p.root)?;
+        let is_before = got == p.before;
+        let is_after = p.after.as_ref() == Some(&got);
+        let ok = if p.returned {
+            is_after
+        } else {
+            is_before || is_after
+        };
+        if !ok {
+            return Err(format!(
+                "state is neither before nor after the in-flight transaction (returned: {})\n  got    {}\n  before {}\n  after  {}",
+                p.returned,
+                describe(&got),
+                describe(&p.before),
+                p.after.as_deref().map_or_else(|| "(none)".into(), describe)
+            ));
+        }
+        let mut expect: BTreeSet<u64> = got.iter().flatten().map(|(o, _)| *o).collect();
+        expect.insert(p.root);
+        let found: BTreeSet<u64> = pool.heap().objects().map(|o| o.ptr).collect();
+        if found != expect {
+            let leaked: Vec<_> = found.difference(&expect).collect();
+            let lost: Vec<_> = expect.difference(&found).collect();
+            return Err(format!(
+                "objects disagree with the slots: leaked {leaked:x?}, missing {lost:x?}"
+            ));
+        }
+        // The pool works after recovery.
+        pool.transaction(|tx| {
+            let o = tx.alloc([7u64; 4])?;
+            tx.free(o)
+        })
+        .map_err(|e| format!("transaction after recovery: {e}"))?;
+        Ok(describe(&got))
+    }
+}
+
+fn random_bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
+    (0..n).map(|_| rng.next_u64() as u8).collect()
+}
+
+/// One random transaction on `state`; returns the state it commits, or None if it
+/// aborts. Updates `progress.after` as it learns new pointers.
+#[allow(clippy::too_many_lines)] // the workload's whole menu in one place
+fn step(
+    tx: &mut Tx<'_, &SimMedia>,
+    rng: &mut Rng,
+    root: PPtr<[u64; SLOTS]>,
+    state: &[Slot],
+    progress: &Mutex<Progress>,
+) -> Result<Option<Vec<Slot>>, Error> {
+    let mut next: Vec<Slot> = state.to_vec();
+    let touches = 1 + rng.below(3) as usize;
+    for _ in 0..touches {
+        let i = rng.below(SLOTS as u64) as usize;
+        match next[i].clone() {
+            None => {
+                let size = if i == SLOTS - 1 {
+                    BIG
+                } else {
+                    16 + rng.below(497) as usize
+                };
+                let init = random_bytes(rng, size);
+                let p = tx.alloc_bytes(size, 8, 100 + i as u32, &init)?;
+                tx.write(root, i * 8, &p.raw())?;
+                next[i] = Some((p.raw(), init));
+            }
+            Some((p, mut bytes)) => {
+                if rng.chance(1, 6) {
+                    tx.free(PPtr::<u8>::from_raw(p))?;
+                    tx.write(root, i * 8, &0u64)?;
+                    next[i] = None;
+                } else {
+                    let ptr = PPtr::<u8>::from_raw(p);
+                    if bytes.len() <= 64 * 1024 {
+                        let mode =
+                            [Mode::Delta, Mode::Full, Mode::CriticalSection][rng.below(3) as usize];
+                        tx.set_mode(ptr, mode)?;
+                    }
+                    for _ in 0..=rng.below(3) {
+                        let off = rng.below(bytes.len() as u64) as usize;
+                        let len = (1 + rng.below(64) as usize).min(bytes.len() - off);
+                        let data = random_bytes(rng, len);
+                        if rng.chance(1, 2) {
+                            tx.write_bytes(ptr, off, &data)?;
+                        } else {
+                            tx.open_bytes_mut(ptr)?[off..off + len].copy_from_slice(&data);
+                        }
+                        bytes[off..off + len].copy_from_slice(&data);
+                    }
+                    next[i] = Some((p, bytes));
+                }
+            }
+        }
+        progress.lock().unwrap().after = Some(next.clone());
+    }
+    if rng.chance(1, 10) {
+        return Ok(None);
+    }
+    Ok(Some(next))
+}
+
+/// Runs `steps` transactions under the explorer.
+pub fn explore_tx(cfg: &Config, steps: usize) -> Report {
+    let media = SimMedia::new(POOL);
+    let mut opts = PoolOptions::new("tx-crash", [6; 16]);
+    opts.heap.runtime_len = Some(256 * 1024);
+    opts.lanes = 2;
+    let pool = Pool::create(&media, &opts).unwrap();
+    pool.set_coalesce_config(CoalesceConfig {
+        count_threshold: 4,
+        volume: true,
+        batch: 3,
+        eager: false,
+    });
+    let root = pool.root_or_init(|| [0u64; SLOTS]).unwrap();
+    let progress = Arc::new(Mutex::new(Progress {
+        root: root.raw(),
+        before: vec![None; SLOTS],
+        ..Progress::default()
+    }));
+    let p2 = progress.clone();
+    let mut rng = Rng::new(cfg.seed);
+    let report = explore(cfg, Arc::new(TxScenario), &media, progress, || {
+        for _ in 0..steps {
+            let state = p2.lock().unwrap().before.clone();
+            {
+                let mut g = p2.lock().unwrap();
+                g.after = Some(state.clone());
+                g.returned = false;
+            }
+            let r = pool.transaction(|tx| match step(tx, &mut rng, root, &state, &p2)? {
+                Some(next) => Ok(next),
+                None => Err(Error::Freed { obj: 0 }),
+            });
+            let mut g = p2.lock().unwrap();
+            match r {
+                Ok(next) => {
+                    g.after = Some(next.clone());
+                    g.returned = true;
+                    g.before = next;
+                }
+                Err(pmrt::TxError::Aborted(Error::Freed { obj: 0 })) => {}
+                Err(e) => panic!("transaction failed: {e}"),
+            }
+            g.after = None;
+            g.returned = false;
+            g.done += 1;
+            drop(g);
+            if rng.chance(1, 25) {
+                pool.coalesce();
+            }
+        }
+    });
+    report
+}

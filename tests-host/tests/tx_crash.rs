@@ -1,0 +1,24 @@
+//! Crash consistency of transactions in every mode and mixes of modes (DESIGN.md
+//! invariants 1, 2, 4, 5); see `tests_host::tx_scenario`.
+
+use tests_host::explorer::Config;
+use tests_host::tx_scenario::explore_tx;
+
+fn run(seed: u64, steps: usize, states: u64) {
+    let mut cfg = Config::from_env(states, seed);
+    // More crash points rather than more images per point.
+    cfg.images.max_images = 24;
+    let report = explore_tx(&cfg, steps);
+    report.assert_ok(&format!("tx crash seed {seed}"));
+    assert!(report.states > 0);
+}
+
+#[test]
+fn transactions_are_atomic_and_durable_at_every_crash_point() {
+    run(11, 300, 60_000);
+}
+
+#[test]
+fn transactions_are_atomic_and_durable_at_every_crash_point_second_seed() {
+    run(0xC0FFEE, 300, 60_000);
+}
