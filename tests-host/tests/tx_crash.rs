@@ -15,10 +15,10 @@ fn run(seed: u64, steps: usize, states: u64) {
 
 #[test]
 fn transactions_are_atomic_and_durable_at_every_crash_point() {
-    run(11, 300, 60_000);
+    run(11, 400, 80_000);
 }
 
 #[test]
 fn transactions_are_atomic_and_durable_at_every_crash_point_second_seed() {
-    run(0xC0FFEE, 300, 60_000);
+    run(0x00C0_FFEE, 400, 80_000);
 }
