@@ -40,6 +40,18 @@ pub enum Error {
         /// The object.
         obj: u64,
     },
+    /// A persistent string's bytes are not UTF-8 (damaged or not a string).
+    NotUtf8 {
+        /// The string's byte vector.
+        obj: u64,
+    },
+    /// A collection's header is inconsistent (length above capacity, wrong sizes).
+    Corrupt {
+        /// What.
+        what: &'static str,
+        /// The object.
+        obj: u64,
+    },
 }
 
 /// Why a transaction did not commit. Nothing it did is visible.
@@ -94,6 +106,8 @@ impl fmt::Display for Error {
                 write!(f, "alignment {align} above 64 cannot be shadowed")
             }
             Error::Freed { obj } => write!(f, "object {obj:#x} was freed in this transaction"),
+            Error::NotUtf8 { obj } => write!(f, "string {obj:#x} is not UTF-8"),
+            Error::Corrupt { what, obj } => write!(f, "corrupt {what} at {obj:#x}"),
         }
     }
 }

@@ -16,9 +16,12 @@
 #![deny(missing_debug_implementations)]
 
 extern crate alloc;
+// The derive names `::pmrt::...`; this lets the crate's own types use it.
+extern crate self as pmrt;
 
 pub mod area;
 pub mod coalesce;
+pub mod collections;
 pub mod dirty_map;
 mod error;
 mod log;
@@ -33,6 +36,26 @@ pub use coalesce::{CoalesceConfig, CoalesceStats};
 pub use error::{Error, PoolError, TxError};
 pub use mode::{Mode, ModeInput, ModePolicy, StaticPolicy};
 pub use pmalloc::{Init, PPtr, Persistent};
+pub use pmrt_derive::Persistent;
+
+/// A type number from a type's path (what `#[derive(Persistent)]` uses by default): a
+/// 24-bit FNV-1a hash, never 0 (0 means "untyped").
+pub const fn type_num_of(path: &str) -> u32 {
+    let b = path.as_bytes();
+    let mut h: u32 = 0x811c_9dc5;
+    let mut i = 0;
+    while i < b.len() {
+        h ^= b[i] as u32;
+        h = h.wrapping_mul(0x0100_0193);
+        i += 1;
+    }
+    let t = (h ^ (h >> 24)) & 0x00FF_FFFF;
+    if t == 0 {
+        1
+    } else {
+        t
+    }
+}
 pub use pool::{Pool, PoolOptions, PoolStats};
 pub use recover::RecoveryReport;
 pub use tx::Tx;
