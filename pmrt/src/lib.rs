@@ -30,6 +30,28 @@ mod pending;
 mod pool;
 pub mod record;
 pub mod recover;
+#[cfg(feature = "seeded-bugs")]
+pub mod seeded_bug;
+
+/// Whether a protocol step stays (always, unless the `seeded-bugs` self-test removes it).
+#[inline(always)]
+#[allow(unused_variables)]
+pub(crate) fn keep_step(bug: u8) -> bool {
+    #[cfg(feature = "seeded-bugs")]
+    {
+        seeded_bug::keep(match bug {
+            1 => seeded_bug::Bug::DropCommitFence,
+            2 => seeded_bug::Bug::HomesBeforeRecord,
+            3 => seeded_bug::Bug::SkipRecordCheck,
+            4 => seeded_bug::Bug::TrustStaleLive,
+            5 => seeded_bug::Bug::UndoUnfenced,
+            6 => seeded_bug::Bug::WriteThroughInBatch,
+            _ => seeded_bug::Bug::None,
+        })
+    }
+    #[cfg(not(feature = "seeded-bugs"))]
+    true
+}
 mod tx;
 
 pub use coalesce::{CoalesceConfig, CoalesceStats};

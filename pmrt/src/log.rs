@@ -132,6 +132,12 @@ impl LaneLog {
         if pos == self.ptail {
             return;
         }
+        if pos == self.head {
+            // An empty log: a scan from here must stop at once, so the line at the head
+            // (possibly an old record, valid but stale) is cleared first.
+            media.fill(self.base + pos, LINE, 0);
+            media.persist(self.base + pos, LINE);
+        }
         let off = area.tail_off(self.idx);
         media.write_u64(off, encode_tail(pos as u64, self.idx, self.salt));
         media.persist(off, 8);

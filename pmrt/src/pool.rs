@@ -141,7 +141,23 @@ impl<M: Media> Pool<M> {
         &self,
         f: impl FnOnce(&mut Tx<'_, M>) -> Result<R, E>,
     ) -> Result<R, TxError<E>> {
-        let mut tx = Tx::begin(self);
+        Self::run(Tx::begin(self, self.lane_index()), f)
+    }
+
+    /// As [`Pool::transaction`], on lane `lane % lanes` (for example one lane per CPU,
+    /// so a thread's transactions keep to one log). Waits if the lane is busy.
+    pub fn transaction_in<R, E>(
+        &self,
+        lane: usize,
+        f: impl FnOnce(&mut Tx<'_, M>) -> Result<R, E>,
+    ) -> Result<R, TxError<E>> {
+        Self::run(Tx::begin_on(self, lane % self.lanes.len()), f)
+    }
+
+    fn run<R, E>(
+        mut tx: Tx<'_, M>,
+        f: impl FnOnce(&mut Tx<'_, M>) -> Result<R, E>,
+    ) -> Result<R, TxError<E>> {
         match f(&mut tx) {
             Ok(r) => {
                 tx.commit().map_err(TxError::Commit)?;

@@ -10,8 +10,9 @@
 //!    newer write-back supersedes them), and the undo groups of uncommitted in-place
 //!    transactions (their old bytes, applied in reverse).
 //! 4. Replay objects (in parallel on std threads with feature `std`), flush, fence.
-//! 5. Mark every scanned record dead, fence; move every tail to the end of its scan,
-//!    fence.
+//! 5. Mark every scanned record dead and clear the line at the end of each scan (so a
+//!    scan starting there stops at once instead of meeting a stale record), fence; move
+//!    every tail to the end of its scan, fence.
 //!
 //! A crash anywhere in here leaves a state that recovers to the same result: before 5
 //! everything replays again; during 5 the dead marks follow the newest-dead rule and
@@ -256,15 +257,21 @@ fn replay<M: Media>(heap: &Heap<M>, recs: &[Rec], work: &[Vec<Item>], report: &m
 /// Step 5: every scanned record dead, then every tail at the end of its scan.
 fn reset<M: Media>(heap: &Heap<M>, area: &Area, recs: &[Rec], heads: &[usize]) {
     let (media, salt) = (heap.media(), heap.salt());
-    if !recs.is_empty() {
-        for rec in recs {
-            let at = area.log_off(rec.lane) + rec.pos + LIVE_OFF;
-            media.write_u64(at, live_tag(peek(&rec.bytes).seq, rec.lane, salt));
-            media.flush(at, 8);
-        }
-        media.fence();
-        media.crash_point("pmrt.recover.dead");
+    for rec in recs {
+        let at = area.log_off(rec.lane) + rec.pos + LIVE_OFF;
+        media.write_u64(at, live_tag(peek(&rec.bytes).seq, rec.lane, salt));
+        media.flush(at, 8);
     }
+    // Each tail moves to its head below; a scan from there must stop at once, so the
+    // line at each head (the end of the scan: a torn, stale or empty record) is cleared
+    // in the same batch, before the tails move.
+    for (k, &head) in heads.iter().enumerate() {
+        let at = area.log_off(k as u32) + head;
+        media.fill(at, LINE, 0);
+        media.flush(at, LINE);
+    }
+    media.fence();
+    media.crash_point("pmrt.recover.dead");
     for (k, &head) in heads.iter().enumerate() {
         let k = k as u32;
         let off = area.tail_off(k);

@@ -122,9 +122,9 @@ impl<M: Media> core::fmt::Debug for Tx<'_, M> {
 }
 
 impl<'p, M: Media> Tx<'p, M> {
-    pub(crate) fn begin(pool: &'p Pool<M>) -> Self {
+    /// On a lane: the first free one from `start`, else waiting for `start`.
+    pub(crate) fn begin(pool: &'p Pool<M>, start: usize) -> Self {
         let n = pool.lanes.len();
-        let start = pool.lane_index();
         let (lane, log) = (0..n)
             .find_map(|k| {
                 let lane = &pool.lanes[(start + k) % n];
@@ -134,6 +134,16 @@ impl<'p, M: Media> Tx<'p, M> {
                 let lane = &pool.lanes[start];
                 (lane, lane.log.lock())
             });
+        Self::with(pool, lane, log)
+    }
+
+    /// On lane `k`, waiting for it if busy.
+    pub(crate) fn begin_on(pool: &'p Pool<M>, k: usize) -> Self {
+        let lane = &pool.lanes[k];
+        Self::with(pool, lane, lane.log.lock())
+    }
+
+    fn with(pool: &'p Pool<M>, lane: &'p Lane, log: spin::MutexGuard<'p, LaneLog>) -> Self {
         Tx {
             pool,
             lane,
@@ -692,7 +702,9 @@ impl<M: Media> Tx<'_, M> {
                 undo_recs.push((recno, pos));
                 lines += (p.len() / LINE) as u64;
             }
-            media.fence();
+            if crate::keep_step(5) {
+                media.fence();
+            }
             for (o, p) in &plans {
                 if let Plan::Undo { runs, new } = p {
                     for &(off, len) in runs {
@@ -718,6 +730,33 @@ impl<M: Media> Tx<'_, M> {
             fences += 1;
         }
 
+        if !crate::keep_step(2) {
+            for (o, p) in &plans {
+                for (at, d) in plan_bytes(o, p) {
+                    media.write(at, d);
+                    media.flush(at, d.len());
+                }
+            }
+        }
+        if !crate::keep_step(6) {
+            for (o, p) in &plans {
+                if matches!(
+                    p,
+                    Plan::Redo {
+                        mode: Mode::CriticalSection,
+                        ..
+                    } | Plan::Writes {
+                        mode: Mode::CriticalSection,
+                        ..
+                    }
+                ) {
+                    for (at, d) in plan_bytes(o, p) {
+                        media.write(at, d);
+                        media.flush(at, d.len());
+                    }
+                }
+            }
+        }
         // 5. The redo record.
         let mut recnos = Vec::with_capacity(redo_parts.len());
         for (k, (p, _)) in redo_parts.iter().enumerate() {
@@ -736,7 +775,9 @@ impl<M: Media> Tx<'_, M> {
             lines += (p.len() / LINE) as u64;
         }
         // 6. One fence: committed.
-        media.fence();
+        if crate::keep_step(1) {
+            media.fence();
+        }
         fences += 1;
         media.crash_point("pmrt.tx.committed");
 

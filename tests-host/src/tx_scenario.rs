@@ -231,7 +231,9 @@ fn step(
 pub fn explore_tx(cfg: &Config, steps: usize) -> Report {
     let media = SimMedia::new(POOL);
     let mut opts = PoolOptions::new("tx-crash", [6; 16]);
-    opts.heap.runtime_len = Some(256 * 1024);
+    // Small logs (about 20 KiB a lane): they wrap every few dozen transactions, so
+    // padding, tail persistence, reuse of dead space and back-pressure are all crossed.
+    opts.heap.runtime_len = Some(8192 + 2 * 20 * 1024);
     opts.lanes = 2;
     let pool = Pool::create(&media, &opts).unwrap();
     pool.set_coalesce_config(CoalesceConfig {

@@ -166,12 +166,7 @@ impl<K: Persistent, V: Persistent> PHashMap<K, V> {
         }
     }
 
-    fn resize<M: Media>(
-        self,
-        tx: &mut Tx<'_, M>,
-        h: &MapHead,
-        cap: u64,
-    ) -> Result<MapHead, Error> {
+    fn resize<M: Media>(self, tx: &mut Tx<'_, M>, h: &MapHead, cap: u64) -> Result<MapHead, Error> {
         let entries = if h.cap == 0 {
             Vec::new()
         } else {

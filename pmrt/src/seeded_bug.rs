@@ -1,0 +1,43 @@
+//! Deliberate protocol bugs for the crash explorer's self-test (feature `seeded-bugs`).
+//! Off unless a test switches one on; each must make the transaction crash tests fail.
+
+use core::sync::atomic::{AtomicU8, Ordering};
+
+/// A bug to seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Bug {
+    /// No bug.
+    None = 0,
+    /// Commit issues no fence after appending its record.
+    DropCommitFence = 1,
+    /// Deferred homes are stored before the record is appended (data before commit
+    /// mark).
+    HomesBeforeRecord = 2,
+    /// Recovery trusts records without checking their checksum.
+    SkipRecordCheck = 3,
+    /// Recovery trusts a live word whatever its tag (a torn append's stale word).
+    TrustStaleLive = 4,
+    /// In-place (undo) writes without fencing the undo record first.
+    UndoUnfenced = 5,
+    /// Write-through homes stored in the commit batch, before the commit fence.
+    WriteThroughInBatch = 6,
+}
+
+static ACTIVE: AtomicU8 = AtomicU8::new(0);
+
+/// Switches `bug` on (process-wide).
+pub fn set(bug: Bug) {
+    ACTIVE.store(bug as u8, Ordering::SeqCst);
+}
+
+/// Whether `bug` is on.
+pub fn on(bug: Bug) -> bool {
+    ACTIVE.load(Ordering::Relaxed) == bug as u8
+}
+
+/// `true` unless `bug` is on (for protocol steps the bug removes).
+#[inline]
+pub fn keep(bug: Bug) -> bool {
+    !on(bug)
+}
