@@ -16,5 +16,44 @@
 
 extern crate alloc;
 
+use core::fmt;
+
+use pmalloc::OpenReport;
+
 pub mod pattern;
 pub mod workload;
+
+/// Damage open found and set aside: never an expected outcome here, since the pools of
+/// these tests are only ever crashed, not corrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Damaged {
+    /// Structures set aside.
+    pub count: usize,
+    /// The first one's offset.
+    pub first: u64,
+}
+
+impl Damaged {
+    /// `Err` if `report` lists damage.
+    pub fn check(report: &OpenReport) -> Result<(), Damaged> {
+        match report.damage.first() {
+            Some(d) => Err(Damaged {
+                count: report.damage.len(),
+                first: d.offset,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for Damaged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "open set aside {} damaged structures, first at {:#x}",
+            self.count, self.first
+        )
+    }
+}
+
+impl core::error::Error for Damaged {}

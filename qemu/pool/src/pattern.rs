@@ -15,6 +15,8 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use arch::Media;
+
+use crate::Damaged;
 use pm_qemu_proto::mix64;
 use pmalloc::{
     AllocError, CheckError, CreateError, CreateOptions, FreeError, Heap, Init, OpenError,
@@ -79,12 +81,7 @@ pub enum PatternError {
     /// The pool could not be opened.
     Open(OpenError),
     /// Open found damage (chunks or headers set aside).
-    Damage {
-        /// Structures set aside.
-        count: usize,
-        /// The first one's offset.
-        first: u64,
-    },
+    Damage(Damaged),
     /// Allocating into a field failed (or the root, as field `usize::MAX`).
     Alloc {
         /// The field.
@@ -167,12 +164,7 @@ impl fmt::Display for PatternError {
         match self {
             PatternError::Create(e) => write!(f, "create: {e}"),
             PatternError::Open(e) => write!(f, "open: {e}"),
-            PatternError::Damage { count, first } => {
-                write!(
-                    f,
-                    "open set aside {count} damaged structures, first at {first:#x}"
-                )
-            }
+            PatternError::Damage(e) => write!(f, "{e}"),
             PatternError::Alloc { field, error } => write!(f, "alloc into field {field}: {error}"),
             PatternError::Free { field, error } => write!(f, "free from field {field}: {error}"),
             PatternError::Check(e) => write!(f, "{e}"),
@@ -315,12 +307,7 @@ impl PoolPattern {
             layout: Some(LAYOUT),
         };
         let (heap, report) = Heap::open(media, &opts).map_err(PatternError::Open)?;
-        if let Some(d) = report.damage.first() {
-            return Err(PatternError::Damage {
-                count: report.damage.len(),
-                first: d.offset,
-            });
-        }
+        Damaged::check(&report).map_err(PatternError::Damage)?;
         let summary = self.verify(&heap)?;
         Ok((heap, report, summary))
     }

@@ -16,6 +16,8 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use arch::Media;
+
+use crate::Damaged;
 use pm_qemu_proto::heap::{plan, uuid, HeapLine, Plan, FIELDS, FIELD_TYPE_BASE, LAYOUT, ROOT_TYPE};
 use pmalloc::{
     AllocError, CheckError, CreateError, CreateOptions, FreeError, Heap, Init, OpenError,
@@ -44,12 +46,7 @@ pub enum WorkloadError {
     /// The pool exists but does not open (only a missing pool is a crash outcome).
     Open(OpenError),
     /// Open set damaged structures aside.
-    Damage {
-        /// How many.
-        count: usize,
-        /// The first one's offset.
-        first: u64,
-    },
+    Damage(Damaged),
     /// The root could not be allocated.
     RootAlloc(AllocError),
     /// An allocation failed other than for lack of space.
@@ -91,12 +88,7 @@ impl fmt::Display for WorkloadError {
         match self {
             WorkloadError::Create(e) => write!(f, "create: {e}"),
             WorkloadError::Open(e) => write!(f, "open: {e}"),
-            WorkloadError::Damage { count, first } => {
-                write!(
-                    f,
-                    "open set aside {count} damaged structures, first at {first:#x}"
-                )
-            }
+            WorkloadError::Damage(e) => write!(f, "{e}"),
             WorkloadError::RootAlloc(e) => write!(f, "root: {e}"),
             WorkloadError::Alloc { op, error } => write!(f, "op {op}: alloc: {error}"),
             WorkloadError::Free { op, error } => write!(f, "op {op}: free: {error}"),
@@ -201,12 +193,7 @@ pub fn verify<M: Media>(
         torn: report.torn,
         damage: report.damage.len() as u32,
     });
-    if let Some(d) = report.damage.first() {
-        return Err(WorkloadError::Damage {
-            count: report.damage.len(),
-            first: d.offset,
-        });
-    }
+    Damaged::check(&report).map_err(WorkloadError::Damage)?;
     heap.check().map_err(WorkloadError::Check)?;
     let view = HeapView::of(&heap);
     for line in view.lines() {

@@ -7,35 +7,15 @@
 mod common;
 
 use pm_qemu_proto::Mode;
-use pm_qemu_runner::{crash_cycles, CycleConfig, HeapWorkload};
-
-/// Base seed: `PM_QEMU_SEED` to replay a failure, else a fixed one per mode (kill
-/// timing still varies run to run; the seed is printed either way).
-fn seed(default: u64) -> u64 {
-    std::env::var("PM_QEMU_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
+use pm_qemu_runner::{CycleConfig, HeapWorkload};
 
 fn cycles(mode: Mode, default_seed: u64) {
     let Some(kernel) = common::kernel() else {
         return;
     };
     let workload = HeapWorkload::default();
-    let cfg = CycleConfig::of(&workload, seed(default_seed), 20, mode);
-    println!(
-        "heap crash cycles, mode {}, base seed {}",
-        mode.name(),
-        cfg.seed
-    );
-    let report = crash_cycles(kernel, &workload, &cfg).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(report.cycles, 20);
-    assert!(
-        report.killed + report.fence_crashes >= 10,
-        "most cycles must crash the writer: {report:?}"
-    );
-    println!("{report}");
+    let cfg = CycleConfig::of(&workload, default_seed, 20, mode);
+    common::twenty_cycles(kernel, &workload, &cfg);
 }
 
 #[test]

@@ -4,17 +4,9 @@
 
 mod common;
 
-use pm_qemu_proto::{BootArgs, Suite};
-use pm_qemu_runner::{run_suite, Images, SuiteError, IMAGE_SIZE};
-
-fn args(suite: Suite, seed: u64, nvdimms: u32) -> BootArgs {
-    BootArgs {
-        suite,
-        seed,
-        nvdimms: Some(nvdimms),
-        ..BootArgs::default()
-    }
-}
+use common::args;
+use pm_qemu_proto::Suite;
+use pm_qemu_runner::{run_suite, Images, IMAGE_SIZE};
 
 #[test]
 fn pmalloc_suite_passes_on_raw_and_adr_media_with_two_nvdimms() {
@@ -42,22 +34,15 @@ fn pmalloc_suite_with_one_nvdimm_fails_only_the_two_pool_test() {
         return;
     };
     let images = Images::create(1, IMAGE_SIZE).unwrap();
-    match run_suite(kernel, &images, args(Suite::Pmalloc, 32, 1)) {
-        Err(SuiteError::Failed(o)) => {
-            assert_eq!(
-                o.failed_tests(),
-                ["two_nvdimms_hold_two_independent_pools"],
-                "{}",
-                o.serial
-            );
-            assert!(
-                o.serial.contains("expected 2 NVDIMMs, found 1"),
-                "{}",
-                o.serial
-            );
-        }
-        other => panic!("expected the two-pool test to fail, got {other:?}"),
-    }
+    let o = common::expect_failed(
+        run_suite(kernel, &images, args(Suite::Pmalloc, 32, 1)),
+        &["two_nvdimms_hold_two_independent_pools"],
+    );
+    assert!(
+        o.serial.contains("expected 2 NVDIMMs, found 1"),
+        "{}",
+        o.serial
+    );
 }
 
 #[test]
@@ -77,13 +62,11 @@ fn pattern_pool_created_in_one_boot_verifies_in_the_next_and_a_wrong_seed_fails(
         "{}",
         verified.serial
     );
-    match run_suite(kernel, &images, args(Suite::PoolVerify, 34, 1)) {
-        Err(SuiteError::Failed(o)) => {
-            assert_eq!(o.failed_tests(), ["pattern_pool_verified_on_nvdimm_0"]);
-            assert!(o.serial.contains("pool pattern: "), "{}", o.serial);
-        }
-        other => panic!("a wrong seed must fail verification, got {other:?}"),
-    }
+    let o = common::expect_failed(
+        run_suite(kernel, &images, args(Suite::PoolVerify, 34, 1)),
+        &["pattern_pool_verified_on_nvdimm_0"],
+    );
+    assert!(o.serial.contains("pool pattern: "), "{}", o.serial);
     println!(
         "pool pair: create {} ms, verify {} ms",
         created.elapsed.as_millis(),

@@ -139,6 +139,31 @@ fn expect_contents<M: Media>(heap: &Heap<M>, ptr: u64, expected: &[u8]) -> Resul
     }
 }
 
+/// `heap.objects()` yields exactly `expected`: the same offsets, sizes, types and
+/// kinds, in the same order.
+fn expect_objects<M: Media>(
+    when: &'static str,
+    heap: &Heap<M>,
+    expected: &[ObjInfo],
+) -> Result<(), TestFailure> {
+    let found: Vec<ObjInfo> = heap.objects().collect();
+    expect_eq(when, 0, 0, expected.len() as u64, found.len() as u64)?;
+    for (e, f) in expected.iter().zip(&found) {
+        let at = e.ptr as usize;
+        expect_eq("object offset", 0, at, e.ptr, f.ptr)?;
+        expect_eq("object size", 0, at, e.size, f.size)?;
+        expect_eq("object type", 0, at, e.type_num.into(), f.type_num.into())?;
+        expect_eq(
+            "object is an extent",
+            0,
+            at,
+            e.extent.into(),
+            f.extent.into(),
+        )?;
+    }
+    Ok(())
+}
+
 fn expect_alloc_err(
     what: &'static str,
     expected: AllocError,
@@ -223,25 +248,7 @@ fn reopen(env: &Env, media: &dyn Media) -> Result<(), TestFailure> {
         root.raw(),
         heap.root().map_or(0, PPtr::raw),
     )?;
-    let after: Vec<ObjInfo> = heap.objects().collect();
-    expect_eq(
-        "objects after reopen",
-        0,
-        0,
-        before.len() as u64,
-        after.len() as u64,
-    )?;
-    for (b, a) in before.iter().zip(&after) {
-        if b != a {
-            return Err(TestFailure::Mismatch {
-                what: "object after reopen (offset)",
-                nvdimm: 0,
-                offset: b.ptr as usize,
-                expected: b.ptr,
-                found: a.ptr,
-            });
-        }
-    }
+    expect_objects("after reopen", &heap, &before)?;
     for (i, &size) in REOPEN_SIZES.iter().enumerate() {
         let ptr = heap.media().read_u64(root.field(i * 8) as usize);
         expect_contents(&heap, ptr, &contents(env, i, size))?;
@@ -686,17 +693,7 @@ fn unclosed(env: &Env, kind: Kind) -> Result<(), TestFailure> {
         });
     }
     heap.check()?;
-    let found: Vec<ObjInfo> = heap.objects().collect();
-    expect_eq(
-        "objects after recovery",
-        0,
-        0,
-        expected.len() as u64,
-        found.len() as u64,
-    )?;
-    for (e, f) in expected.iter().zip(&found) {
-        expect_eq("object after recovery", 0, e.ptr as usize, e.size, f.size)?;
-    }
+    expect_objects("after recovery", &heap, &expected)?;
     for i in 0..N {
         let ptr = heap.media().read_u64(root.field(i * 8) as usize);
         if i % 3 == 0 {
