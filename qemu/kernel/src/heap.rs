@@ -146,10 +146,11 @@ pub fn dram_region(memmap: &[MemoryRegion], image: (u64, u64)) -> Option<Region>
 /// Gives the heap the largest DRAM region of `memmap` (see the module docs); returns
 /// it. Call once, before anything allocates.
 pub fn init(memmap: &[MemoryRegion]) -> Result<Region, HeapError> {
-    let region = dram_region(memmap, crate::firmware::kernel_image())
+    let best = dram_region(memmap, crate::firmware::kernel_image());
+    let region = best
         .filter(|r| r.len >= MIN_REGION)
         .ok_or(HeapError::NoRegion {
-            largest: dram_region(memmap, crate::firmware::kernel_image()).map_or(0, |r| r.len),
+            largest: best.map_or(0, |r| r.len),
         })?;
     if HEAP.region.is_completed() {
         return Err(HeapError::AlreadyInitialised);
