@@ -111,35 +111,20 @@ fn suite_on(kernel: &Kernel, images: &Images, args: BootArgs) -> bool {
     })
 }
 
-/// Boot 1 persists a seeded pattern, boot 2 on the same images finds it.
-fn persistence(kernel: &Kernel, seed: u64) -> bool {
-    let Ok(images) = Images::create(2, IMAGE_SIZE) else {
+/// Boot 1 runs `first` on fresh images, boot 2 runs `second` on the same images: the
+/// persistence pair (a seeded pattern over two NVDIMMs) and the pool pair (the seeded
+/// pool pattern on NVDIMM 0).
+fn pair(kernel: &Kernel, nvdimms: usize, seed: u64, first: Suite, second: Suite) -> bool {
+    let Ok(images) = Images::create(nvdimms, IMAGE_SIZE) else {
         return false;
     };
     let args = |suite| BootArgs {
         suite,
         seed,
-        nvdimms: Some(2),
+        nvdimms: Some(nvdimms as u32),
         ..BootArgs::default()
     };
-    suite_on(kernel, &images, args(Suite::Persist))
-        && suite_on(kernel, &images, args(Suite::Verify))
-}
-
-/// Boot 1 writes the seeded pool pattern over NVDIMM 0, boot 2 on the same image
-/// verifies it.
-fn pool_pair(kernel: &Kernel, seed: u64) -> bool {
-    let Ok(images) = Images::create(1, IMAGE_SIZE) else {
-        return false;
-    };
-    let args = |suite| BootArgs {
-        suite,
-        seed,
-        nvdimms: Some(1),
-        ..BootArgs::default()
-    };
-    suite_on(kernel, &images, args(Suite::PoolCreate))
-        && suite_on(kernel, &images, args(Suite::PoolVerify))
+    suite_on(kernel, &images, args(first)) && suite_on(kernel, &images, args(second))
 }
 
 fn cycles_of<W: Workload>(kernel: &Kernel, o: &Options, mode: Mode, workload: &W) -> bool {
@@ -200,8 +185,8 @@ fn main() -> ExitCode {
                     ..seed_args(2)
                 },
             );
-            ok &= persistence(&kernel, o.seed);
-            ok &= pool_pair(&kernel, o.seed);
+            ok &= pair(&kernel, 2, o.seed, Suite::Persist, Suite::Verify);
+            ok &= pair(&kernel, 1, o.seed, Suite::PoolCreate, Suite::PoolVerify);
             for which in [Which::Log, Which::Heap] {
                 for mode in [Mode::Direct, Mode::Adr] {
                     if o.mode.is_none_or(|m| m == mode) && o.workload.is_none_or(|w| w == which) {
