@@ -1,12 +1,15 @@
 //! `cargo xtask <task>`: the project's tasks, each printing the commands it runs.
 //!
 //! * `test`: format check, clippy with warnings denied (host workspace and kernel), the
-//!   kernel build, a pmbench smoke round, then every host test (which include the QEMU
-//!   suites and crash cycles in `qemu/runner/tests`); the output ends with the test
+//!   kernel build, the `no_std` build of the crates the kernel links, a pmbench smoke
+//!   round, then every host test (which include the QEMU suites, the pmalloc suite, the
+//!   host/QEMU pool-format tests and the log and heap crash cycles in
+//!   `qemu/runner/tests`, and the `pmpool` CLI tests); the output ends with the test
 //!   runner's summary.
 //! * `qemu [pm-qemu options]`: builds the kernel and runs the QEMU suites (1 and 2
-//!   NVDIMMs), the persistence pair and the crash-reboot cycles (direct and ADR mode)
-//!   through the runner binary, printing every command.
+//!   NVDIMMs), the pmalloc suite, the persistence and pool-pattern pairs and the log and
+//!   heap crash-reboot cycles (direct and ADR mode) through the runner binary, printing
+//!   every command.
 //! * `bench [ARGS]`: runs pmbench in release mode (with PMDK when libpmemobj-dev is
 //!   installed); ARGS go to pmbench, default `--all --plot`. See `docs/benchmarks.md`.
 //! * `setup`: installs what the tests need (the kernel target, QEMU, libpmemobj),
@@ -156,6 +159,20 @@ fn setup() -> bool {
 
 type Step = (&'static str, Box<dyn Fn() -> bool>);
 
+/// The `no_std` crates of the root workspace that the kernel links.
+const NO_STD_CRATES: [&str; 4] = ["arch", "pmalloc", "pm-qemu-proto", "pm-qemu-pool"];
+
+/// Builds [`NO_STD_CRATES`] for the kernel target from the root workspace (their host
+/// features are off there, so a `std` use would fail here).
+fn no_std_build() -> bool {
+    let mut cmd = cargo();
+    cmd.arg("build");
+    for c in NO_STD_CRATES {
+        cmd.args(["-p", c]);
+    }
+    run(cmd.args(["--target", "x86_64-unknown-none"]))
+}
+
 fn test() -> bool {
     let steps: Vec<Step> = vec![
         ("setup", Box::new(setup)),
@@ -188,20 +205,7 @@ fn test() -> bool {
             "kernel build",
             Box::new(|| run_kernel(cargo().args(["build", "--release"]))),
         ),
-        (
-            "no_std build",
-            Box::new(|| {
-                run(cargo().args([
-                    "build",
-                    "-p",
-                    "arch",
-                    "-p",
-                    "pmalloc",
-                    "--target",
-                    "x86_64-unknown-none",
-                ]))
-            }),
-        ),
+        ("no_std build", Box::new(no_std_build)),
         (
             "doc tests",
             Box::new(|| {
@@ -261,7 +265,8 @@ fn test() -> bool {
 }
 
 /// Builds the kernel, then runs everything QEMU-based through the runner binary
-/// (`pm-qemu all`), passing on extra options (`--seed S`, `--cycles N`, `--mode M`).
+/// (`pm-qemu all`), passing on extra options (`--seed S`, `--cycles N`, `--mode M`,
+/// `--workload log|heap`, `--ops N`).
 fn qemu(extra: &[String]) -> bool {
     setup()
         && run_kernel(cargo().args(["build", "--release"]))
@@ -289,7 +294,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|qemu [--seed S] [--cycles N] [--mode direct|adr]|bench [pmbench args]|setup>"
+                "usage: cargo xtask <test|qemu [--seed S] [--cycles N] [--mode direct|adr] [--workload log|heap] [--ops N]|bench [pmbench args]|setup>"
             );
             false
         }

@@ -16,7 +16,7 @@ extern "C" {
 
 /// The kernel's own image: mapped RAM, but never firmware's, and written by the kernel,
 /// so never handed out as a firmware byte slice.
-fn kernel_image() -> (u64, u64) {
+pub(crate) fn kernel_image() -> (u64, u64) {
     (
         core::ptr::addr_of!(__kernel_start) as u64,
         core::ptr::addr_of!(__kernel_end) as u64,

@@ -44,7 +44,6 @@ use crate::testing::Env;
 extern "C" fn kmain(start_info: u64) -> ! {
     serial::init();
     idt::init();
-    heap::init();
     if let Err(e) = paging::unmap_guard_page(boot::stack_guard()) {
         println!("pm-kernel: no stack guard page: {e}");
         exit(GuestExit::Fail);
@@ -62,6 +61,14 @@ extern "C" fn kmain(start_info: u64) -> ! {
     // Firmware tables are read only inside these regions (all of low memory if none).
     for r in &info.memmap {
         println!("memory: {:#x}+{:#x} type {}", r.base, r.size, r.kind);
+    }
+    // Nothing has allocated so far; from here on `alloc` is served by pmalloc.
+    match heap::init(&info.memmap) {
+        Ok(r) => println!("heap: {:#x}+{:#x} (pmalloc VolatileHeap)", r.start, r.len),
+        Err(e) => {
+            println!("pm-kernel: {e}");
+            exit(GuestExit::Fail)
+        }
     }
     let nvdimms = nvdimm::discover(&LowMemory::within(&info.memmap), info.rsdp);
     match &nvdimms {

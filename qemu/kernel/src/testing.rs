@@ -11,9 +11,13 @@ use core::fmt;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use arch::Counters;
+use pm_qemu_pool::pattern::PatternError;
+use pm_qemu_pool::workload::WorkloadError;
 use pm_qemu_proto::log::LogError;
 use pm_qemu_proto::report::{Summary, TestStart};
 use pm_qemu_proto::BootArgs;
+
+use pmalloc::{AllocError, CheckError, CreateError, FreeError, OpenError, PtrError};
 
 use crate::adr::AdrError;
 use crate::nvdimm::{DiscoveryError, Nvdimm, NvdimmList, WindowError};
@@ -114,6 +118,40 @@ pub enum TestFailure {
         /// Bytes available.
         capacity: u64,
     },
+    /// A pool could not be created.
+    Create(CreateError),
+    /// A pool could not be opened.
+    Open(OpenError),
+    /// An allocation that should have succeeded failed.
+    Alloc(AllocError),
+    /// A free that should have succeeded failed.
+    Free(FreeError),
+    /// A pointer that should name an object does not.
+    Ptr(PtrError),
+    /// The heap's invariant check failed.
+    Check(CheckError),
+    /// An allocation returned something else than the expected error.
+    AllocResult {
+        /// Which call.
+        what: &'static str,
+        /// The error expected.
+        expected: AllocError,
+        /// What it returned: the object's offset, or another error.
+        found: Result<u64, AllocError>,
+    },
+    /// A free returned something else than the expected error.
+    FreeResult {
+        /// Which call.
+        what: &'static str,
+        /// The error expected.
+        expected: FreeError,
+        /// What it returned.
+        found: Result<(), FreeError>,
+    },
+    /// The seeded pool pattern was not written or did not verify.
+    Pattern(PatternError),
+    /// The heap crash workload failed.
+    Workload(WorkloadError),
 }
 
 impl fmt::Display for TestFailure {
@@ -156,29 +194,60 @@ impl fmt::Display for TestFailure {
             TestFailure::LogTooLong { records, capacity } => {
                 write!(f, "{records} records do not fit {capacity} bytes")
             }
+            TestFailure::Create(e) => write!(f, "create: {e}"),
+            TestFailure::Open(e) => write!(f, "open: {e}"),
+            TestFailure::Alloc(e) => write!(f, "alloc: {e}"),
+            TestFailure::Free(e) => write!(f, "free: {e}"),
+            TestFailure::Ptr(e) => write!(f, "{e}"),
+            TestFailure::Check(e) => write!(f, "{e}"),
+            TestFailure::AllocResult {
+                what,
+                expected,
+                found,
+            } => match found {
+                Ok(ptr) => write!(f, "{what}: expected \"{expected}\", allocated {ptr:#x}"),
+                Err(e) => write!(f, "{what}: expected \"{expected}\", got \"{e}\""),
+            },
+            TestFailure::FreeResult {
+                what,
+                expected,
+                found,
+            } => match found {
+                Ok(()) => write!(f, "{what}: expected \"{expected}\", freed"),
+                Err(e) => write!(f, "{what}: expected \"{expected}\", got \"{e}\""),
+            },
+            TestFailure::Pattern(e) => write!(f, "pool pattern: {e}"),
+            TestFailure::Workload(e) => write!(f, "heap workload: {e}"),
         }
     }
 }
 
 impl core::error::Error for TestFailure {}
 
-impl From<WindowError> for TestFailure {
-    fn from(e: WindowError) -> Self {
-        TestFailure::Window(e)
-    }
+/// `From` impls that wrap an error in its variant, so tests can use `?`.
+macro_rules! wrap {
+    ($($error:ty => $variant:ident),* $(,)?) => {$(
+        impl From<$error> for TestFailure {
+            fn from(e: $error) -> Self {
+                TestFailure::$variant(e)
+            }
+        }
+    )*};
 }
 
-impl From<AdrError> for TestFailure {
-    fn from(e: AdrError) -> Self {
-        TestFailure::Adr(e)
-    }
-}
-
-impl From<LogError> for TestFailure {
-    fn from(e: LogError) -> Self {
-        TestFailure::Log(e)
-    }
-}
+wrap!(
+    WindowError => Window,
+    AdrError => Adr,
+    LogError => Log,
+    CreateError => Create,
+    OpenError => Open,
+    AllocError => Alloc,
+    FreeError => Free,
+    PtrError => Ptr,
+    CheckError => Check,
+    PatternError => Pattern,
+    WorkloadError => Workload,
+);
 
 /// `Err(Mismatch)` unless `found == expected`.
 pub fn expect_eq(

@@ -2,11 +2,12 @@
 //!
 //! | key | values | default | meaning |
 //! |---|---|---|---|
-//! | `suite` | `all`, `persist`, `verify`, `log`, `log-verify` | `all` | what the boot runs |
+//! | `suite` | `all`, `persist`, `verify`, `log`, `log-verify`, `pmalloc`, `pool-create`, `pool-verify`, `heap`, `heap-verify` | `all` | what the boot runs |
 //! | `seed` | decimal or `0x` hex `u64` | 0 | seeds every pattern |
-//! | `mode` | `direct`, `adr` | `direct` | media of the log workload: the NVDIMM itself, or a DRAM copy flushed line by line (ADR model) |
-//! | `crash_at` | `u64` >= 1 | none | stop without cleanup at that fence (log workload) |
+//! | `mode` | `direct`, `adr` | `direct` | media of the log and heap workloads: the NVDIMM itself, or a DRAM copy flushed line by line (ADR model) |
+//! | `crash_at` | `u64` >= 1 | none | stop without cleanup at that fence (log and heap workloads) |
 //! | `records` | 1..=[`MAX_RECORDS`] | [`DEFAULT_RECORDS`] | records the log workload appends |
+//! | `ops` | 1..=[`MAX_OPS`] | [`DEFAULT_OPS`] | allocations and frees the heap workload runs |
 //! | `nvdimms` | `u32` | none | how many NVDIMMs the kernel must find |
 //! | `skip_flush` | `u64` | none | fault injection: the log writer stores record n with ordinary stores and never flushes it (ADR mode must then lose it; direct mode cannot tell) |
 //!
@@ -20,6 +21,12 @@ pub const DEFAULT_RECORDS: u32 = 8192;
 /// Upper bound of `records=` (64 MiB of log, the size of the smallest image the runner
 /// makes).
 pub const MAX_RECORDS: u32 = 1 << 20;
+/// Ops the heap workload runs unless told otherwise.
+pub const DEFAULT_OPS: u32 = 1000;
+/// Upper bound of `ops=`: below pmalloc's checkpoint interval (8192 ops), so every
+/// allocation or free of the workload costs exactly one fence and a crash at fence `n`
+/// says exactly which ops had returned.
+pub const MAX_OPS: u32 = 4096;
 
 /// What a boot runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -35,15 +42,33 @@ pub enum Suite {
     Log,
     /// The crash-cycle verifier: scans the log and reports what survived.
     LogVerify,
+    /// The persistent heap (`pmalloc`) on NVDIMM pools, raw and ADR media, and one
+    /// pool on each of two NVDIMMs.
+    Pmalloc,
+    /// Creates a pool over NVDIMM 0 and fills it with a seeded pattern (boot 1 of 2).
+    PoolCreate,
+    /// Opens the pool on NVDIMM 0 and checks the seeded pattern (boot 2 of 2, or a
+    /// pool the host made).
+    PoolVerify,
+    /// The heap crash-cycle writer: seeded atomic allocations and frees on root
+    /// fields, reporting each as it returns.
+    Heap,
+    /// The heap crash-cycle verifier: opens (recovers) the pool and reports its state.
+    HeapVerify,
 }
 
 impl Suite {
-    const ALL: [Suite; 5] = [
+    const ALL: [Suite; 10] = [
         Suite::All,
         Suite::Persist,
         Suite::Verify,
         Suite::Log,
         Suite::LogVerify,
+        Suite::Pmalloc,
+        Suite::PoolCreate,
+        Suite::PoolVerify,
+        Suite::Heap,
+        Suite::HeapVerify,
     ];
 
     /// The name used on the command line.
@@ -54,6 +79,11 @@ impl Suite {
             Suite::Verify => "verify",
             Suite::Log => "log",
             Suite::LogVerify => "log-verify",
+            Suite::Pmalloc => "pmalloc",
+            Suite::PoolCreate => "pool-create",
+            Suite::PoolVerify => "pool-verify",
+            Suite::Heap => "heap",
+            Suite::HeapVerify => "heap-verify",
         }
     }
 
@@ -63,7 +93,7 @@ impl Suite {
     }
 }
 
-/// Which media the log workload runs on.
+/// Which media the log and heap workloads run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
     /// Straight on the NVDIMM: a kill keeps every store made before it.
@@ -104,6 +134,8 @@ pub struct BootArgs {
     pub crash_at: Option<u64>,
     /// Records the log workload appends.
     pub records: u32,
+    /// Allocations and frees the heap workload runs.
+    pub ops: u32,
     /// How many NVDIMMs the kernel must find, if set.
     pub nvdimms: Option<u32>,
     /// Fault injection: the log record whose flush the writer leaves out.
@@ -118,6 +150,7 @@ impl Default for BootArgs {
             mode: Mode::Direct,
             crash_at: None,
             records: DEFAULT_RECORDS,
+            ops: DEFAULT_OPS,
             nvdimms: None,
             skip_flush: None,
         }
@@ -271,6 +304,12 @@ impl BootArgs {
                     args.skip_flush = Some(parse_u64(value).ok_or(bad_number)?);
                     6
                 }
+                "ops" => {
+                    args.ops = parse_u64(value)
+                        .filter(|n| (1..=u64::from(MAX_OPS)).contains(n))
+                        .ok_or(bad_number)? as u32;
+                    7
+                }
                 _ => return Err(ArgError::UnknownKey { at, len }),
             };
             if seen & (1 << bit) != 0 {
@@ -287,11 +326,12 @@ impl fmt::Display for BootArgs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "suite={} seed={} mode={} records={}",
+            "suite={} seed={} mode={} records={} ops={}",
             self.suite.name(),
             self.seed,
             self.mode.name(),
-            self.records
+            self.records,
+            self.ops
         )?;
         if let Some(n) = self.crash_at {
             write!(f, " crash_at={n}")?;
@@ -319,7 +359,7 @@ mod tests {
     #[test]
     fn every_key_parses_and_display_round_trips() {
         let line =
-            "suite=log-verify seed=0x10 mode=adr crash_at=7 records=100 nvdimms=2 skip_flush=3";
+            "suite=log-verify seed=0x10 mode=adr crash_at=7 records=100 nvdimms=2 skip_flush=3 ops=9";
         let args = BootArgs::parse(line).unwrap();
         assert_eq!(
             args,
@@ -329,6 +369,7 @@ mod tests {
                 mode: Mode::Adr,
                 crash_at: Some(7),
                 records: 100,
+                ops: 9,
                 nvdimms: Some(2),
                 skip_flush: Some(3),
             }
@@ -391,6 +432,12 @@ mod tests {
             BootArgs::parse(&format!("records={}", MAX_RECORDS + 1)),
             Err(ArgError::BadNumber { .. })
         ));
+        for bad_ops in ["ops=0".to_string(), format!("ops={}", MAX_OPS + 1)] {
+            assert!(matches!(
+                BootArgs::parse(&bad_ops),
+                Err(ArgError::BadNumber { .. })
+            ));
+        }
         assert!(matches!(
             BootArgs::parse("nvdimms=4294967296"),
             Err(ArgError::BadNumber { .. })

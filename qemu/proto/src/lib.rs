@@ -10,6 +10,8 @@
 //!   failed`, ...);
 //! * [`log`]: the crash-cycle workload's on-media format (checksummed 64-byte records)
 //!   and its scanner, run by the kernel's verifier boot and by the runner on the image;
+//! * [`heap`]: the heap crash-cycle workload: its ops as a function of the seed, and
+//!   the lines its writer and verifier print;
 //! * [`SplitMix64`]: the seeded generator behind every pattern, so a seed replays.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -18,10 +20,13 @@
 
 mod args;
 mod exit;
+pub mod heap;
 pub mod log;
 pub mod report;
 mod rng;
 
-pub use args::{ArgError, BootArgs, Mode, Suite, DEFAULT_RECORDS, MAX_RECORDS};
+pub use args::{
+    ArgError, BootArgs, Mode, Suite, DEFAULT_OPS, DEFAULT_RECORDS, MAX_OPS, MAX_RECORDS,
+};
 pub use exit::{GuestExit, EXIT_PORT};
 pub use rng::{mix64, SplitMix64};

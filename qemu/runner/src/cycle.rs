@@ -86,7 +86,49 @@ pub enum CycleFailure {
     },
     /// The image could not be read.
     Runner(RunnerError),
+    /// The heap workload's oracle: the writer's reports or the recovered pool broke an
+    /// invariant.
+    Heap(pm_qemu_pool::workload::HistoryError),
+    /// The runner's own open of the pool in the image failed where the kernel's had
+    /// succeeded, or its `check()` failed.
+    HostPool(HostPoolError),
+    /// The kernel's view of the recovered pool and the runner's view of the image
+    /// differ.
+    HostView {
+        /// What differs (`"pool present"`, `"root"`, `"field"`, `"objects"`).
+        what: &'static str,
+        /// Which field or object index.
+        index: usize,
+        /// The kernel's value.
+        kernel: u64,
+        /// The runner's value.
+        host: u64,
+    },
 }
+
+/// Why the runner could not open or check a pool in an image.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum HostPoolError {
+    /// The image could not be mapped.
+    Map(arch::FileMediaError),
+    /// The pool did not open.
+    Open(pmalloc::OpenError),
+    /// Its `check()` failed.
+    Check(pmalloc::CheckError),
+}
+
+impl fmt::Display for HostPoolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPoolError::Map(e) => write!(f, "mapping the image: {e}"),
+            HostPoolError::Open(e) => write!(f, "opening the pool on the host: {e}"),
+            HostPoolError::Check(e) => write!(f, "host check: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for HostPoolError {}
 
 impl fmt::Display for CycleFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -108,6 +150,17 @@ impl fmt::Display for CycleFailure {
                 "crash at fence {fence}: expected {expected} commits, {found} reported"
             ),
             CycleFailure::Runner(e) => write!(f, "{e}"),
+            CycleFailure::Heap(e) => write!(f, "{e}"),
+            CycleFailure::HostPool(e) => write!(f, "{e}"),
+            CycleFailure::HostView {
+                what,
+                index,
+                kernel,
+                host,
+            } => write!(
+                f,
+                "kernel and host disagree on {what} {index}: kernel {kernel:#x}, host {host:#x}"
+            ),
         }
     }
 }
@@ -131,6 +184,17 @@ pub trait Workload {
 
     /// The highest fence worth crashing at.
     fn fences(&self) -> u64;
+
+    /// Bytes of each NVDIMM image (QEMU's `size=`).
+    fn image_size(&self) -> u64 {
+        IMAGE_SIZE
+    }
+
+    /// Kill delays (from the kernel's first serial output) that land inside the
+    /// writer's work: see [`CycleConfig::of`].
+    fn kill_window(&self) -> (Duration, Duration) {
+        KILL_WINDOW
+    }
 
     /// Judges a finished cycle.
     fn check(&self, run: &CycleRun<'_>) -> Result<Self::Report, CycleFailure>;
@@ -174,6 +238,14 @@ impl CycleConfig {
             nvdimms: 1,
             kill_window: KILL_WINDOW,
             verbose: true,
+        }
+    }
+
+    /// As [`CycleConfig::new`], with kills in `workload`'s own window.
+    pub fn of<W: Workload>(workload: &W, seed: u64, cycles: u32, mode: Mode) -> Self {
+        CycleConfig {
+            kill_window: workload.kill_window(),
+            ..Self::new(seed, cycles, mode)
         }
     }
 }
@@ -300,7 +372,7 @@ pub fn crash_cycles<W: Workload>(
                 verifier: verifier.cloned().map(Box::new),
             })
         };
-        let images = Images::create(cfg.nvdimms, IMAGE_SIZE)
+        let images = Images::create(cfg.nvdimms, workload.image_size())
             .map_err(|e| fail(CycleFailure::Runner(e), None, None))?;
         let mut args = workload.writer_args(seed, cfg.mode);
         let kill_after = match crash {

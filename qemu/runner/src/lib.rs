@@ -8,7 +8,7 @@
 //! * [`run_suite`] boots a suite and demands a pass (exit 33 and `N passed, 0 failed`);
 //! * [`crash_cycles`] drives crash-reboot cycles of any [`Workload`]: boot on a fresh
 //!   image, crash (kill after a seeded delay, or `crash_at=<n>`), boot the verifier on
-//!   the same image, check; [`LogWorkload`] is the first workload.
+//!   the same image, check; [`LogWorkload`] and [`HeapWorkload`] are the workloads.
 //!
 //! Everything random comes from a printed seed, so a failure replays.
 
@@ -19,6 +19,7 @@
 mod build;
 mod cycle;
 mod error;
+mod heap_workload;
 mod images;
 mod log_workload;
 mod qemu;
@@ -26,10 +27,11 @@ mod suite;
 
 pub use build::Kernel;
 pub use cycle::{
-    crash_cycles, Crash, CycleConfig, CycleError, CycleFailure, CycleRun, CyclesReport, Workload,
-    KILL_WINDOW,
+    crash_cycles, Crash, CycleConfig, CycleError, CycleFailure, CycleRun, CyclesReport,
+    HostPoolError, Workload, KILL_WINDOW,
 };
 pub use error::RunnerError;
+pub use heap_workload::{host_view, HeapReport, HeapWorkload};
 pub use images::Images;
 pub use log_workload::{LogReport, LogWorkload};
 pub use qemu::{boot, qemu_available, qemu_program, BootOutcome, BootSpec, Exit, IMAGE_SIZE};

@@ -1,9 +1,11 @@
 //! `pm-qemu`: build the test kernel and run its suites and crash cycles under QEMU.
 //!
 //! ```text
-//! pm-qemu all [--seed S] [--cycles N]   suites (1 and 2 NVDIMMs), persistence, cycles
+//! pm-qemu all [--seed S] [--cycles N]   suites (1 and 2 NVDIMMs), pmalloc suite,
+//!                                       persistence and pool pairs, log and heap cycles
 //! pm-qemu suite [--nvdimms N] [--suite NAME] [--seed S]
-//! pm-qemu cycles [--mode direct|adr] [--seed S] [--cycles N] [--records N]
+//! pm-qemu cycles [--workload log|heap] [--mode direct|adr] [--seed S] [--cycles N]
+//!                [--records N] [--ops N]
 //! ```
 //!
 //! Every QEMU command is printed; seeds are printed so a failure replays.
@@ -11,10 +13,18 @@
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pm_qemu_proto::{BootArgs, Mode, Suite};
+use pm_qemu_proto::{BootArgs, Mode, Suite, DEFAULT_OPS};
 use pm_qemu_runner::{
-    crash_cycles, qemu_available, run_suite, CycleConfig, Images, Kernel, LogWorkload, IMAGE_SIZE,
+    crash_cycles, qemu_available, run_suite, CycleConfig, HeapWorkload, Images, Kernel,
+    LogWorkload, Workload, IMAGE_SIZE,
 };
+
+/// Which crash-cycle workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Log,
+    Heap,
+}
 
 /// Command-line options (all optional).
 #[derive(Debug)]
@@ -24,7 +34,9 @@ struct Options {
     nvdimms: usize,
     suite: Suite,
     mode: Option<Mode>,
+    workload: Option<Which>,
     records: u32,
+    ops: u32,
 }
 
 fn parse(args: &[String]) -> Option<Options> {
@@ -36,7 +48,9 @@ fn parse(args: &[String]) -> Option<Options> {
         nvdimms: 1,
         suite: Suite::All,
         mode: None,
+        workload: None,
         records: 4096,
+        ops: DEFAULT_OPS,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -52,6 +66,14 @@ fn parse(args: &[String]) -> Option<Options> {
             "--cycles" => o.cycles = u32::try_from(number()?).ok()?,
             "--nvdimms" => o.nvdimms = usize::try_from(number()?).ok()?,
             "--records" => o.records = u32::try_from(number()?).ok()?,
+            "--ops" => o.ops = u32::try_from(number()?).ok()?,
+            "--workload" => {
+                o.workload = Some(match value.as_str() {
+                    "log" => Which::Log,
+                    "heap" => Which::Heap,
+                    _ => return None,
+                });
+            }
             "--suite" => o.suite = Suite::from_name(value)?,
             "--mode" => o.mode = Some(Mode::from_name(value)?),
             _ => return None,
@@ -89,37 +111,45 @@ fn suite_on(kernel: &Kernel, images: &Images, args: BootArgs) -> bool {
     })
 }
 
-/// Boot 1 persists a seeded pattern, boot 2 on the same images finds it.
-fn persistence(kernel: &Kernel, seed: u64) -> bool {
-    let Ok(images) = Images::create(2, IMAGE_SIZE) else {
+/// Boot 1 runs `first` on fresh images, boot 2 runs `second` on the same images: the
+/// persistence pair (a seeded pattern over two NVDIMMs) and the pool pair (the seeded
+/// pool pattern on NVDIMM 0).
+fn pair(kernel: &Kernel, nvdimms: usize, seed: u64, first: Suite, second: Suite) -> bool {
+    let Ok(images) = Images::create(nvdimms, IMAGE_SIZE) else {
         return false;
     };
     let args = |suite| BootArgs {
         suite,
         seed,
-        nvdimms: Some(2),
+        nvdimms: Some(nvdimms as u32),
         ..BootArgs::default()
     };
-    suite_on(kernel, &images, args(Suite::Persist))
-        && suite_on(kernel, &images, args(Suite::Verify))
+    suite_on(kernel, &images, args(first)) && suite_on(kernel, &images, args(second))
 }
 
-fn cycles(kernel: &Kernel, o: &Options, mode: Mode) -> bool {
-    let cfg = CycleConfig::new(o.seed, o.cycles, mode);
+fn cycles_of<W: Workload>(kernel: &Kernel, o: &Options, mode: Mode, workload: &W) -> bool {
+    let cfg = CycleConfig::of(workload, o.seed, o.cycles, mode);
     println!(
-        "crash cycles: workload log, mode {}, seed {:#x}, {} cycles",
+        "crash cycles: workload {}, mode {}, seed {:#x}, {} cycles",
+        workload.name(),
         mode.name(),
         o.seed,
         o.cycles
     );
-    let workload = LogWorkload::new(o.records);
-    report(crash_cycles(kernel, &workload, &cfg), |r| println!("{r}"))
+    report(crash_cycles(kernel, workload, &cfg), |r| println!("{r}"))
+}
+
+fn cycles(kernel: &Kernel, o: &Options, mode: Mode, which: Which) -> bool {
+    match which {
+        Which::Log => cycles_of(kernel, o, mode, &LogWorkload::new(o.records)),
+        Which::Heap => cycles_of(kernel, o, mode, &HeapWorkload { ops: o.ops }),
+    }
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(task), Some(o)) = (args.first(), parse(args.get(1..).unwrap_or_default())) else {
-        eprintln!("usage: pm-qemu <all|suite|cycles> [--seed S] [--cycles N] [--nvdimms N] [--suite NAME] [--mode direct|adr] [--records N]");
+        eprintln!("usage: pm-qemu <all|suite|cycles> [--seed S] [--cycles N] [--nvdimms N] [--suite NAME] [--mode direct|adr] [--workload log|heap] [--records N] [--ops N]");
         return ExitCode::FAILURE;
     };
     if !qemu_available() {
@@ -138,14 +168,30 @@ fn main() -> ExitCode {
     };
     let ok = match task.as_str() {
         "suite" => suite(&kernel, o.nvdimms, seed_args(o.nvdimms)),
-        "cycles" => cycles(&kernel, &o, o.mode.unwrap_or_default()),
+        "cycles" => cycles(
+            &kernel,
+            &o,
+            o.mode.unwrap_or_default(),
+            o.workload.unwrap_or(Which::Log),
+        ),
         "all" => {
             let mut ok = suite(&kernel, 1, seed_args(1));
             ok &= suite(&kernel, 2, seed_args(2));
-            ok &= persistence(&kernel, o.seed);
-            for mode in [Mode::Direct, Mode::Adr] {
-                if o.mode.is_none_or(|m| m == mode) {
-                    ok &= cycles(&kernel, &o, mode);
+            ok &= suite(
+                &kernel,
+                2,
+                BootArgs {
+                    suite: Suite::Pmalloc,
+                    ..seed_args(2)
+                },
+            );
+            ok &= pair(&kernel, 2, o.seed, Suite::Persist, Suite::Verify);
+            ok &= pair(&kernel, 1, o.seed, Suite::PoolCreate, Suite::PoolVerify);
+            for which in [Which::Log, Which::Heap] {
+                for mode in [Mode::Direct, Mode::Adr] {
+                    if o.mode.is_none_or(|m| m == mode) && o.workload.is_none_or(|w| w == which) {
+                        ok &= cycles(&kernel, &o, mode, which);
+                    }
                 }
             }
             ok

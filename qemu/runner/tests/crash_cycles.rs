@@ -12,29 +12,15 @@ use std::time::Duration;
 use pm_qemu_proto::log::LogError;
 use pm_qemu_runner::{crash_cycles, CycleConfig, CycleFailure, LogWorkload};
 
-/// Base seed: `PM_QEMU_SEED` to replay a failure, else a fixed one per mode (kill
-/// timing still varies run to run; the seed is printed either way).
-fn seed(default: u64) -> u64 {
-    std::env::var("PM_QEMU_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
 fn cycles(mode: Mode, default_seed: u64) {
     let Some(kernel) = common::kernel() else {
         return;
     };
-    let cfg = CycleConfig::new(seed(default_seed), 20, mode);
-    println!("crash cycles, mode {}, base seed {}", mode.name(), cfg.seed);
-    let report =
-        crash_cycles(kernel, &LogWorkload::new(4096), &cfg).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(report.cycles, 20);
-    assert!(
-        report.killed + report.fence_crashes >= 10,
-        "most cycles must crash the writer: {report:?}"
+    common::twenty_cycles(
+        kernel,
+        &LogWorkload::new(4096),
+        &CycleConfig::new(default_seed, 20, mode),
     );
-    println!("{report}");
 }
 
 #[test]

@@ -4,20 +4,10 @@
 
 mod common;
 
+use common::args;
 use pm_qemu_proto::{BootArgs, GuestExit, Suite};
-use pm_qemu_runner::{
-    boot, run_suite, BootOutcome, BootSpec, Exit, Images, Kernel, SuiteError, IMAGE_SIZE,
-};
+use pm_qemu_runner::{boot, run_suite, BootOutcome, BootSpec, Exit, Images, Kernel, IMAGE_SIZE};
 use std::time::Duration;
-
-fn args(suite: Suite, seed: u64, nvdimms: u32) -> BootArgs {
-    BootArgs {
-        suite,
-        seed,
-        nvdimms: Some(nvdimms),
-        ..BootArgs::default()
-    }
-}
 
 /// One boot on fresh single-NVDIMM images with a raw command line and a time limit.
 fn boot_raw(kernel: &Kernel, raw_append: Option<&str>, timeout: Duration) -> BootOutcome {
@@ -66,17 +56,11 @@ fn nvdimm_count_mismatch_fails_the_suite() {
         return;
     };
     let images = Images::create(1, IMAGE_SIZE).unwrap();
-    match run_suite(kernel, &images, args(Suite::All, 13, 2)) {
-        Err(SuiteError::Failed(o)) => {
-            assert_eq!(o.exit, Exit::Guest(GuestExit::Fail));
-            assert!(
-                o.failed_tests().contains(&"nvdimm_found_via_nfit"),
-                "{}",
-                o.serial
-            );
-        }
-        other => panic!("expected a failed suite, got {other:?}"),
-    }
+    let o = common::expect_failed(
+        run_suite(kernel, &images, args(Suite::All, 13, 2)),
+        &["nvdimm_found_via_nfit"],
+    );
+    assert_eq!(o.exit, Exit::Guest(GuestExit::Fail));
 }
 
 #[test]
@@ -87,13 +71,11 @@ fn pattern_persisted_in_one_boot_is_found_by_the_next_and_a_wrong_seed_is_caught
     let images = Images::create(2, IMAGE_SIZE).unwrap();
     run_suite(kernel, &images, args(Suite::Persist, 77, 2)).unwrap_or_else(|e| panic!("{e}"));
     run_suite(kernel, &images, args(Suite::Verify, 77, 2)).unwrap_or_else(|e| panic!("{e}"));
-    match run_suite(kernel, &images, args(Suite::Verify, 78, 2)) {
-        Err(SuiteError::Failed(o)) => {
-            assert!(o.failed_tests().contains(&"seeded_pattern_survived_reboot"));
-            assert_eq!(o.summary().map(|s| (s.passed, s.failed)), Some((0, 1)));
-        }
-        other => panic!("a wrong seed must fail verification, got {other:?}"),
-    }
+    let o = common::expect_failed(
+        run_suite(kernel, &images, args(Suite::Verify, 78, 2)),
+        &["seeded_pattern_survived_reboot"],
+    );
+    assert_eq!(o.summary().map(|s| (s.passed, s.failed)), Some((0, 1)));
     // The host sees what the guest persisted: NVDIMM 1's pattern is in image 1, not 0.
     let first_word =
         |i: usize| u64::from_le_bytes(images.read(i, 0, 8).unwrap().try_into().unwrap());

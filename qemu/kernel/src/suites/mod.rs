@@ -1,12 +1,15 @@
 //! The test suites. A suite is a module with a `tests()` list; [`tests`] picks the
-//! lists a boot runs. The allocator and transaction suites join here as modules.
+//! lists a boot runs. The transaction suites join here as modules.
 
 mod adr;
 mod boot;
+mod heap;
 mod log;
 mod media;
 mod nvdimm;
 mod persist;
+mod pmalloc;
+mod pool;
 
 use alloc::vec::Vec;
 
@@ -22,6 +25,11 @@ pub fn tests(suite: Suite) -> Vec<Test> {
         Suite::Verify => &[persist::verify_tests()],
         Suite::Log => &[log::append_tests()],
         Suite::LogVerify => &[log::verify_tests()],
+        Suite::Pmalloc => &[nvdimm::tests(), pmalloc::tests()],
+        Suite::PoolCreate => &[pool::create_tests()],
+        Suite::PoolVerify => &[pool::verify_tests()],
+        Suite::Heap => &[heap::writer_tests()],
+        Suite::HeapVerify => &[heap::verifier_tests()],
     };
     lists.iter().flat_map(|l| l.iter().copied()).collect()
 }
