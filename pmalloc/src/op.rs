@@ -161,6 +161,16 @@ impl<M: Media> Heap<M> {
                 .lock()
                 .take(chunks)
                 .ok_or(AllocError::OutOfSpace { size: g.slot })?;
+            // Volatile state for this chunk already exists only if the chunk table (pool
+            // bytes) disagreed with it, e.g. a damaged descriptor made a live run look
+            // free. Never reuse such a chunk: set it aside and take another.
+            if self.runs.get(head).is_some() {
+                self.note_damage(
+                    "chunk free in the table but in use",
+                    self.layout.desc_off(head as usize) as u64,
+                );
+                continue;
+            }
             // The chunk's old bytes could hold headers from an earlier use: zero the header
             // array now (non-temporal, durable at the op's fence).
             let run_off = self.layout.chunk_off(head as usize);
@@ -174,8 +184,14 @@ impl<M: Media> Heap<M> {
             let run = self
                 .runs
                 .get_or_load(head, || RunState::new(head, class as u8, |_| true));
-            let owned = run.try_own(lane.idx);
-            debug_assert!(owned, "fresh run already owned");
+            if !run.try_own(lane.idx) {
+                // Lost a race with a loader of the same chunk: the same disagreement.
+                self.note_damage(
+                    "chunk free in the table but in use",
+                    self.layout.desc_off(head as usize) as u64,
+                );
+                continue;
+            }
             lane.current[class] = head + 1;
             let idx = run.take().ok_or(AllocError::OutOfSpace { size: g.slot })?;
             let op = ChunkOp {

@@ -36,6 +36,8 @@ pub struct Config {
     pub max_states: u64,
     /// Crash inside recovery for every N-th state (0: never).
     pub recovery_stride: u64,
+    /// Images per crash point inside recovery.
+    pub recovery_images: ImageOptions,
     /// Only explore this crash point (replay of a failure).
     pub only_point: Option<u64>,
 }
@@ -52,6 +54,13 @@ impl Config {
             store_stride: 7,
             max_states: states.saturating_mul(env("PM_CRASH_BUDGET").unwrap_or(1).max(1)),
             recovery_stride: 32,
+            recovery_images: ImageOptions {
+                exhaustive_limit: 4,
+                random_lines: 1,
+                random_words: 1,
+                family_positions: 2,
+                max_images: 2,
+            },
             only_point: env("PM_CRASH_POINT"),
         }
     }
@@ -231,6 +240,7 @@ impl<S: Scenario> State<S> {
         self.r1.reset_from(base, img);
         let cap = captured.clone();
         let seed = self.cfg.seed;
+        let opts = self.cfg.recovery_images;
         let phase = Phase::default();
         let ph = phase.clone();
         self.r1.set_hook(Box::new(move |ev, st| {
@@ -240,13 +250,6 @@ impl<S: Scenario> State<S> {
                     SimEvent::BeforeFence { .. } | SimEvent::AfterFence { .. } | SimEvent::Named(_)
                 )
             {
-                let opts = ImageOptions {
-                    exhaustive_limit: 4,
-                    random_lines: 1,
-                    random_words: 1,
-                    family_positions: 2,
-                    max_images: 2,
-                };
                 let space = ImageSpace::new(st.uncertain());
                 let mut c = cap
                     .lock()

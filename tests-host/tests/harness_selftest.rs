@@ -2,6 +2,7 @@
 //! deliberate protocol bug must be caught within a small budget. Its own test binary,
 //! because the bug switch is process-wide.
 
+use arch::sim::ImageOptions;
 use tests_host::explorer::Config;
 use tests_host::heap_scenario::explore_heap;
 
@@ -20,9 +21,19 @@ fn seeded_protocol_bugs_are_caught() {
         set(bug);
         let mut caught = None;
         for seed in 1..=4 {
-            let cfg = Config {
+            // Replay without guards shows as non-idempotent recovery: sample crashes inside
+            // recovery densely.
+            let mut cfg = Config {
                 only_point: None,
+                recovery_stride: 4,
                 ..Config::from_env(20_000, seed)
+            };
+            cfg.recovery_images = ImageOptions {
+                exhaustive_limit: 8,
+                random_lines: 2,
+                random_words: 1,
+                family_positions: 4,
+                max_images: 4,
             };
             let report = explore_heap(&cfg, 300);
             if let Some(f) = report.failure {
