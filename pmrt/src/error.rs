@@ -151,3 +151,13 @@ impl fmt::Display for PoolError {
 }
 
 impl core::error::Error for PoolError {}
+
+impl From<TxError<Error>> for Error {
+    /// A transaction whose closure fails with the runtime's own error: either way it is
+    /// that error.
+    fn from(e: TxError<Error>) -> Self {
+        match e {
+            TxError::Aborted(e) | TxError::Commit(e) => e,
+        }
+    }
+}

@@ -200,9 +200,7 @@ impl<M: Media> Pool<M> {
             tx.set_root(p);
             Ok::<_, Error>(p)
         })
-        .map_err(|e| match e {
-            TxError::Aborted(e) | TxError::Commit(e) => e,
-        })
+        .map_err(Error::from)
     }
 
     pub(crate) fn next_seq(&self) -> u64 {

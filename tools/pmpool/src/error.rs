@@ -60,6 +60,22 @@ pub enum PmpoolError {
     },
     /// Writing the report failed.
     Output(std::io::Error),
+    /// The runtime could not create or open the pool.
+    Pool {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: pmrt::PoolError,
+    },
+    /// A transaction (or a read of persistent data) failed.
+    Tx(pmrt::Error),
+    /// The demo's writer process could not be started or did not say what it did.
+    Writer {
+        /// What went wrong.
+        what: &'static str,
+        /// The OS error, if any.
+        source: Option<std::io::Error>,
+    },
 }
 
 impl fmt::Display for PmpoolError {
@@ -86,6 +102,13 @@ impl fmt::Display for PmpoolError {
                 write!(f, "{}: not a usable pool: {source}", path.display())
             }
             PmpoolError::Output(e) => write!(f, "writing output: {e}"),
+            PmpoolError::Pool { path, source } => write!(f, "{}: {source}", path.display()),
+            PmpoolError::Tx(e) => write!(f, "{e}"),
+            PmpoolError::Writer {
+                what,
+                source: Some(e),
+            } => write!(f, "demo writer: {what}: {e}"),
+            PmpoolError::Writer { what, source: None } => write!(f, "demo writer: {what}"),
         }
     }
 }
@@ -98,6 +121,11 @@ impl std::error::Error for PmpoolError {
             PmpoolError::Create { source, .. } => Some(source),
             PmpoolError::Open { source, .. } => Some(source),
             PmpoolError::Output(e) => Some(e),
+            PmpoolError::Pool { source, .. } => Some(source),
+            PmpoolError::Tx(e) => Some(e),
+            PmpoolError::Writer { source, .. } => source
+                .as_ref()
+                .map(|e| e as &(dyn std::error::Error + 'static)),
             PmpoolError::Empty { .. }
             | PmpoolError::Exists { .. }
             | PmpoolError::LayoutName { .. }
@@ -109,5 +137,11 @@ impl std::error::Error for PmpoolError {
 impl From<std::io::Error> for PmpoolError {
     fn from(e: std::io::Error) -> Self {
         PmpoolError::Output(e)
+    }
+}
+
+impl From<pmrt::Error> for PmpoolError {
+    fn from(e: pmrt::Error) -> Self {
+        PmpoolError::Tx(e)
     }
 }

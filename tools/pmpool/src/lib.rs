@@ -5,6 +5,8 @@
 //! pmpool info FILE            header, layout, lanes, sizes, recovery, statistics, damage
 //! pmpool check FILE [--repair] open + recovery report + check(); exit 1 on damage
 //! pmpool objects FILE [--type N]
+//! pmpool demo [--pool FILE] [--keys N] [--seed S] [--direct]
+//!                             a key-value store that crashes itself and recovers
 //! ```
 //!
 //! `info`, `objects` and `check` work on a private copy of the file read into memory:
@@ -30,6 +32,7 @@ use clap::{Parser, Subcommand};
 
 pub mod check;
 pub mod create;
+pub mod demo;
 mod error;
 pub mod info;
 pub mod objects;
@@ -64,6 +67,12 @@ pub enum Command {
     Check(check::CheckArgs),
     /// List a pool's allocated objects.
     Objects(objects::ObjectsArgs),
+    /// The main demo: load a persistent key-value store, crash at a random point,
+    /// reopen, recover, verify, and say what was found.
+    Demo(demo::DemoArgs),
+    /// The demo's writer process (run by `demo`).
+    #[command(hide = true)]
+    DemoWriter(demo::WriterArgs),
 }
 
 /// How a command ended (errors aside).
@@ -95,5 +104,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<Outcome, PmpoolError> {
         Command::Info(a) => info::run(a, out),
         Command::Check(a) => check::run(a, out),
         Command::Objects(a) => objects::run(a, out),
+        Command::Demo(a) => demo::run(a, out),
+        Command::DemoWriter(a) => demo::writer(a, out),
     }
 }

@@ -215,3 +215,47 @@ fn check_exits_1_on_each_kind_of_damage() {
     assert!(out.contains("structures set aside"), "{out}");
     assert!(out.contains("DAMAGED"), "{out}");
 }
+
+/// The main job: a crash mid-load recovers to exactly the committed keys, with the batch
+/// in flight all or nothing, in both memory models, across seeds (so crash points fall
+/// in different places: early, late, between and inside batches).
+#[test]
+fn demo_crashes_recovers_and_verifies() {
+    let dir = scratch("demo");
+    let pool = dir.join("demo.pool");
+    let mut outcomes = std::collections::BTreeSet::new();
+    for seed in 1..=8u64 {
+        for direct in [false, true] {
+            let seed_s = seed.to_string();
+            let mut args = vec![
+                "demo",
+                "--pool",
+                s(&pool),
+                "--keys",
+                "600",
+                "--seed",
+                &seed_s,
+            ];
+            if direct {
+                args.push("--direct");
+            }
+            let (code, out, err) = pmpool(&args);
+            assert_eq!(code, 0, "seed {seed} direct {direct}:\n{out}\n{err}");
+            assert!(out.contains("result: consistent"), "{out}");
+            assert!(
+                out.contains("crashed at fence") || out.contains("before its crash point"),
+                "{out}"
+            );
+            for w in ["not applied", "applied (", "none"] {
+                if out.contains(&format!("batch in flight: {w}")) {
+                    outcomes.insert(w);
+                }
+            }
+        }
+    }
+    assert!(
+        outcomes.contains("not applied") && outcomes.contains("applied ("),
+        "both outcomes seen: {outcomes:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
