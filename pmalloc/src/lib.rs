@@ -30,6 +30,7 @@ pub mod class;
 pub mod error;
 pub mod header;
 mod heap;
+pub mod intent;
 pub mod layout;
 mod op;
 pub mod pool_header;

@@ -1,14 +1,23 @@
 //! Atomic allocation and free: lanes, reservation, the one-fence commit, checkpoints.
 //!
 //! The commit of an op, on its lane:
-//! 1. write the op record into the lane's next slot and flush it;
-//! 2. flush the lane's previous op's home lines (header, destination, chunk entries);
+//! 1. flush the lane's previous op's home lines (header, destination, chunk entries)
+//!    as soon as the op holds the lane, so their write-back overlaps the op's own work;
+//! 2. write the op record into the lane's next slot and flush it;
 //! 3. one fence: the record and the previous op's homes are durable;
 //! 4. store this op's homes (cache only; the lane's next op or a checkpoint flushes
 //!    them, and until then the record stands for them).
 //!
-//! Every `CHECKPOINT_OPS` ops a checkpoint flushes all lanes' pending homes, fences,
-//! invalidates all records and fences again (two fences per 8192 ops).
+//! Steps 1 and 3 run in the same call on the same thread: a fence orders only its own
+//! core's flushes, so homes flushed by an op that then failed stay pending, and the
+//! next op on the lane flushes them again.
+//!
+//! When a lane has done `CHECKPOINT_OPS` ops since the last checkpoint, a checkpoint
+//! flushes all lanes' pending homes, fences, invalidates all records and fences again
+//! (two fences per 8192 ops of a lane), and then returns runs whose slots are all free
+//! to the free chunks (one more fence when there are any; three when one spans several
+//! chunks, see `intent`). Run freeing happens only there, after every record is
+//! invalid, so no record can name a slot of a freed run.
 
 use core::sync::atomic::Ordering::Relaxed;
 
@@ -18,14 +27,19 @@ use crate::chunk::{ChunkOp, SpanKind};
 use crate::class::{placement, Placement, GEOMETRY, NCLASSES};
 use crate::error::{AllocError, DestFault, FreeError};
 use crate::header::{next_gen, ObjHeader, F_ALLOCATED, F_EXTENT, HEADER_BYTES, MAX_SIZE, MAX_TYPE};
-use crate::heap::{Heap, Home, Loc};
-use crate::layout::{CHUNK, DESC_BYTES};
+use crate::heap::{Heap, Home, Loc, Span};
+use crate::intent::INTENT_SPANS;
+use crate::layout::{CHUNK, DESC_BYTES, INTENT_OFF};
 use crate::pptr::PPtr;
 use crate::record::{OpKind, Record, RECORD_BYTES, R_CONTAINER};
 use crate::run::RunState;
 
-/// Ops between checkpoints.
+/// Ops of one lane between checkpoints. With at most `MAX_LANES` (1024) lanes, fewer
+/// than 2^24 ops (the generation modulus) happen between two checkpoints, so a record
+/// left in an idle lane can never meet its object again at a wrapped generation.
 pub const CHECKPOINT_OPS: u64 = 8192;
+const _: () =
+    assert!(crate::layout::MAX_LANES as u64 * CHECKPOINT_OPS < crate::header::GEN_MOD as u64);
 
 /// How a new object's bytes start out.
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +63,19 @@ pub(crate) struct Lane {
     pub live: [Option<Record>; 2],
     /// Current run per class (head chunk + 1; 0 = none).
     current: [u32; NCLASSES],
+    /// Ops since the last checkpoint.
+    ops: u64,
+    /// Atomic allocations and frees on this lane since open (statistics).
+    pub allocs: u64,
+    pub frees: u64,
+}
+
+impl Lane {
+    /// Counts an op; true when it is time for a checkpoint.
+    fn count_op(&mut self) -> bool {
+        self.ops += 1;
+        self.ops >= CHECKPOINT_OPS
+    }
 }
 
 /// A lane on its own cache lines.
@@ -64,6 +91,9 @@ impl PaddedLane {
             pending: heapless::Vec::new(),
             live: [None, None],
             current: [0; NCLASSES],
+            ops: 0,
+            allocs: 0,
+            frees: 0,
         }))
     }
 }
@@ -93,6 +123,20 @@ impl<M: Media> Heap<M> {
         self.lanes[start].0.lock()
     }
 
+    /// Every lane, locked in index order (checkpoints, checks).
+    pub(crate) fn all_lanes(&self) -> alloc::vec::Vec<spin::MutexGuard<'_, Lane>> {
+        self.lanes.iter().map(|l| l.0.lock()).collect()
+    }
+
+    /// Starts the write-back of the lane's previous op's homes (step 1). They stay in
+    /// `pending` until this call's fence.
+    fn flush_pending(&self, lane: &Lane) {
+        for (o, l) in &lane.pending {
+            self.media.flush(*o, *l);
+        }
+    }
+
+    /// Use the reference only while holding a lane lock (see `run`).
     fn run_state(&self, head: u32, class: u8) -> &RunState {
         self.runs.get_or_load(head, || self.load_run(head, class))
     }
@@ -116,7 +160,11 @@ impl<M: Media> Heap<M> {
                 }
             }
         });
-        RunState::new(head, class, |i| !taken[i])
+        let run = RunState::new(head, class, |i| !taken[i]);
+        if run.is_empty() {
+            self.empty_runs.lock().push(head);
+        }
+        run
     }
 
     /// Queues a run with free slots that no lane owns, once.
@@ -224,12 +272,16 @@ impl<M: Media> Heap<M> {
         })
     }
 
-    /// Returns a reservation's space (the op did not happen).
-    pub(crate) fn unreserve(&self, r: &Reservation) {
+    /// Returns a reservation's space (the op did not happen, or was a free). Call with
+    /// a lane held.
+    pub(crate) fn unreserve(&self, lane: &Lane, r: &Reservation) {
         match r.loc.home {
             Home::Slot { head, class, idx } => {
                 let run = self.run_state(head, class);
-                run.put(idx);
+                if run.put(idx, lane.idx) as usize == GEOMETRY[class as usize].nslots {
+                    // Every slot free: the next checkpoint may return the run's chunks.
+                    self.empty_runs.lock().push(head);
+                }
                 self.requeue(run);
             }
             Home::Extent { head, len } => self.space.lock().give(head, len),
@@ -262,9 +314,8 @@ impl<M: Media> Heap<M> {
         let container = self
             .check_dest(dest)
             .map_err(|why| AllocError::BadDest { offset: dest, why })?;
-        let mut lane = self.lane();
-        // Checked under the lane lock? No: `dest` is the caller's word; a racing writer
-        // of the same word is the caller's bug, as with any shared memory.
+        // `dest` is the caller's word; a racing writer of it is the caller's bug, as with
+        // any shared memory (the lane lock would not exclude other lanes anyway).
         let value = self.media.read_u64(dest as usize);
         if value != 0 {
             return Err(AllocError::DestNotNull {
@@ -272,9 +323,22 @@ impl<M: Media> Heap<M> {
                 value,
             });
         }
+        let mut lane = self.lane();
+        // The op's locked instructions come before `flush_pending` (only a run switch
+        // in `reserve_slot` has some after it): a locked read-modify-write waits for
+        // earlier flushes to complete, which would expose the homes' write-back once
+        // there and the record's again at the fence, instead of overlapping them.
+        let seq = self.seq.fetch_add(1, Relaxed);
         let res = match place {
-            Placement::Run(c) => self.reserve_slot(&mut lane, c)?,
-            Placement::Extent(n) => self.reserve_extent(n, size)?,
+            Placement::Run(c) => {
+                self.flush_pending(&lane);
+                self.reserve_slot(&mut lane, c)?
+            }
+            Placement::Extent(n) => {
+                let r = self.reserve_extent(n, size)?;
+                self.flush_pending(&lane);
+                r
+            }
         };
         let loc = res.loc;
         let gen_before = self.read_header(&loc).gen();
@@ -291,7 +355,7 @@ impl<M: Media> Heap<M> {
             None => (0, 0),
         };
         let rec = Record {
-            seq: self.seq.fetch_add(1, Relaxed),
+            seq,
             kind: OpKind::Alloc,
             flags,
             gen_before,
@@ -302,9 +366,12 @@ impl<M: Media> Heap<M> {
             chunk_op: res.chunk_op.map_or(0, ChunkOp::encode),
         };
         self.commit(&mut lane, rec, loc.hdr_off);
+        lane.allocs += 1;
+        let due = lane.count_op();
         drop(lane);
-        self.stat_allocs.fetch_add(1, Relaxed);
-        self.after_op();
+        if due {
+            self.checkpoint();
+        }
         Ok(PPtr::from_raw(loc.obj))
     }
 
@@ -341,7 +408,6 @@ impl<M: Media> Heap<M> {
         let container = self
             .check_dest(dest)
             .map_err(|why| FreeError::BadDest { offset: dest, why })?;
-        let mut lane = self.lane();
         let target = self.media.read_u64(dest as usize);
         if target == 0 {
             return Err(FreeError::DestNull { offset: dest });
@@ -353,11 +419,15 @@ impl<M: Media> Heap<M> {
                 why: DestFault::InsideTarget,
             });
         }
+        let mut lane = self.lane();
+        let seq = self.seq.fetch_add(1, Relaxed);
         // The run's volatile state must exist before the free is applied: built later,
         // it would already show the slot free, and returning it would count it twice.
         if let Home::Slot { head, class, .. } = loc.home {
             self.run_state(head, class);
         }
+        // After the op's last locked instruction (see `alloc_into`).
+        self.flush_pending(&lane);
         let after = ObjHeader {
             gen: next_gen(h.gen),
             flags: h.flags & !F_ALLOCATED,
@@ -376,7 +446,7 @@ impl<M: Media> Heap<M> {
             None => (0, 0),
         };
         let rec = Record {
-            seq: self.seq.fetch_add(1, Relaxed),
+            seq,
             kind: OpKind::Free,
             flags,
             gen_before: h.gen,
@@ -387,11 +457,15 @@ impl<M: Media> Heap<M> {
             chunk_op: chunk_op.map_or(0, ChunkOp::encode),
         };
         self.commit(&mut lane, rec, loc.hdr_off);
+        // Only now may the space be reused; still under the lane, like every use of a
+        // run's volatile state.
+        self.unreserve(&lane, &Reservation { loc, chunk_op });
+        lane.frees += 1;
+        let due = lane.count_op();
         drop(lane);
-        // Only now may the space be reused.
-        self.unreserve(&Reservation { loc, chunk_op });
-        self.stat_frees.fetch_add(1, Relaxed);
-        self.after_op();
+        if due {
+            self.checkpoint();
+        }
         Ok(())
     }
 
@@ -407,10 +481,12 @@ impl<M: Media> Heap<M> {
         let off = self.layout.record_off(lane.idx, slot);
         self.media.write(off, &rec.encode(lane.idx, self.salt));
         self.media.flush(off, RECORD_BYTES);
-        for (o, l) in &lane.pending {
-            self.media.flush(*o, *l);
-        }
-        lane.pending.clear();
+        // Volatile bookkeeping before the fence: stores after it wait in the store
+        // buffer until the fence completes, and reading one back early would stall.
+        // (The previous op's homes were flushed by `flush_pending` in this same call.)
+        lane.pending = self.home_ranges(&rec, hdr_off);
+        lane.live[slot] = Some(rec);
+        lane.next_slot ^= 1;
         #[cfg(feature = "seeded-bugs")]
         let fence = !crate::seeded_bug::on(crate::seeded_bug::Bug::DropCommitFence);
         #[cfg(not(feature = "seeded-bugs"))]
@@ -419,77 +495,187 @@ impl<M: Media> Heap<M> {
             self.media.fence();
         }
         self.media.crash_point("pmalloc.op.committed");
-        for r in self.apply(&rec, hdr_off) {
-            // At most three ranges: chunk entries, header, destination.
-            let _ = lane.pending.push(r);
-        }
-        lane.live[slot] = Some(rec);
-        lane.next_slot ^= 1;
+        self.store_homes(&rec, hdr_off);
     }
 
-    /// Stores an op's homes; returns the ranges written. Used by commit and by replay.
+    /// Stores the chunk entries of `op` (cache only) and records the span in the map.
+    fn write_chunk_op(&self, op: &ChunkOp) {
+        for i in 0..op.count {
+            let c = (op.start + i) as usize;
+            self.media.write_u64(
+                self.layout.desc_off(c),
+                op.entry(i).encode(c as u32, self.salt),
+            );
+        }
+        self.map
+            .set(op.start as usize, op.count as usize, Span::after(op));
+    }
+
+    /// Stores an op's homes; returns the ranges written. Used by replay.
     pub(crate) fn apply(&self, rec: &Record, hdr_off: usize) -> heapless::Vec<(usize, usize), 4> {
+        self.store_homes(rec, hdr_off);
+        self.home_ranges(rec, hdr_off)
+    }
+
+    /// The ranges an op's homes occupy (chunk entries, header, destination).
+    fn home_ranges(&self, rec: &Record, hdr_off: usize) -> heapless::Vec<(usize, usize), 4> {
         let mut out = heapless::Vec::new();
         if let Ok(Some(op)) = ChunkOp::decode(rec.chunk_op, self.layout.nchunks) {
-            for i in 0..op.count {
-                let c = (op.start + i) as usize;
-                self.media.write_u64(
-                    self.layout.desc_off(c),
-                    op.entry(i).encode(c as u32, self.salt),
-                );
-            }
             let _ = out.push((
                 self.layout.desc_off(op.start as usize),
                 op.count as usize * DESC_BYTES,
             ));
         }
-        self.media.write(hdr_off, &rec.header_bytes());
         let _ = out.push((hdr_off, HEADER_BYTES));
+        if rec.dest != 0 {
+            let _ = out.push((rec.dest as usize, 8));
+        }
+        out
+    }
+
+    /// Stores an op's homes (cache only): chunk entries, header, destination word.
+    fn store_homes(&self, rec: &Record, hdr_off: usize) {
+        if let Ok(Some(op)) = ChunkOp::decode(rec.chunk_op, self.layout.nchunks) {
+            self.write_chunk_op(&op);
+        }
+        // Headers are 16-aligned: two word stores.
+        self.media.write_u64(hdr_off, rec.header[0]);
+        self.media.write_u64(hdr_off + 8, rec.header[1]);
         if rec.dest != 0 {
             let v = match rec.kind {
                 OpKind::Alloc => rec.obj,
                 OpKind::Free => 0,
             };
             self.media.write_u64(rec.dest as usize, v);
-            let _ = out.push((rec.dest as usize, 8));
-        }
-        out
-    }
-
-    fn after_op(&self) {
-        if self.ops_since_checkpoint.fetch_add(1, Relaxed) + 1 >= CHECKPOINT_OPS {
-            self.checkpoint();
         }
     }
 
-    /// Flushes every lane's pending homes and invalidates every op record. Takes every
-    /// lane (waiting for ops in flight); two fences when any record is live.
+    /// Flushes every lane's pending homes and invalidates every op record, then returns
+    /// runs whose slots are all free to the free chunks. Takes every lane (waiting for
+    /// ops in flight); two fences when any record is live, one more when runs are
+    /// returned (three when one of them spans several chunks).
     pub fn checkpoint(&self) {
-        self.ops_since_checkpoint.store(0, Relaxed);
-        let mut lanes: alloc::vec::Vec<_> = self.lanes.iter().map(|l| l.0.lock()).collect();
+        let mut lanes = self.all_lanes();
         let mut live = false;
         for lane in &mut lanes {
             for (o, l) in &lane.pending {
                 self.media.flush(*o, *l);
             }
             lane.pending.clear();
+            lane.ops = 0;
             live |= lane.live.iter().any(Option::is_some);
         }
-        if !live {
-            return;
+        if live {
+            self.media.fence();
+            for lane in &mut lanes {
+                for slot in 0..2 {
+                    if lane.live[slot].take().is_some() {
+                        let off = self.layout.record_off(lane.idx, slot);
+                        self.media.fill(off, RECORD_BYTES, 0);
+                        self.media.flush(off, RECORD_BYTES);
+                    }
+                }
+            }
+            self.media.fence();
+            self.media.crash_point("pmalloc.checkpoint.invalidated");
+            self.stat_checkpoints.fetch_add(1, Relaxed);
         }
-        self.media.fence();
-        for lane in &mut lanes {
-            for slot in 0..2 {
-                if lane.live[slot].take().is_some() {
-                    let off = self.layout.record_off(lane.idx, slot);
-                    self.media.fill(off, RECORD_BYTES, 0);
-                    self.media.flush(off, RECORD_BYTES);
+        self.release_empty_runs(&mut lanes);
+    }
+
+    /// Returns runs whose slots are all free (and that no lane allocates from, or
+    /// whose lane's current run it is) to the free chunks. Runs with every lane held
+    /// and every op record invalid (durably zero), so no record can name a slot of a
+    /// freed run and no op can be using one.
+    fn release_empty_runs(&self, lanes: &mut [spin::MutexGuard<'_, Lane>]) {
+        // A lane's own current run, if empty, is given up too.
+        for lane in lanes.iter_mut() {
+            for class in 0..NCLASSES {
+                let Some(head) = lane.current[class].checked_sub(1) else {
+                    continue;
+                };
+                if let Some(run) = self.runs.get(head) {
+                    if run.is_empty() {
+                        lane.current[class] = 0;
+                        run.disown();
+                        self.empty_runs.lock().push(head);
+                    }
                 }
             }
         }
+        let mut cands = core::mem::take(&mut *self.empty_runs.lock());
+        if cands.is_empty() {
+            return;
+        }
+        cands.sort_unstable();
+        cands.dedup();
+        let mut single: alloc::vec::Vec<(u32, u8)> = alloc::vec::Vec::new();
+        let mut multi: heapless::Vec<(u32, u8, u32), INTENT_SPANS> = heapless::Vec::new();
+        let mut later = alloc::vec::Vec::new();
+        for head in cands {
+            let Some(run) = self.runs.get(head) else {
+                continue;
+            };
+            if !run.is_empty() || run.owned() {
+                continue;
+            }
+            let chunks = GEOMETRY[run.class as usize].chunks as u32;
+            if chunks == 1 {
+                single.push((head, run.class));
+            } else if multi.push((head, run.class, chunks)).is_err() {
+                later.push(head);
+            }
+        }
+        if !multi.is_empty() {
+            let spans: heapless::Vec<ChunkOp, INTENT_SPANS> = multi
+                .iter()
+                .map(|&(start, _, count)| ChunkOp {
+                    start,
+                    count,
+                    to: SpanKind::Free,
+                })
+                .collect();
+            let words = crate::intent::encode(&spans, self.salt);
+            let mut b = [0u8; 64];
+            for (i, w) in words.iter().enumerate() {
+                b[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+            }
+            self.media.write(INTENT_OFF, &b);
+            self.media.persist(INTENT_OFF, 64);
+            self.media.crash_point("pmalloc.checkpoint.intent");
+        }
+        let freed = single
+            .iter()
+            .map(|&(h, c)| (h, c, 1))
+            .chain(multi.iter().copied());
+        for (start, _, count) in freed.clone() {
+            self.write_chunk_op(&ChunkOp {
+                start,
+                count,
+                to: SpanKind::Free,
+            });
+            self.media.flush(
+                self.layout.desc_off(start as usize),
+                count as usize * DESC_BYTES,
+            );
+        }
         self.media.fence();
-        self.stat_checkpoints.fetch_add(1, Relaxed);
+        if !multi.is_empty() {
+            self.media.crash_point("pmalloc.checkpoint.released");
+            self.media.fill(INTENT_OFF, 64, 0);
+            self.media.persist(INTENT_OFF, 64);
+        }
+        let mut space = self.space.lock();
+        for (head, class, chunks) in freed {
+            self.queues[class as usize].lock().retain(|&h| h != head);
+            // SAFETY: every lane lock is held (the caller's `lanes`), and every user of a
+            // run state holds one while using it and keeps no reference past it.
+            unsafe { self.runs.reset(head) };
+            space.give(head, chunks);
+            self.stat_released_runs.fetch_add(1, Relaxed);
+        }
+        drop(space);
+        self.empty_runs.lock().extend(later);
     }
 
     /// Checkpoints if a live op record's destination lies in `[off, off + len)`: an
@@ -520,13 +706,7 @@ impl<M: Media> Heap<M> {
         let r = self.reserve_slot(lane, class)?;
         if let Some(op) = r.chunk_op {
             self.media.fence();
-            for i in 0..op.count {
-                let c = (op.start + i) as usize;
-                self.media.write_u64(
-                    self.layout.desc_off(c),
-                    op.entry(i).encode(c as u32, self.salt),
-                );
-            }
+            self.write_chunk_op(&op);
             self.media.persist(
                 self.layout.desc_off(op.start as usize),
                 op.count as usize * DESC_BYTES,
@@ -537,9 +717,14 @@ impl<M: Media> Heap<M> {
 
     /// Returns a transient slot.
     pub(crate) fn release_transient(&self, loc: &Loc) {
-        self.unreserve(&Reservation {
-            loc: *loc,
-            chunk_op: None,
-        });
+        let lane = self.lane();
+        self.unreserve(
+            &lane,
+            &Reservation {
+                loc: *loc,
+                chunk_op: None,
+            },
+        );
+        drop(lane);
     }
 }

@@ -76,6 +76,7 @@ pub enum RecordFault {
 
 impl Record {
     /// The slot bytes for lane `lane`.
+    #[inline]
     pub fn encode(&self, lane: u32, salt: u64) -> [u8; RECORD_BYTES] {
         let kind = match self.kind {
             OpKind::Alloc => 1u64,
@@ -155,6 +156,7 @@ impl Record {
     }
 }
 
+#[inline]
 fn check(w: &[u64; 7], lane: u32, salt: u64) -> u32 {
     crc32c_words(&[
         w[0],

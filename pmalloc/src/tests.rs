@@ -362,3 +362,51 @@ fn checkpoint_invalidates_records_and_reopen_replays_none() {
     assert_eq!((report.replayed, report.stale, report.torn), (0, 0, 0));
     h2.check().unwrap();
 }
+
+/// Recovery bug found by the crash explorer: an extent's free record replayed after the
+/// extent's chunk had become a run, when only the run's record was invalidated on media
+/// (a checkpoint or recovery whose record invalidation only partly reached media). The
+/// free's chunk op must not touch a chunk that has moved on.
+#[test]
+fn stale_extent_free_does_not_free_a_reused_chunk() {
+    let h = fresh(MIN_POOL);
+    let root = with_root(&h);
+    let ext = h
+        .alloc_into(root.field(0), 2 * CHUNK - 100, 8, T_NODE, Init::Uninit)
+        .unwrap();
+    let c = h.layout().chunk_of(ext.raw() as usize).unwrap();
+    // Free the extent, then allocate a new class: its fresh run takes the freed chunk.
+    h.free_from(root.field(0)).unwrap();
+    let small = h
+        .alloc_into(root.field(8), 1000, 8, T_NODE, Init::Zeroed)
+        .unwrap();
+    assert_eq!(
+        h.layout().chunk_of(small.raw() as usize),
+        Some(c),
+        "run reuses the chunk"
+    );
+    // Every store durable, but the run's record invalidated and the free's not.
+    let mut img = h.media().with_state(|st| st.cache_image().to_vec());
+    let l = h.layout();
+    let mut found = None;
+    for lane in 0..l.nlanes {
+        for slot in 0..2 {
+            let off = l.record_off(lane, slot);
+            let b: [u8; 64] = img[off..off + 64].try_into().unwrap();
+            if let Ok(r) = crate::record::Record::decode(&b, lane, h.salt()) {
+                if r.obj == small.raw() {
+                    found = Some(off);
+                }
+            }
+        }
+    }
+    let off = found.expect("the run's record");
+    img[off..off + 64].fill(0);
+    drop(h);
+    let (h, report) = Heap::open(SimMedia::from_image(img), &OpenOptions::default()).unwrap();
+    assert!(report.replayed >= 1, "{report:?}");
+    h.check().unwrap();
+    assert_eq!(h.media().read_u64(root.field(8) as usize), small.raw());
+    assert!(h.info(small.raw()).is_ok(), "the run's object survives");
+    assert!(h.info(ext.raw()).is_err(), "the extent stays freed");
+}

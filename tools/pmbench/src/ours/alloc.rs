@@ -13,7 +13,11 @@ const TYPE_NUM: u32 = 1;
 const ROOT_TYPE: u32 = 2;
 
 /// A fresh pool of `cfg.params.pool_size` bytes (PMDK's size) formatted as a heap.
-pub(crate) fn fresh_heap(cfg: &OursConfig, name: &str, size: u64) -> Result<Heap<FileMedia>, EngineError> {
+pub(crate) fn fresh_heap(
+    cfg: &OursConfig,
+    name: &str,
+    size: u64,
+) -> Result<Heap<FileMedia>, EngineError> {
     let media = pool_media(cfg, name, size)?;
     Heap::create(media, &CreateOptions::new("pmbench", *b"pmbench-ours-w4\0"))
         .map_err(|e| failed(WorkloadId::W4, 0, e))
@@ -53,7 +57,13 @@ fn run_atomic_on(heap: &Heap<FileMedia>, job: &AllocJob) -> Result<RoundResult, 
     let w = WorkloadId::W4;
     let nslots = job.initial_sizes.len();
     let root = heap
-        .alloc_into(Heap::<FileMedia>::ROOT, nslots * 8, 8, ROOT_TYPE, Init::Zeroed)
+        .alloc_into(
+            Heap::<FileMedia>::ROOT,
+            nslots * 8,
+            8,
+            ROOT_TYPE,
+            Init::Zeroed,
+        )
         .map_err(|e| failed(w, 0, e))?;
     let slots: Vec<u64> = (0..nslots).map(|i| root.field(i * 8)).collect();
     for (i, (&dest, &size)) in slots.iter().zip(&job.initial_sizes).enumerate() {
