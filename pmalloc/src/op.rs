@@ -12,6 +12,9 @@
 //! core's flushes, so homes flushed by an op that then failed stay pending, and the
 //! next op on the lane flushes them again.
 //!
+//! An op that creates a run fences once more, after zeroing the new run's header
+//! array and before writing its record (see `reserve_slot`).
+//!
 //! When a lane has done `CHECKPOINT_OPS` ops since the last checkpoint, a checkpoint
 //! flushes all lanes' pending homes, fences, invalidates all records and fences again
 //! (two fences per 8192 ops of a lane), and then returns runs whose slots are all free
@@ -209,8 +212,11 @@ impl<M: Media> Heap<M> {
                 .lock()
                 .take(chunks)
                 .ok_or(AllocError::OutOfSpace { size: g.slot })?;
-            // The chunk's old bytes could hold headers from an earlier use: zero the header
-            // array now (non-temporal, durable at the op's fence).
+            // The chunk's old bytes could hold headers from an earlier use (a released
+            // run) or data (an extent): zero the header array now, and fence, so that
+            // the op's record (which creates the run) can never be durable before the
+            // zeros. The op's own fence would not do: a record line can reach media
+            // before that fence completes, the non-temporal zeros only at it.
             let run_off = self.layout.chunk_off(head as usize);
             let zeros = [0u8; 4096];
             let mut done = 0;
@@ -218,6 +224,13 @@ impl<M: Media> Heap<M> {
                 let n = (g.data_off - done).min(zeros.len());
                 self.media.write_nt(run_off + done, &zeros[..n]);
                 done += n;
+            }
+            #[cfg(feature = "seeded-bugs")]
+            let fence = !crate::seeded_bug::on(crate::seeded_bug::Bug::NoFenceAfterRunZeroing);
+            #[cfg(not(feature = "seeded-bugs"))]
+            let fence = true;
+            if fence {
+                self.media.fence();
             }
             let run = self
                 .runs
@@ -626,7 +639,11 @@ impl<M: Media> Heap<M> {
                 later.push(head);
             }
         }
-        if !multi.is_empty() {
+        #[cfg(feature = "seeded-bugs")]
+        let intent = !crate::seeded_bug::on(crate::seeded_bug::Bug::ReleaseWithoutIntent);
+        #[cfg(not(feature = "seeded-bugs"))]
+        let intent = true;
+        if intent && !multi.is_empty() {
             let spans: heapless::Vec<ChunkOp, INTENT_SPANS> = multi
                 .iter()
                 .map(|&(start, _, count)| ChunkOp {
@@ -705,7 +722,7 @@ impl<M: Media> Heap<M> {
     ) -> Result<Loc, AllocError> {
         let r = self.reserve_slot(lane, class)?;
         if let Some(op) = r.chunk_op {
-            self.media.fence();
+            // `reserve_slot` fenced after zeroing the header array.
             self.write_chunk_op(&op);
             self.media.persist(
                 self.layout.desc_off(op.start as usize),

@@ -5,6 +5,11 @@
 //! in-flight op entirely or not at all; hold exactly the root and the objects the fields
 //! point to (no leak, no double allocation); allocate and free correctly afterwards; and
 //! give the same result when recovery itself is crashed and rerun.
+//!
+//! [`explore_heap_releasing`] runs the same workload with a checkpoint every few ops
+//! and sizes that fill multi-chunk runs, so that runs become empty and are returned to
+//! the free chunks (single-chunk runs by one entry word, multi-chunk ones under the
+//! chunk-free intent) at crash points all through those checkpoints.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -173,8 +178,34 @@ fn size_for(rng: &mut Rng) -> usize {
     }
 }
 
+/// Sizes for the releasing workload: a few classes only (so runs empty often), a
+/// third of them in multi-chunk runs (classes above 32 KiB span 2 to 4 chunks).
+fn releasing_size_for(rng: &mut Rng) -> usize {
+    match rng.below(6) {
+        0 | 1 => 33_000 + rng.below(98_000) as usize,
+        2 => 300_000 + rng.below(100_000) as usize,
+        _ => [24, 200, 1500][rng.below(3) as usize],
+    }
+}
+
 /// Runs the workload under the explorer; the report.
 pub fn explore_heap(cfg: &Config, ops: usize) -> Report {
+    explore_workload(cfg, ops, 0, size_for)
+}
+
+/// Runs the workload with a checkpoint after every `checkpoint_every`-th op and sizes
+/// that empty single- and multi-chunk runs (module docs); the report. Panics if the
+/// run never released a run (the workload would not cover what it is for).
+pub fn explore_heap_releasing(cfg: &Config, ops: usize, checkpoint_every: usize) -> Report {
+    explore_workload(cfg, ops, checkpoint_every, releasing_size_for)
+}
+
+fn explore_workload(
+    cfg: &Config,
+    ops: usize,
+    checkpoint_every: usize,
+    size_for: fn(&mut Rng) -> usize,
+) -> Report {
     let media = SimMedia::new(POOL);
     let heap = Heap::create(&media, &CreateOptions::new("crash", [5; 16])).unwrap();
     let root = heap
@@ -212,9 +243,19 @@ pub fn explore_heap(cfg: &Config, ops: usize) -> Report {
                 heap.free_from(dest).unwrap();
                 p2.lock().unwrap().fields[field] = (0, 0, 0);
             }
-            let mut g = p2.lock().unwrap();
-            g.inflight = None;
-            g.done += 1;
+            let done = {
+                let mut g = p2.lock().unwrap();
+                g.inflight = None;
+                g.done += 1;
+                g.done
+            };
+            if checkpoint_every > 0 && done % checkpoint_every as u64 == 0 {
+                heap.checkpoint();
+            }
+        }
+        if checkpoint_every > 0 && p2.lock().unwrap().done == ops as u64 {
+            let s = heap.stats();
+            assert!(s.released_runs > 0, "no run was released: {s:?}");
         }
     });
     report

@@ -3,7 +3,7 @@
 //! because the bug switch is process-wide.
 
 use tests_host::explorer::Config;
-use tests_host::heap_scenario::explore_heap;
+use tests_host::heap_scenario::{explore_heap, explore_heap_releasing};
 
 /// The explorer's self-test: each deliberate protocol bug must be caught within a small
 /// budget (CRASH-TESTING.md, "Harness self-test"). One test, because the bug switch is
@@ -16,6 +16,8 @@ fn seeded_protocol_bugs_are_caught() {
         Bug::ApplyBeforeRecord,
         Bug::SkipRecordChecksum,
         Bug::IgnoreReplayGuards,
+        Bug::ReleaseWithoutIntent,
+        Bug::NoFenceAfterRunZeroing,
     ] {
         set(bug);
         let mut caught = None;
@@ -24,7 +26,13 @@ fn seeded_protocol_bugs_are_caught() {
                 only_point: None,
                 ..Config::from_env(20_000, seed)
             };
-            let report = explore_heap(&cfg, 300);
+            // Run release happens only in the releasing workload.
+            let report = match bug {
+                Bug::ReleaseWithoutIntent | Bug::NoFenceAfterRunZeroing => {
+                    explore_heap_releasing(&cfg, 300, 5)
+                }
+                _ => explore_heap(&cfg, 300),
+            };
             if let Some(f) = report.failure {
                 caught = Some((seed, report.states, f.message));
                 break;
