@@ -336,21 +336,33 @@ impl<M: Media> Heap<M> {
                 value,
             });
         }
-        let mut lane = self.lane();
-        // The op's locked instructions come before `flush_pending` (only a run switch
-        // in `reserve_slot` has some after it): a locked read-modify-write waits for
-        // earlier flushes to complete, which would expose the homes' write-back once
-        // there and the record's again at the fence, instead of overlapping them.
-        let seq = self.seq.fetch_add(1, Relaxed);
-        let res = match place {
-            Placement::Run(c) => {
-                self.flush_pending(&lane);
-                self.reserve_slot(&mut lane, c)?
-            }
-            Placement::Extent(n) => {
-                let r = self.reserve_extent(n, size)?;
-                self.flush_pending(&lane);
-                r
+        let mut released = false;
+        let (mut lane, seq, res) = loop {
+            let mut lane = self.lane();
+            // The op's locked instructions come before `flush_pending` (only a run
+            // switch in `reserve_slot` has some after it): a locked read-modify-write
+            // waits for earlier flushes to complete, which would expose the homes'
+            // write-back once there and the record's again at the fence, instead of
+            // overlapping them.
+            let seq = self.seq.fetch_add(1, Relaxed);
+            let reserved = match place {
+                Placement::Run(c) => {
+                    self.flush_pending(&lane);
+                    self.reserve_slot(&mut lane, c)
+                }
+                Placement::Extent(n) => self.reserve_extent(n, size).inspect(|_| {
+                    self.flush_pending(&lane);
+                }),
+            };
+            match reserved {
+                Ok(r) => break (lane, seq, r),
+                // Out of chunks: a checkpoint returns empty runs to them; try once more.
+                Err(AllocError::OutOfSpace { .. }) if !released => {
+                    drop(lane);
+                    released = true;
+                    self.checkpoint();
+                }
+                Err(e) => return Err(e),
             }
         };
         let loc = res.loc;

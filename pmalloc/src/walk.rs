@@ -286,7 +286,8 @@ impl<M: Media> Heap<M> {
     /// spans consistent; every object header valid or never used; every extent head
     /// allocated; loaded runs' free bits agree with their headers; the volatile free
     /// span index agrees with the table. Returns the first violation, or the number of
-    /// free chunks.
+    /// free chunks. Run it with no transient block (the `Allocator` front end) live:
+    /// such a block has no header, so it would show as a free slot marked allocated.
     pub fn check(&self) -> Result<u64, CheckError> {
         // Holding every lane: no op is in flight, and no checkpoint can drop a run state
         // the check is reading.
