@@ -314,16 +314,7 @@ impl<M: Media> Heap<M> {
         type_num: u32,
         init: Init<'_>,
     ) -> Result<PPtr<()>, AllocError> {
-        if size == 0 {
-            return Err(AllocError::ZeroSize);
-        }
-        if size as u64 > MAX_SIZE || size > self.layout.nchunks * CHUNK {
-            return Err(AllocError::TooLarge { size });
-        }
-        if type_num > MAX_TYPE {
-            return Err(AllocError::BadType { type_num });
-        }
-        let place = placement(size, align).ok_or(AllocError::BadAlign { align })?;
+        let place = Self::alloc_args(size, align, type_num)?;
         let container = self
             .check_dest(dest)
             .map_err(|why| AllocError::BadDest { offset: dest, why })?;
@@ -335,6 +326,50 @@ impl<M: Media> Heap<M> {
                 offset: dest,
                 value,
             });
+        }
+        self.alloc_op(dest, container, place, size, type_num, init)
+    }
+
+    /// Allocates an object as [`Heap::alloc_into`] does, but publishes it nowhere: like
+    /// `pmemobj_alloc` with a null `oidp`, the object is reachable by iteration
+    /// ([`Heap::objects`]) until the program stores its offset somewhere. After a crash
+    /// it is allocated or not. One fence.
+    pub fn alloc(
+        &self,
+        size: usize,
+        align: usize,
+        type_num: u32,
+        init: Init<'_>,
+    ) -> Result<PPtr<()>, AllocError> {
+        let place = Self::alloc_args(size, align, type_num)?;
+        self.alloc_op(0, None, place, size, type_num, init)
+    }
+
+    fn alloc_args(size: usize, align: usize, type_num: u32) -> Result<Placement, AllocError> {
+        if size == 0 {
+            return Err(AllocError::ZeroSize);
+        }
+        if size as u64 > MAX_SIZE {
+            return Err(AllocError::TooLarge { size });
+        }
+        if type_num > MAX_TYPE {
+            return Err(AllocError::BadType { type_num });
+        }
+        placement(size, align).ok_or(AllocError::BadAlign { align })
+    }
+
+    /// The allocation proper: `dest` 0 publishes nowhere.
+    fn alloc_op(
+        &self,
+        dest: u64,
+        container: Option<(Loc, ObjHeader)>,
+        place: Placement,
+        size: usize,
+        type_num: u32,
+        init: Init<'_>,
+    ) -> Result<PPtr<()>, AllocError> {
+        if size > self.layout.nchunks * CHUNK {
+            return Err(AllocError::TooLarge { size });
         }
         let mut released = false;
         let (mut lane, seq, res) = loop {
@@ -444,6 +479,21 @@ impl<M: Media> Heap<M> {
                 why: DestFault::InsideTarget,
             });
         }
+        self.free_op(dest, container, loc, h);
+        Ok(())
+    }
+
+    /// Frees the allocated object at `p`, clearing no destination (the counterpart of
+    /// [`Heap::alloc`]; a pointer to it stored elsewhere dangles afterwards). After a
+    /// crash it is freed or not. One fence.
+    pub fn free(&self, p: PPtr<()>) -> Result<(), FreeError> {
+        let (loc, h) = self.object_at(p.raw()).map_err(FreeError::NotAnObject)?;
+        self.free_op(0, None, loc, h);
+        Ok(())
+    }
+
+    /// The free proper: `dest` 0 clears nothing.
+    fn free_op(&self, dest: u64, container: Option<(Loc, ObjHeader)>, loc: Loc, h: ObjHeader) {
         let mut lane = self.lane();
         let seq = self.seq.fetch_add(1, Relaxed);
         // The run's volatile state must exist before the free is applied: built later,
@@ -491,7 +541,6 @@ impl<M: Media> Heap<M> {
         if due {
             self.checkpoint();
         }
-        Ok(())
     }
 
     /// Steps 1-4 of the protocol (module docs).

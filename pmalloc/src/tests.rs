@@ -509,3 +509,26 @@ fn an_interrupted_multi_chunk_release_is_completed_at_open() {
         assert_eq!(h2.objects().count(), 2, "{point}: the root and the array");
     }
 }
+
+#[test]
+fn alloc_without_destination_is_found_by_iteration_and_freed_by_pointer() {
+    let h = fresh(MIN_POOL);
+    let loose = h.alloc(300, 64, T_NODE, Init::Bytes(b"loose")).unwrap();
+    assert_eq!(loose.raw() % 64, 0);
+    assert_eq!(
+        h.objects().map(|o| o.ptr).collect::<Vec<_>>(),
+        vec![loose.raw()]
+    );
+    let (h, _) = reopen(h);
+    assert_eq!(h.info(loose.raw()).unwrap().size, 300);
+    h.free(loose).unwrap();
+    assert_eq!(h.objects().count(), 0);
+    assert_eq!(
+        h.free(loose),
+        Err(FreeError::NotAnObject(PtrError::NotAllocated {
+            offset: loose.raw()
+        }))
+    );
+    assert_eq!(h.alloc(0, 8, 0, Init::Uninit), Err(AllocError::ZeroSize));
+    h.check().unwrap();
+}

@@ -1,6 +1,7 @@
 //! The pmalloc crash scenario: a root object with 16 pointer fields; the workload
 //! allocates into null fields and frees non-null ones, with sizes from 16 B to
-//! multi-chunk extents. At every crash point and image the recovered heap must: open;
+//! multi-chunk extents, and now and then allocates or frees an object with no
+//! destination (`Heap::alloc` / `Heap::free`). At every crash point and image the recovered heap must: open;
 //! pass `check` (metadata agrees with headers); show every completed op and the
 //! in-flight op entirely or not at all; hold exactly the root and the objects the fields
 //! point to (no leak, no double allocation); allocate and free correctly afterwards; and
@@ -33,7 +34,19 @@ enum Op {
         field: usize,
         target: u64,
     },
+    /// `Heap::alloc`: an object no field points to.
+    AllocLoose {
+        size: usize,
+        type_num: u32,
+    },
+    /// `Heap::free` of such an object.
+    FreeLoose {
+        target: (u64, u64, u32),
+    },
 }
+
+/// Type number of loose objects.
+const LOOSE_TYPE: u32 = 7;
 
 /// What the heap workload has done.
 #[derive(Debug, Clone, Default)]
@@ -41,6 +54,8 @@ pub struct Progress {
     root: u64,
     /// Committed value, size and type of each field's object.
     fields: [(u64, u64, u32); FIELDS],
+    /// Committed objects allocated with no destination.
+    loose: Vec<(u64, u64, u32)>,
     inflight: Option<Op>,
     done: u64,
 }
@@ -117,10 +132,26 @@ impl Scenario for HeapScenario {
             }
             values.push(v);
         }
+        expect_objects.extend(p.loose.iter().copied());
         let found: BTreeSet<(u64, u64, u32)> = heap
             .objects()
             .map(|o| (o.ptr, o.size, o.type_num))
             .collect();
+        match p.inflight {
+            // The in-flight loose allocation may or may not have happened.
+            Some(Op::AllocLoose { size, type_num }) => {
+                if let Some(&o) = found.difference(&expect_objects).next() {
+                    if o.1 == size as u64 && o.2 == type_num {
+                        expect_objects.insert(o);
+                    }
+                }
+            }
+            // The in-flight loose free may or may not have happened.
+            Some(Op::FreeLoose { target }) if !found.contains(&target) => {
+                expect_objects.remove(&target);
+            }
+            _ => {}
+        }
         if found != expect_objects {
             let leaked: Vec<_> = found.difference(&expect_objects).collect();
             let lost: Vec<_> = expect_objects.difference(&found).collect();
@@ -222,7 +253,31 @@ fn explore_workload(
             let field = rng.below(FIELDS as u64) as usize;
             let dest = root.field(field * 8);
             let cur = p2.lock().unwrap().fields[field];
-            if cur.0 == 0 {
+            let loose = p2.lock().unwrap().loose.clone();
+            if rng.below(8) == 0 {
+                // An object with no destination (`alloc` / `free`).
+                if loose.len() < 3 {
+                    let size = 8 + rng.below(300) as usize;
+                    p2.lock().unwrap().inflight = Some(Op::AllocLoose {
+                        size,
+                        type_num: LOOSE_TYPE,
+                    });
+                    match heap.alloc(size, 8, LOOSE_TYPE, Init::Zeroed) {
+                        Ok(p) => p2
+                            .lock()
+                            .unwrap()
+                            .loose
+                            .push((p.raw(), size as u64, LOOSE_TYPE)),
+                        Err(pmalloc::AllocError::OutOfSpace { .. }) => {}
+                        Err(e) => panic!("alloc failed: {e}"),
+                    }
+                } else {
+                    let k = rng.below(loose.len() as u64) as usize;
+                    p2.lock().unwrap().inflight = Some(Op::FreeLoose { target: loose[k] });
+                    heap.free(pmalloc::PPtr::from_raw(loose[k].0)).unwrap();
+                    p2.lock().unwrap().loose.swap_remove(k);
+                }
+            } else if cur.0 == 0 {
                 let size = size_for(&mut rng);
                 let type_num = 10 + field as u32;
                 p2.lock().unwrap().inflight = Some(Op::Alloc {
