@@ -296,6 +296,7 @@ fn op_timing(ns: u64, units: u64) -> RoundResult {
             units,
         }],
         counters: None,
+        by_metric: Vec::new(),
     }
 }
 
@@ -400,6 +401,7 @@ fn run_open(path: &Path, mark: Mark) -> Result<RoundResult, PmdkError> {
             },
         ],
         counters: None,
+        by_metric: Vec::new(),
     })
 }
 
@@ -433,5 +435,6 @@ fn run_recover(j: &RecoverJob, path: &Path, mark: Mark) -> Result<RoundResult, P
             },
         ],
         counters: None,
+        by_metric: Vec::new(),
     })
 }

@@ -54,4 +54,8 @@ pub struct RoundResult {
     pub timings: Vec<Timing>,
     /// Counts over the [`Metric::Op`] region, when the stack counts them itself.
     pub counters: Option<RoundCounters>,
+    /// Counts over the regions of other metrics (open, first allocation, ...), when
+    /// the stack counts them itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_metric: Vec<(Metric, RoundCounters)>,
 }

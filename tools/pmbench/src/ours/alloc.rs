@@ -23,6 +23,7 @@ pub(crate) fn fresh_heap(
         .map_err(|e| failed(WorkloadId::W4, 0, e))
 }
 
+/// An [`EngineError::Failed`] for `workload` at op `op`.
 pub(crate) fn failed(
     workload: WorkloadId,
     op: u64,
@@ -95,6 +96,7 @@ fn run_atomic_on(heap: &Heap<FileMedia>, job: &AllocJob) -> Result<RoundResult, 
             units: job.timed.0.len() as u64,
         }],
         counters: Some(counters),
+        by_metric: Vec::new(),
     })
 }
 
