@@ -225,11 +225,7 @@ impl<M: Media> Heap<M> {
                 self.media.write_nt(run_off + done, &zeros[..n]);
                 done += n;
             }
-            #[cfg(feature = "seeded-bugs")]
-            let fence = !crate::seeded_bug::on(crate::seeded_bug::Bug::NoFenceAfterRunZeroing);
-            #[cfg(not(feature = "seeded-bugs"))]
-            let fence = true;
-            if fence {
+            if !seeded!(NoFenceAfterRunZeroing) {
                 self.media.fence();
             }
             let run = self
@@ -545,8 +541,7 @@ impl<M: Media> Heap<M> {
 
     /// Steps 1-4 of the protocol (module docs).
     fn commit(&self, lane: &mut Lane, rec: Record, hdr_off: usize) {
-        #[cfg(feature = "seeded-bugs")]
-        if crate::seeded_bug::on(crate::seeded_bug::Bug::ApplyBeforeRecord) {
+        if seeded!(ApplyBeforeRecord) {
             for (o, l) in self.apply(&rec, hdr_off) {
                 self.media.flush(o, l);
             }
@@ -561,11 +556,7 @@ impl<M: Media> Heap<M> {
         lane.pending = self.home_ranges(&rec, hdr_off);
         lane.live[slot] = Some(rec);
         lane.next_slot ^= 1;
-        #[cfg(feature = "seeded-bugs")]
-        let fence = !crate::seeded_bug::on(crate::seeded_bug::Bug::DropCommitFence);
-        #[cfg(not(feature = "seeded-bugs"))]
-        let fence = true;
-        if fence {
+        if !seeded!(DropCommitFence) {
             self.media.fence();
         }
         self.media.crash_point("pmalloc.op.committed");
@@ -700,11 +691,7 @@ impl<M: Media> Heap<M> {
                 later.push(head);
             }
         }
-        #[cfg(feature = "seeded-bugs")]
-        let intent = !crate::seeded_bug::on(crate::seeded_bug::Bug::ReleaseWithoutIntent);
-        #[cfg(not(feature = "seeded-bugs"))]
-        let intent = true;
-        if intent && !multi.is_empty() {
+        if !seeded!(ReleaseWithoutIntent) && !multi.is_empty() {
             let spans: heapless::Vec<ChunkOp, INTENT_SPANS> = multi
                 .iter()
                 .map(|&(start, _, count)| ChunkOp {

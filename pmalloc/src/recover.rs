@@ -191,9 +191,7 @@ impl<M: Media> Heap<M> {
                         HeaderState::Zero => recs[seg[0]].gen_before == 0,
                         HeaderState::Invalid => true,
                     };
-                    #[cfg(feature = "seeded-bugs")]
-                    let current = current
-                        || crate::seeded_bug::on(crate::seeded_bug::Bug::IgnoreReplayGuards);
+                    let current = current || seeded!(IgnoreReplayGuards);
                     if current {
                         for &k in seg {
                             if self.dest_valid(&recs[k]) {
@@ -313,11 +311,7 @@ impl<M: Media> Heap<M> {
         // Chunk entries (but those that moved on) and header: idempotent stores. The
         // destination only if it still belongs to the op.
         let mut rec = *r;
-        #[cfg(feature = "seeded-bugs")]
-        let guard = !crate::seeded_bug::on(crate::seeded_bug::Bug::IgnoreReplayGuards);
-        #[cfg(not(feature = "seeded-bugs"))]
-        let guard = true;
-        if guard && rec.dest != 0 && !self.dest_current(&rec) {
+        if !seeded!(IgnoreReplayGuards) && rec.dest != 0 && !self.dest_current(&rec) {
             rec.dest = 0;
         }
         if let Ok(Some(op)) = ChunkOp::decode(rec.chunk_op, self.layout.nchunks) {

@@ -231,24 +231,14 @@ impl RunTable {
     }
 
     fn block(&self, head: u32) -> &Block {
-        let slot = &self.dir[head as usize / BLOCK];
-        let mut p = slot.load(Acquire);
-        if p.is_null() {
+        let p = install(&self.dir[head as usize / BLOCK], || {
             let runs: Vec<AtomicPtr<RunState>> = (0..BLOCK)
                 .map(|_| AtomicPtr::new(core::ptr::null_mut()))
                 .collect();
-            let fresh = Box::into_raw(Box::new(Block {
+            Block {
                 runs: runs.into_boxed_slice(),
-            }));
-            match slot.compare_exchange(core::ptr::null_mut(), fresh, AcqRel, Acquire) {
-                Ok(_) => p = fresh,
-                Err(existing) => {
-                    // SAFETY: `fresh` came from Box::into_raw above and was never shared.
-                    drop(unsafe { Box::from_raw(fresh) });
-                    p = existing;
-                }
             }
-        }
+        });
         // SAFETY: non-null pointers in `dir` come from Box::into_raw and are freed only
         // in Drop, which needs `&mut self`, so the block outlives `&self`.
         unsafe { &*p }
@@ -277,22 +267,10 @@ impl RunTable {
     /// The run headed at `head`, building its state with `load` if needed. Use the
     /// reference only while holding a lane lock (module docs).
     pub fn get_or_load(&self, head: u32, load: impl FnOnce() -> RunState) -> &RunState {
-        let slot = &self.block(head).runs[head as usize % BLOCK];
-        let mut p = slot.load(Acquire);
-        if p.is_null() {
-            let fresh = Box::into_raw(Box::new(load()));
-            match slot.compare_exchange(core::ptr::null_mut(), fresh, AcqRel, Acquire) {
-                Ok(_) => p = fresh,
-                Err(existing) => {
-                    // Another loader won; both read the same headers, so its state is as
-                    // good as ours (a free applied after it was installed cannot have been
-                    // read by ours, which would then lose the exchange).
-                    // SAFETY: `fresh` came from Box::into_raw above and was never shared.
-                    drop(unsafe { Box::from_raw(fresh) });
-                    p = existing;
-                }
-            }
-        }
+        // Two loaders may race; both read the same headers, so the winner's state is as
+        // good as the loser's (a free applied after the winner installed its state
+        // cannot have been read by the loser, which would then lose the exchange).
+        let p = install(&self.block(head).runs[head as usize % BLOCK], load);
         // SAFETY: as in `get`.
         unsafe { &*p }
     }
@@ -312,6 +290,24 @@ impl RunTable {
             // SAFETY: created by Box::into_raw in `get_or_load`; unreachable from the
             // table now, and the caller guarantees no reference to it is live.
             drop(unsafe { Box::from_raw(p) });
+        }
+    }
+}
+
+/// The pointer in `slot`, installing a boxed `make()` first if it is null (if another
+/// thread installs one meanwhile, ours is dropped and theirs returned).
+fn install<T>(slot: &AtomicPtr<T>, make: impl FnOnce() -> T) -> *mut T {
+    let p = slot.load(Acquire);
+    if !p.is_null() {
+        return p;
+    }
+    let fresh = Box::into_raw(Box::new(make()));
+    match slot.compare_exchange(core::ptr::null_mut(), fresh, AcqRel, Acquire) {
+        Ok(_) => fresh,
+        Err(existing) => {
+            // SAFETY: `fresh` came from Box::into_raw above and was never shared.
+            drop(unsafe { Box::from_raw(fresh) });
+            existing
         }
     }
 }
