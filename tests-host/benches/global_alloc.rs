@@ -5,7 +5,7 @@
 //! allocator at once; the time is the wall time until both finish, per pair).
 //!
 //! `cargo bench -p tests-host --bench global_alloc`. Sizes and slots come from one
-//! SplitMix64 sequence shared by every allocator.
+//! `SplitMix64` sequence shared by every allocator.
 // `criterion_group!` defines an undocumented public function.
 #![allow(missing_docs)]
 
