@@ -2,7 +2,9 @@
 //!
 //! The commit of an op, on its lane:
 //! 1. flush the lane's previous op's home lines (header, destination, chunk entries)
-//!    as soon as the op holds the lane, so their write-back overlaps the op's own work;
+//!    as soon as the op holds the lane and has done its locked instructions (a locked
+//!    read-modify-write would wait for the write-back), so that the write-back
+//!    overlaps the op's own work;
 //! 2. write the op record into the lane's next slot and flush it;
 //! 3. one fence: the record and the previous op's homes are durable;
 //! 4. store this op's homes (cache only; the lane's next op or a checkpoint flushes
