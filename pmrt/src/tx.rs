@@ -987,12 +987,10 @@ impl<M: Media> Tx<'_, M> {
                         }
                     }
                     Src::Alloc(i) => {
-                        let a = &s.allocs[i];
-                        apply_meta(media, a.hdr_off, &a.header, &a.chunk_words);
+                        pool.heap.store_reserved(&s.allocs[i]);
                     }
                     Src::Free(i) => {
-                        let f = &s.frees[i];
-                        apply_meta(media, f.hdr_off, &f.header, &f.chunk_words);
+                        pool.heap.store_freeing(&s.frees[i]);
                     }
                     Src::Root => media.write_u64(ROOT_SLOT, root.unwrap_or(0)),
                 }
@@ -1040,13 +1038,6 @@ impl<M: Media> Tx<'_, M> {
         }
         Ok(())
     }
-}
-
-fn apply_meta<M: Media>(media: &M, hdr_off: u64, header: &[u8; 16], words: &[(u64, u64)]) {
-    for &(off, w) in words {
-        media.write_u64(off as usize, w);
-    }
-    media.write(hdr_off as usize, header);
 }
 
 impl<M: Media> Drop for Tx<'_, M> {

@@ -299,6 +299,7 @@ fn child(args: &ChildArgs) -> Result<(), Error> {
             timings: Vec::new(),
             counters: None,
             tx: None,
+            by_metric: Vec::new(),
         }
     } else {
         let mark: pmdk::Mark = if args.marks {

@@ -297,6 +297,7 @@ fn op_timing(ns: u64, units: u64) -> RoundResult {
         }],
         counters: None,
         tx: None,
+        by_metric: Vec::new(),
     }
 }
 
@@ -402,6 +403,7 @@ fn run_open(path: &Path, mark: Mark) -> Result<RoundResult, PmdkError> {
         ],
         counters: None,
         tx: None,
+        by_metric: Vec::new(),
     })
 }
 
@@ -436,5 +438,6 @@ fn run_recover(j: &RecoverJob, path: &Path, mark: Mark) -> Result<RoundResult, P
         ],
         counters: None,
         tx: None,
+        by_metric: Vec::new(),
     })
 }

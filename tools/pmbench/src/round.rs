@@ -57,6 +57,10 @@ pub struct RoundResult {
     /// Our transaction layer's own counts over the [`Metric::Op`] region.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tx: Option<TxCounters>,
+    /// Counts over the regions of other metrics (open, first allocation, ...), when
+    /// the stack counts them itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_metric: Vec<(Metric, RoundCounters)>,
 }
 
 /// What `pmrt` reports about a round's transactions: the split between the commit

@@ -56,6 +56,7 @@ fn run_on(
         }],
         counters: Some(counters),
         tx: Some(tx),
+        by_metric: Vec::new(),
     })
 }
 
