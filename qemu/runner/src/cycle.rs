@@ -92,6 +92,11 @@ pub enum CycleFailure {
     /// The runner's own open of the pool in the image failed where the kernel's had
     /// succeeded, or its `check()` failed.
     HostPool(HostPoolError),
+    /// The tx workload's oracle: the writer's reports or the recovered state broke an
+    /// invariant.
+    Tx(pm_qemu_pool::tx::TxHistoryError),
+    /// The runner's own verification of the tx pool in the image failed.
+    HostTx(pm_qemu_pool::tx::TxWorkloadError),
     /// The kernel's view of the recovered pool and the runner's view of the image
     /// differ.
     HostView {
@@ -152,6 +157,8 @@ impl fmt::Display for CycleFailure {
             CycleFailure::Runner(e) => write!(f, "{e}"),
             CycleFailure::Heap(e) => write!(f, "{e}"),
             CycleFailure::HostPool(e) => write!(f, "{e}"),
+            CycleFailure::Tx(e) => write!(f, "{e}"),
+            CycleFailure::HostTx(e) => write!(f, "the runner's verification of the image: {e}"),
             CycleFailure::HostView {
                 what,
                 index,
@@ -222,6 +229,9 @@ pub struct CycleConfig {
     pub kill_window: (Duration, Duration),
     /// Print each cycle (and each QEMU command) to stdout.
     pub verbose: bool,
+    /// Cycles before this one are skipped (their seeds and crashes are still drawn),
+    /// so `from_cycle: k, cycles: 1` replays cycle `k` of a base seed alone.
+    pub from_cycle: u32,
 }
 
 /// Serial lines shown per boot in a failure report (the writer's can be thousands).
@@ -238,6 +248,7 @@ impl CycleConfig {
             nvdimms: 1,
             kill_window: KILL_WINDOW,
             verbose: true,
+            from_cycle: 0,
         }
     }
 
@@ -350,7 +361,7 @@ pub fn crash_cycles<W: Workload>(
     let mut rng = SplitMix64::new(cfg.seed);
     let mut report = CyclesReport::default();
     let timeout = Duration::from_secs(30);
-    for cycle in 0..cfg.cycles {
+    for cycle in 0..cfg.from_cycle + cfg.cycles {
         let seed = rng.next_u64();
         let crash = if rng.next_u64().is_multiple_of(2) {
             let (lo, hi) = cfg.kill_window;
@@ -359,6 +370,9 @@ pub fn crash_cycles<W: Workload>(
         } else {
             Crash::AtFence(rng.in_range(1, workload.fences()))
         };
+        if cycle < cfg.from_cycle {
+            continue;
+        }
         let fail = |failure, writer: Option<&BootOutcome>, verifier: Option<&BootOutcome>| {
             Box::new(CycleError {
                 workload: workload.name(),
