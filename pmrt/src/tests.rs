@@ -364,5 +364,9 @@ fn a_pool_made_again_with_the_same_uuid_never_replays_the_old_pools_records() {
     assert_eq!(root_b, root);
     let (q, r) = crash_reopen(&b);
     assert_eq!(r.committed, 1, "only B's own transaction: {r:?}");
-    assert_eq!(q.read(root_b).unwrap()[1], 0, "A's second transaction replayed into B");
+    assert_eq!(
+        q.read(root_b).unwrap()[1],
+        0,
+        "A's second transaction replayed into B"
+    );
 }

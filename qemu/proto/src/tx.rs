@@ -120,6 +120,11 @@ impl fmt::Display for TxLine {
 }
 
 impl TxLine {
+    /// Whether it is a verifier's `tx state` line.
+    pub fn is_state(&self) -> bool {
+        matches!(self, TxLine::State { .. })
+    }
+
     /// Recognises one line (without its line end); `None` for anything else, including
     /// a line cut short by a kill.
     pub fn parse(line: &str) -> Option<Self> {

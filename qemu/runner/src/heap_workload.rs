@@ -210,28 +210,11 @@ mod tests {
     use pm_qemu_pool::workload::{self, HistoryError};
 
     use super::*;
-    use crate::{BootOutcome, Images};
+    use crate::test_support::{outcome, text};
+    use crate::Images;
 
     const SEED: u64 = 0x77;
     const OPS: u32 = 50;
-
-    fn outcome(exit: Exit, serial: String) -> BootOutcome {
-        BootOutcome {
-            command: String::new(),
-            exit,
-            serial,
-            stderr: String::new(),
-            elapsed: Duration::ZERO,
-        }
-    }
-
-    fn text(lines: &[HeapLine]) -> String {
-        lines.iter().fold(String::new(), |mut t, l| {
-            use std::fmt::Write as _;
-            let _ = writeln!(t, "{l}");
-            t
-        })
-    }
 
     /// An image whose pool went through the writer (`ops` ops, unclosed) and the
     /// verifier, as on the kernel, with both boots' serial text.

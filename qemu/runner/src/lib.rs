@@ -25,6 +25,8 @@ mod images;
 mod log_workload;
 mod qemu;
 mod suite;
+#[cfg(test)]
+mod test_support;
 mod tx_workload;
 
 pub use build::Kernel;

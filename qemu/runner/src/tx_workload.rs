@@ -186,3 +186,157 @@ fn state_of(line: Option<TxLine>) -> Option<(u64, u64)> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The check against hand-made boots and images: a pool made on the host with the
+    //! workload's own writer and verifier stands in for the kernel's, and each way the
+    //! reports, the kernel's state or the image could disagree must be reported.
+
+    use std::time::Duration;
+
+    use pm_qemu_pool::tx::TxHistoryError;
+
+    use super::*;
+    use crate::test_support::{outcome, text};
+    use crate::Images;
+
+    const SEED: u64 = 0x7a;
+    const TXS: u32 = 60;
+
+    /// An image whose pool went through the writer (`txs` transactions, unclosed) and
+    /// the verifier, as on the kernel, with both boots' serial text.
+    fn images_after(txs: u32) -> (Images, String, String) {
+        let images = Images::create(1, POOL_LEN).unwrap();
+        let media = FileMedia::open(&images.paths()[0], FileOptions::default()).unwrap();
+        let mut writer = Vec::new();
+        drop(tx::write(&media, SEED, txs, &|| 0, &mut |l| writer.push(l)).unwrap());
+        let mut verifier = Vec::new();
+        tx::verify(&media, SEED, TXS, &mut |l| verifier.push(l)).unwrap();
+        drop(media);
+        let verifier = text(&verifier) + "test tx_recovered ... ok\n1 passed, 0 failed\n";
+        (images, text(&writer), verifier)
+    }
+
+    fn check(
+        images: &Images,
+        writer: String,
+        verifier: String,
+        crash: Crash,
+    ) -> Result<TxReport, CycleFailure> {
+        let exit = match crash {
+            Crash::Kill(_) => Exit::KilledAsPlanned,
+            Crash::AtFence(_) => Exit::Guest(GuestExit::Crash),
+        };
+        let writer = outcome(exit, writer);
+        let verifier = outcome(Exit::Guest(GuestExit::Pass), verifier);
+        TxWorkload { txs: TXS }.check(&CycleRun {
+            seed: SEED,
+            mode: Mode::Direct,
+            crash,
+            writer: &writer,
+            verifier: &verifier,
+            images,
+        })
+    }
+
+    const KILL: Crash = Crash::Kill(Duration::ZERO);
+
+    #[test]
+    fn a_consistent_cycle_passes_and_counts_the_transaction_in_flight() {
+        let (images, writer, verifier) = images_after(TXS);
+        let r = check(&images, writer.clone(), verifier.clone(), KILL).unwrap();
+        assert!(r.verdict.in_flight.is_none() && r.recovery.is_some(), "{r}");
+        // The same pool, with the last report lost to the kill: in flight, applied or
+        // (an abort) not applied.
+        let cut = writer[..=writer.trim_end().rfind('\n').unwrap()].to_string();
+        let r = check(&images, cut, verifier, KILL).unwrap();
+        assert_eq!(r.verdict.in_flight.map(|i| i.tx), Some(u64::from(TXS) - 1));
+    }
+
+    #[test]
+    fn lost_commits_and_kernel_states_the_image_cannot_back_are_reported() {
+        // The image holds 40 transactions, the writer reported 60: lost commits.
+        let (images, _, verifier) = images_after(40);
+        let (_, writer, _) = images_after(TXS);
+        let r = check(&images, writer.clone(), verifier.clone(), KILL);
+        assert!(
+            matches!(r, Err(CycleFailure::Tx(TxHistoryError::Lost { .. }))),
+            "{r:?}"
+        );
+        // The kernel claims another digest than the image holds.
+        let (images, writer, verifier) = images_after(TXS);
+        let forged: String = verifier
+            .lines()
+            .map(|l| match TxLine::parse(l) {
+                Some(TxLine::State {
+                    count,
+                    slots,
+                    keys,
+                    digest,
+                }) => format!(
+                    "{}\n",
+                    TxLine::State {
+                        count,
+                        slots,
+                        keys,
+                        digest: digest ^ 1
+                    }
+                ),
+                _ => format!("{l}\n"),
+            })
+            .collect();
+        assert!(matches!(
+            check(&images, writer.clone(), forged, KILL),
+            Err(CycleFailure::HostView {
+                what: "tx state digest",
+                ..
+            })
+        ));
+        // The kernel claims no pool; a verifier without its state line; one that failed.
+        assert!(matches!(
+            check(
+                &images,
+                writer.clone(),
+                "tx no-pool\n1 passed, 0 failed\n".into(),
+                KILL
+            ),
+            Err(CycleFailure::HostView { .. })
+        ));
+        assert!(matches!(
+            check(&images, writer.clone(), "1 passed, 0 failed\n".into(), KILL),
+            Err(CycleFailure::MissingLine { .. })
+        ));
+        assert!(matches!(
+            check(&images, writer.clone(), "0 passed, 1 failed\n".into(), KILL),
+            Err(CycleFailure::VerifierFailed { .. })
+        ));
+        // A writer stopped at fence 5 cannot have reported reaching it.
+        let at_five = writer.replace("fences=0", "fences=5");
+        assert!(check(
+            &images,
+            at_five.clone(),
+            verifier.clone(),
+            Crash::AtFence(6)
+        )
+        .is_ok());
+        assert!(matches!(
+            check(&images, at_five, verifier, Crash::AtFence(5)),
+            Err(CycleFailure::Tx(TxHistoryError::CrashFence { .. }))
+        ));
+    }
+
+    #[test]
+    fn an_empty_image_is_no_pool_on_both_sides() {
+        let images = Images::create(1, POOL_LEN).unwrap();
+        let r = check(
+            &images,
+            String::new(),
+            "tx no-pool\n1 passed, 0 failed\n".into(),
+            KILL,
+        )
+        .unwrap();
+        assert!(!r.verdict.ready && r.recovery.is_none());
+        assert_eq!(host_state(&images.paths()[0], SEED, TXS).unwrap(), None);
+    }
+}
