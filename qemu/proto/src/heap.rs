@@ -27,7 +27,7 @@
 
 use core::fmt;
 
-use crate::words::{small, Words};
+use crate::words::{keyed, small, Keyed};
 use crate::{mix64, SplitMix64};
 
 /// Pointer fields in the root object.
@@ -194,12 +194,10 @@ impl HeapLine {
     /// Recognises one line (without its line end); `None` for anything else, including
     /// a line cut short by a kill.
     pub fn parse(line: &str) -> Option<Self> {
-        let line = line.trim_end_matches('\r');
-        if let Some(rest) = line.strip_prefix("heap no-pool") {
-            return (rest.is_empty() || rest.starts_with(':')).then_some(HeapLine::NoPool);
-        }
-        let (kind, rest) = line.strip_prefix("heap ")?.split_once(' ')?;
-        let mut w = Words::of(rest);
+        let (kind, mut w) = match keyed(line, "heap")? {
+            Keyed::NoPool => return Some(HeapLine::NoPool),
+            Keyed::Kind(kind, w) => (kind, w),
+        };
         match kind {
             "ready" => {
                 let root = w.key("root")?;

@@ -22,7 +22,7 @@
 
 use core::fmt;
 
-use crate::words::Words;
+use crate::words::{keyed, Keyed};
 
 /// Object slots in the root.
 pub const SLOTS: usize = 8;
@@ -128,12 +128,10 @@ impl TxLine {
     /// Recognises one line (without its line end); `None` for anything else, including
     /// a line cut short by a kill.
     pub fn parse(line: &str) -> Option<Self> {
-        let line = line.trim_end_matches('\r');
-        if let Some(rest) = line.strip_prefix("tx no-pool") {
-            return (rest.is_empty() || rest.starts_with(':')).then_some(TxLine::NoPool);
-        }
-        let (kind, rest) = line.strip_prefix("tx ")?.split_once(' ')?;
-        let mut w = Words::of(rest);
+        let (kind, mut w) = match keyed(line, "tx")? {
+            Keyed::NoPool => return Some(TxLine::NoPool),
+            Keyed::Kind(kind, w) => (kind, w),
+        };
         match kind {
             "ready" => {
                 let root = w.key("root")?;

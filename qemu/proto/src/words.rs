@@ -44,3 +44,22 @@ impl<'a> Words<'a> {
 pub(crate) fn small(v: u64) -> Option<u32> {
     u32::try_from(v).ok()
 }
+
+/// A workload line: `<prefix> no-pool` (optionally `: reason`), or `<prefix> <kind>
+/// <words>`.
+pub(crate) enum Keyed<'a> {
+    /// The verifier found no pool.
+    NoPool,
+    /// Any other line: its kind word and the words after it.
+    Kind(&'a str, Words<'a>),
+}
+
+/// Splits `line` (a line end trimmed) after `prefix` (`"heap"`, `"tx"`).
+pub(crate) fn keyed<'a>(line: &'a str, prefix: &str) -> Option<Keyed<'a>> {
+    let rest = line.trim_end_matches('\r').strip_prefix(prefix)?;
+    if let Some(reason) = rest.strip_prefix(" no-pool") {
+        return (reason.is_empty() || reason.starts_with(':')).then_some(Keyed::NoPool);
+    }
+    let (kind, rest) = rest.strip_prefix(' ')?.split_once(' ')?;
+    Some(Keyed::Kind(kind, Words::of(rest)))
+}

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use pm_qemu_proto::{BootArgs, GuestExit, Mode, SplitMix64};
+use pm_qemu_proto::{BootArgs, GuestExit, Mode, SplitMix64, Suite};
 
 use crate::{boot, BootOutcome, BootSpec, Exit, Images, Kernel, RunnerError, IMAGE_SIZE};
 
@@ -45,6 +45,26 @@ pub struct CycleRun<'a> {
     pub verifier: &'a BootOutcome,
     /// The images both ran on.
     pub images: &'a Images,
+}
+
+impl CycleRun<'_> {
+    /// The fence the writer stopped itself at (`crash_at`), if it did.
+    pub fn fence_crash(&self) -> Option<u64> {
+        match (self.crash, self.writer.exit) {
+            (Crash::AtFence(fence), Exit::Guest(GuestExit::Crash)) => Some(fence),
+            _ => None,
+        }
+    }
+
+    /// The verifier boot's lines that `parse` recognises, if it passed.
+    pub fn verifier_lines<L>(&self, parse: fn(&str) -> Option<L>) -> Result<Vec<L>, CycleFailure> {
+        if !self.verifier.passed() {
+            return Err(CycleFailure::VerifierFailed {
+                exit: self.verifier.exit,
+            });
+        }
+        Ok(self.verifier.serial.lines().filter_map(parse).collect())
+    }
 }
 
 /// Why a workload's check failed.
@@ -183,11 +203,22 @@ pub trait Workload {
     /// Its name, for reports.
     fn name(&self) -> &'static str;
 
-    /// The writer boot's arguments (the driver adds `crash_at`).
-    fn writer_args(&self, seed: u64, mode: Mode) -> BootArgs;
+    /// The suites of the writer boot and of the verifier boot.
+    fn suites(&self) -> (Suite, Suite);
+
+    /// The arguments of a boot running `suite` (the driver adds `crash_at` to the
+    /// writer's).
+    fn args(&self, suite: Suite, seed: u64, mode: Mode) -> BootArgs;
+
+    /// The writer boot's arguments.
+    fn writer_args(&self, seed: u64, mode: Mode) -> BootArgs {
+        self.args(self.suites().0, seed, mode)
+    }
 
     /// The verifier boot's arguments.
-    fn verifier_args(&self, seed: u64, mode: Mode) -> BootArgs;
+    fn verifier_args(&self, seed: u64, mode: Mode) -> BootArgs {
+        self.args(self.suites().1, seed, mode)
+    }
 
     /// The highest fence worth crashing at.
     fn fences(&self) -> u64;
@@ -212,6 +243,14 @@ pub trait Workload {
 /// after it finished.
 pub const KILL_WINDOW: (Duration, Duration) =
     (Duration::from_millis(1), Duration::from_millis(110));
+
+/// Kill delays from 1 ms to a little past the end of a workload of `count` steps that
+/// take about `ms_per_1000` ms per thousand after the kernel's first output (TCG, idle
+/// machine; under load the guest runs slower, so the kills land earlier in it).
+pub fn kill_window_for(count: u32, ms_per_1000: u64) -> (Duration, Duration) {
+    let ms = 20 + u64::from(count) * ms_per_1000 / 1000;
+    (Duration::from_millis(1), Duration::from_millis(ms))
+}
 
 /// How many cycles, from which seed, in which mode.
 #[derive(Debug, Clone)]

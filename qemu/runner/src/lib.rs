@@ -31,8 +31,8 @@ mod tx_workload;
 
 pub use build::Kernel;
 pub use cycle::{
-    crash_cycles, Crash, CycleConfig, CycleError, CycleFailure, CycleRun, CyclesReport,
-    HostPoolError, Workload, KILL_WINDOW,
+    crash_cycles, kill_window_for, Crash, CycleConfig, CycleError, CycleFailure, CycleRun,
+    CyclesReport, HostPoolError, Workload, KILL_WINDOW,
 };
 pub use error::RunnerError;
 pub use heap_workload::{host_view, HeapReport, HeapWorkload};

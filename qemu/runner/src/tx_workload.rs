@@ -10,10 +10,9 @@ use std::time::Duration;
 use arch::{FileMedia, FileOptions};
 use pm_qemu_pool::tx::{self, TxHistory, TxVerdict};
 use pm_qemu_proto::tx::{TxLine, POOL_LEN};
-use pm_qemu_proto::{BootArgs, GuestExit, Mode, Suite};
+use pm_qemu_proto::{BootArgs, Mode, Suite};
 
-use crate::cycle::{Crash, CycleFailure, CycleRun, HostPoolError, Workload};
-use crate::Exit;
+use crate::cycle::{kill_window_for, CycleFailure, CycleRun, HostPoolError, Workload};
 
 /// Transactions the writer runs unless told otherwise: about 200 ms of guest time on
 /// TCG, so a cycle (two boots and the runner's check) takes well under a second.
@@ -65,18 +64,6 @@ impl fmt::Display for TxReport {
     }
 }
 
-impl TxWorkload {
-    fn args(self, suite: Suite, seed: u64, mode: Mode) -> BootArgs {
-        BootArgs {
-            suite,
-            seed,
-            mode,
-            ops: self.txs,
-            ..BootArgs::default()
-        }
-    }
-}
-
 /// The state (counter, digest) of the pool in `image` as the host's own verification
 /// finds it (`None`: no pool): the same `tx::verify` the kernel runs (recovery, heap
 /// check, the model's state, no leak, a working pool, close).
@@ -100,12 +87,18 @@ impl Workload for TxWorkload {
         "tx"
     }
 
-    fn writer_args(&self, seed: u64, mode: Mode) -> BootArgs {
-        self.args(Suite::Tx, seed, mode)
+    fn suites(&self) -> (Suite, Suite) {
+        (Suite::Tx, Suite::TxVerify)
     }
 
-    fn verifier_args(&self, seed: u64, mode: Mode) -> BootArgs {
-        self.args(Suite::TxVerify, seed, mode)
+    fn args(&self, suite: Suite, seed: u64, mode: Mode) -> BootArgs {
+        BootArgs {
+            suite,
+            seed,
+            mode,
+            ops: self.txs,
+            ..BootArgs::default()
+        }
     }
 
     fn fences(&self) -> u64 {
@@ -122,8 +115,7 @@ impl Workload for TxWorkload {
     /// machine (TCG); kills are spread over 1 ms to a little past the end, scaled with
     /// the count.
     fn kill_window(&self) -> (Duration, Duration) {
-        let ms = 20 + u64::from(self.txs) * 55 / 100;
-        (Duration::from_millis(1), Duration::from_millis(ms))
+        kill_window_for(self.txs, 550)
     }
 
     /// * the writer's lines replay (`TxHistory`): transactions in order, each committed
@@ -137,21 +129,10 @@ impl Workload for TxWorkload {
     fn check(&self, run: &CycleRun<'_>) -> Result<TxReport, CycleFailure> {
         let history = TxHistory::from_serial(run.seed, self.txs, &run.writer.serial)
             .map_err(CycleFailure::Tx)?;
-        if let (Crash::AtFence(fence), Exit::Guest(GuestExit::Crash)) = (run.crash, run.writer.exit)
-        {
+        if let Some(fence) = run.fence_crash() {
             history.check_crash_fence(fence).map_err(CycleFailure::Tx)?;
         }
-        if !run.verifier.passed() {
-            return Err(CycleFailure::VerifierFailed {
-                exit: run.verifier.exit,
-            });
-        }
-        let lines: Vec<TxLine> = run
-            .verifier
-            .serial
-            .lines()
-            .filter_map(TxLine::parse)
-            .collect();
+        let lines = run.verifier_lines(TxLine::parse)?;
         let recovery = lines.iter().find_map(|l| match *l {
             TxLine::Opened {
                 replayed,
@@ -198,7 +179,8 @@ mod tests {
     use pm_qemu_pool::tx::TxHistoryError;
 
     use super::*;
-    use crate::test_support::{outcome, text};
+    use crate::cycle::Crash;
+    use crate::test_support::{host_boots, judge};
     use crate::Images;
 
     const SEED: u64 = 0x7a;
@@ -207,15 +189,12 @@ mod tests {
     /// An image whose pool went through the writer (`txs` transactions, unclosed) and
     /// the verifier, as on the kernel, with both boots' serial text.
     fn images_after(txs: u32) -> (Images, String, String) {
-        let images = Images::create(1, POOL_LEN).unwrap();
-        let media = FileMedia::open(&images.paths()[0], FileOptions::default()).unwrap();
-        let mut writer = Vec::new();
-        drop(tx::write(&media, SEED, txs, &|| 0, &mut |l| writer.push(l)).unwrap());
-        let mut verifier = Vec::new();
-        tx::verify(&media, SEED, TXS, &mut |l| verifier.push(l)).unwrap();
-        drop(media);
-        let verifier = text(&verifier) + "test tx_recovered ... ok\n1 passed, 0 failed\n";
-        (images, text(&writer), verifier)
+        host_boots(
+            POOL_LEN,
+            "tx_recovered",
+            |media, out| drop(tx::write(media, SEED, txs, &|| 0, out).unwrap()),
+            |media, out| drop(tx::verify(media, SEED, TXS, out).unwrap()),
+        )
     }
 
     fn check(
@@ -224,20 +203,14 @@ mod tests {
         verifier: String,
         crash: Crash,
     ) -> Result<TxReport, CycleFailure> {
-        let exit = match crash {
-            Crash::Kill(_) => Exit::KilledAsPlanned,
-            Crash::AtFence(_) => Exit::Guest(GuestExit::Crash),
-        };
-        let writer = outcome(exit, writer);
-        let verifier = outcome(Exit::Guest(GuestExit::Pass), verifier);
-        TxWorkload { txs: TXS }.check(&CycleRun {
-            seed: SEED,
-            mode: Mode::Direct,
+        judge(
+            &TxWorkload { txs: TXS },
+            SEED,
             crash,
-            writer: &writer,
-            verifier: &verifier,
             images,
-        })
+            writer,
+            verifier,
+        )
     }
 
     const KILL: Crash = Crash::Kill(Duration::ZERO);

@@ -4,33 +4,31 @@
 
 mod common;
 
-use common::args;
 use pm_qemu_proto::Suite;
-use pm_qemu_runner::{run_suite, Images, IMAGE_SIZE};
 
 #[test]
 fn pmrt_suite_passes_on_raw_and_adr_media_with_two_nvdimms() {
     let Some(kernel) = common::kernel() else {
         return;
     };
-    let images = Images::create(2, IMAGE_SIZE).unwrap();
-    let o = run_suite(kernel, &images, args(Suite::Pmrt, 41, 2)).unwrap_or_else(|e| panic!("{e}"));
-    let s = o.summary().unwrap();
-    assert!(s.passed >= 27, "{}", o.serial);
-    for name in [
-        "delta_full_and_critical_section_log_and_persist_as_specified_adr",
-        "a_large_object_is_updated_in_place_under_undo_raw",
-        "coalescing_is_triggered_by_the_record_count_adr",
-        "coalescing_is_triggered_by_the_record_volume_raw",
-        "a_full_log_delays_transactions_and_never_fails_one_adr",
-        "recovery_rolls_back_an_uncommitted_undo_at_every_fence_adr",
-        "recovery_cut_at_every_fence_then_rerun_gives_the_same_state_adr",
-        "hash_map_entries_survive_close_and_crash_adr",
-        "two_nvdimms_hold_two_transactional_pools",
-    ] {
-        assert!(o.serial.contains(&format!("test {name} ... ok")), "{name}");
-    }
-    println!("pmrt suite: {s} in {} ms", o.elapsed.as_millis());
+    common::suite_passes(
+        kernel,
+        Suite::Pmrt,
+        41,
+        2,
+        27,
+        &[
+            "delta_full_and_critical_section_log_and_persist_as_specified_adr",
+            "a_large_object_is_updated_in_place_under_undo_raw",
+            "coalescing_is_triggered_by_the_record_count_adr",
+            "coalescing_is_triggered_by_the_record_volume_raw",
+            "a_full_log_delays_transactions_and_never_fails_one_adr",
+            "recovery_rolls_back_an_uncommitted_undo_at_every_fence_adr",
+            "recovery_cut_at_every_fence_then_rerun_gives_the_same_state_adr",
+            "hash_map_entries_survive_close_and_crash_adr",
+            "two_nvdimms_hold_two_transactional_pools",
+        ],
+    );
 }
 
 #[test]
@@ -38,14 +36,10 @@ fn pmrt_suite_with_one_nvdimm_fails_only_the_two_pool_test() {
     let Some(kernel) = common::kernel() else {
         return;
     };
-    let images = Images::create(1, IMAGE_SIZE).unwrap();
-    let o = common::expect_failed(
-        run_suite(kernel, &images, args(Suite::Pmrt, 42, 1)),
-        &["two_nvdimms_hold_two_transactional_pools"],
-    );
-    assert!(
-        o.serial.contains("expected 2 NVDIMMs, found 1"),
-        "{}",
-        o.serial
+    common::only_the_two_nvdimm_test_fails_with_one(
+        kernel,
+        Suite::Pmrt,
+        42,
+        "two_nvdimms_hold_two_transactional_pools",
     );
 }

@@ -9,23 +9,14 @@
 mod common;
 
 use pm_qemu_proto::Mode;
-use pm_qemu_runner::{CycleConfig, TxWorkload};
-
-fn cycles(mode: Mode, default_seed: u64) {
-    let Some(kernel) = common::kernel() else {
-        return;
-    };
-    let workload = TxWorkload::default();
-    let cfg = CycleConfig::of(&workload, default_seed, 20, mode);
-    common::twenty_cycles(kernel, &workload, &cfg);
-}
+use pm_qemu_runner::TxWorkload;
 
 #[test]
 fn transactions_survive_crashes_all_or_nothing_in_direct_mode() {
-    cycles(Mode::Direct, 0x7a_0001);
+    common::twenty_cycles_of(&TxWorkload::default(), Mode::Direct, 0x7a_0001);
 }
 
 #[test]
 fn transactions_survive_crashes_all_or_nothing_in_adr_mode() {
-    cycles(Mode::Adr, 0x7a_0002);
+    common::twenty_cycles_of(&TxWorkload::default(), Mode::Adr, 0x7a_0002);
 }

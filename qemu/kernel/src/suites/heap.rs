@@ -8,10 +8,10 @@
 //! `mode=direct` runs on the NVDIMM; `mode=adr` on an [`AdrMedia`] working copy, so a
 //! kill loses whatever was not flushed.
 
-use pm_qemu_pool::workload::{self, Verified};
+use pm_qemu_pool::workload::{self, Verified, WorkloadError};
 use pm_qemu_proto::heap::POOL_LEN;
 
-use super::with_workload_media;
+use super::workload_boot;
 use crate::testing::{Env, Test, TestFailure};
 
 /// Boot 1.
@@ -33,26 +33,18 @@ pub fn verifier_tests() -> &'static [Test] {
 /// Creates the pool and runs `ops=` ops, printing `heap ready` and one `heap op` line
 /// per op as it returns. The heap is dropped unclosed (see `workload::write`).
 fn write(env: &Env) -> Result<(), TestFailure> {
-    with_workload_media(env, POOL_LEN, &mut |media| {
-        let heap = workload::write(
-            media,
-            env.args.seed,
-            env.args.ops,
-            &|| media.fences(),
-            &mut |line| println!("{line}"),
-        )?;
-        drop(heap);
-        Ok(())
+    workload_boot(env, POOL_LEN, |media, seed, ops, fences, out| {
+        workload::write(media, seed, ops, fences, out).map(drop)
     })
 }
 
 /// Opens the pool and prints what recovery left (see `workload::verify`); a missing
 /// pool is reported, not failed: only the runner knows whether create had finished.
 fn verify(env: &Env) -> Result<(), TestFailure> {
-    with_workload_media(env, POOL_LEN, &mut |media| {
-        if let Verified::NoPool(e) = workload::verify(media, &mut |line| println!("{line}"))? {
+    workload_boot(env, POOL_LEN, |media, _, _, _, out| {
+        if let Verified::NoPool(e) = workload::verify(media, out)? {
             println!("heap: no valid pool: {e}");
         }
-        Ok(())
+        Ok::<_, WorkloadError>(())
     })
 }

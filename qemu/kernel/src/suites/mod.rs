@@ -28,6 +28,18 @@ macro_rules! on_both {
     };
 }
 
+/// Test entries running `$wrap(env, Kind::$kind, body)` for each body.
+macro_rules! on {
+    ($wrap:path, $kind:ident; $($body:ident: $name:literal;)*) => {
+        &[$(
+            $crate::testing::Test {
+                name: $name,
+                run: |env| $wrap(env, $crate::suites::Kind::$kind, $body),
+            },
+        )*]
+    };
+}
+
 mod adr;
 mod boot;
 mod heap;
@@ -49,13 +61,37 @@ use crate::adr::AdrMedia;
 use crate::crash::CrashAt;
 use crate::testing::{Env, Test, TestFailure};
 
+/// Runs a crash workload's boot: `body` gets the media (see
+/// [`with_workload_media`]), the seed, `ops=`, the fence counter and a printer for the
+/// lines it reports.
+pub fn workload_boot<L: core::fmt::Display, E>(
+    env: &Env,
+    len: u64,
+    body: impl Fn(&WorkloadMedia<'_>, u64, u32, &dyn Fn() -> u64, &mut dyn FnMut(L)) -> Result<(), E>,
+) -> Result<(), TestFailure>
+where
+    TestFailure: From<E>,
+{
+    with_workload_media(env, len, &mut |media| {
+        let fences = || media.fences();
+        let mut print = |line: L| println!("{line}");
+        Ok(body(
+            media,
+            env.args.seed,
+            env.args.ops,
+            &fences,
+            &mut print,
+        )?)
+    })
+}
+
 /// A crash workload's media as its boots see it: behind the crash hook.
 pub type WorkloadMedia<'a> = CrashAt<&'a dyn Media>;
 
 /// Runs `f` on the first `len` bytes of NVDIMM 0 as the boot's `mode=` says (the
 /// NVDIMM, or an [`AdrMedia`] copy of it, so a kill loses whatever was not flushed),
 /// behind the crash hook (`crash_at=`).
-pub fn with_workload_media(
+fn with_workload_media(
     env: &Env,
     len: u64,
     f: &mut dyn FnMut(&WorkloadMedia<'_>) -> Result<(), TestFailure>,

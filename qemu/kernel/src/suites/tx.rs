@@ -8,10 +8,10 @@
 //! `mode=direct` runs on the NVDIMM; `mode=adr` on an `AdrMedia` working copy, so a
 //! kill loses whatever was not flushed.
 
-use pm_qemu_pool::tx::{self, Verified};
+use pm_qemu_pool::tx::{self, TxWorkloadError, Verified};
 use pm_qemu_proto::tx::POOL_LEN;
 
-use super::with_workload_media;
+use super::workload_boot;
 use crate::testing::{Env, Test, TestFailure};
 
 /// Boot 1.
@@ -33,16 +33,8 @@ pub fn verifier_tests() -> &'static [Test] {
 /// Creates the pool and runs `ops=` transactions, printing `tx ready` and one line per
 /// transaction as it returns. The pool is dropped unclosed (see `tx::write`).
 fn write(env: &Env) -> Result<(), TestFailure> {
-    with_workload_media(env, POOL_LEN, &mut |media| {
-        let pool = tx::write(
-            media,
-            env.args.seed,
-            env.args.ops,
-            &|| media.fences(),
-            &mut |line| println!("{line}"),
-        )?;
-        drop(pool);
-        Ok(())
+    workload_boot(env, POOL_LEN, |media, seed, txs, fences, out| {
+        tx::write(media, seed, txs, fences, out).map(drop)
     })
 }
 
@@ -50,13 +42,10 @@ fn write(env: &Env) -> Result<(), TestFailure> {
 /// `tx::verify`); a missing pool is reported, not failed: only the runner knows
 /// whether create had finished.
 fn verify(env: &Env) -> Result<(), TestFailure> {
-    with_workload_media(env, POOL_LEN, &mut |media| {
-        let found = tx::verify(media, env.args.seed, env.args.ops, &mut |line| {
-            println!("{line}");
-        })?;
-        if let Verified::NoPool(e) = found {
+    workload_boot(env, POOL_LEN, |media, seed, txs, _, out| {
+        if let Verified::NoPool(e) = tx::verify(media, seed, txs, out)? {
             println!("tx: no valid pool: {e}");
         }
-        Ok(())
+        Ok::<_, TxWorkloadError>(())
     })
 }

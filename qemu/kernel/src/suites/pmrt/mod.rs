@@ -95,30 +95,27 @@ pub fn tests() -> &'static [Test] {
         hash_map: "hash_map_entries_survive_close_and_crash_raw",
             "hash_map_entries_survive_close_and_crash_adr";
     };
-    const MORE: &[Test] = &[
-        Test {
-            name: "recovery_replays_commits_that_were_never_written_back_adr",
-            run: |env| with_site(env, Kind::Adr, replay),
-        },
-        Test {
-            name: "recovery_rolls_back_an_uncommitted_undo_at_every_fence_adr",
-            run: |env| with_site(env, Kind::Adr, undo_rollback),
-        },
-        Test {
-            name: "recovery_cut_at_every_fence_then_rerun_gives_the_same_state_adr",
-            run: |env| with_site(env, Kind::Adr, idempotent),
-        },
-        Test {
-            name: "a_damaged_runtime_area_is_a_typed_error_raw",
-            run: |env| with_site(env, Kind::Raw, damaged_area),
-        },
-        Test {
-            name: "two_nvdimms_hold_two_transactional_pools",
-            run: two_pools,
-        },
-    ];
+    const ADR_ONLY: &[Test] = on! {
+        with_site, Adr;
+        replay: "recovery_replays_commits_that_were_never_written_back_adr";
+        undo_rollback: "recovery_rolls_back_an_uncommitted_undo_at_every_fence_adr";
+        idempotent: "recovery_cut_at_every_fence_then_rerun_gives_the_same_state_adr";
+    };
+    const RAW_ONLY: &[Test] = on! {
+        with_site, Raw;
+        damaged_area: "a_damaged_runtime_area_is_a_typed_error_raw";
+    };
+    const TWO: &[Test] = &[Test {
+        name: "two_nvdimms_hold_two_transactional_pools",
+        run: two_pools,
+    }];
     static ALL: spin::Once<Vec<Test>> = spin::Once::new();
-    ALL.call_once(|| TESTS.iter().chain(MORE).copied().collect())
+    ALL.call_once(|| {
+        [TESTS, ADR_ONLY, RAW_ONLY, TWO]
+            .iter()
+            .flat_map(|l| l.iter().copied())
+            .collect()
+    })
 }
 
 /// Where a test's pools live: NVDIMM 0's first [`POOL`] bytes, on raw or ADR media.
