@@ -39,6 +39,8 @@ fn verified(media: &SimMedia, txs: u32) -> Model {
     }
 }
 
+/// The state `TxHistory::check` takes (`None` there means "no pool").
+#[allow(clippy::unnecessary_wraps)] // shaped as `check`'s argument
 fn state(m: &Model) -> Option<(u64, u64)> {
     Some((m.count, m.digest()))
 }
