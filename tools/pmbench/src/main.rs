@@ -128,7 +128,7 @@ fn run(args: &RunArgs) -> Result<(), Error> {
         args.workloads.clone()
     };
     if workloads.is_empty() {
-        return Err("name workloads (w1 .. w7, open, recover) or pass --all".into());
+        return Err("name workloads (w1 .. w7, open, recover, mixed) or pass --all".into());
     }
     if args.rounds == 0 {
         return Err("--rounds must be at least 1".into());

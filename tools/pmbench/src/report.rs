@@ -143,7 +143,7 @@ impl PerUnit {
             write_amplification: id
                 .user_bytes_per_op()
                 .filter(|_| metric == Metric::Op)
-                .map(|b| total.bytes_persisted as f64 / u / b as f64),
+                .map(|b| total.bytes_persisted as f64 / u / b),
         })
     }
 }

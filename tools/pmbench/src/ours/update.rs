@@ -1,4 +1,4 @@
-//! w1, w2, w3, w6, w7 on our stack: transactional updates of existing objects.
+//! w1, w2, w3, w6, w7 and mixed on our stack: transactional updates of existing objects.
 
 use arch::FileMedia;
 use pmrt::{PPtr, Pool};
@@ -12,7 +12,8 @@ const TYPE_NUM: u32 = 1;
 
 /// One round: allocate `job.objects` objects of `job.object_size` bytes in a pool of
 /// `cfg.params.pool_size`, run `job.warm` untimed, then time `job.timed`. Operation `i`
-/// is one transaction that updates `[off[i], off[i] + job.len)` of object `obj[i]` with
+/// is one transaction that updates `[off[i], off[i] + len)` (`len` = `job.len`, or the
+/// operation's own length for mixed) of object `obj[i]` with
 /// 8-byte words of value `first + i` (`first` = 1 for warm-up, warm-up length + 1 for
 /// the timed ops), as the PMDK shim does: `Tx::write_bytes`, the counterpart of
 /// `pmemobj_tx_add_range_direct` plus the stores. With `job.threads == 2` the first
@@ -117,11 +118,12 @@ fn update_range(
     let mut buf = vec![0u8; len as usize];
     for i in range {
         let v = first + i as u64;
-        for w in buf.chunks_exact_mut(8) {
+        let data = &mut buf[..ops.len_of(i, len) as usize];
+        for w in data.chunks_exact_mut(8) {
             w.copy_from_slice(&v.to_le_bytes());
         }
         let p = objs[ops.obj[i] as usize];
-        pool.transaction(|tx| tx.write_bytes(p, ops.off[i] as usize, &buf))
+        pool.transaction(|tx| tx.write_bytes(p, ops.off[i] as usize, data))
             .map_err(|e| failed(id, i as u64, pmrt::Error::from(e)))?;
     }
     Ok(())
@@ -131,7 +133,7 @@ fn apply(model: &mut [u64], job: &UpdateJob, ops: &UpdateOps, first: u64) {
     let words = job.object_size as usize / 8;
     for (i, (&o, &off)) in ops.obj.iter().zip(&ops.off).enumerate() {
         let at = o as usize * words + off as usize / 8;
-        model[at..at + job.len as usize / 8].fill(first + i as u64);
+        model[at..at + ops.len_of(i, job.len) as usize / 8].fill(first + i as u64);
     }
 }
 
