@@ -81,6 +81,21 @@ enum Cmd {
     /// environment set before the library loads).
     #[command(name = "__pmdk", hide = true)]
     Pmdk(ChildArgs),
+    /// Internal: the crashing child of our recover workload (dies inside the commit).
+    #[command(name = "__ours-crash", hide = true)]
+    OursCrash(CrashArgs),
+}
+
+#[derive(Debug, Args)]
+struct CrashArgs {
+    #[arg(long)]
+    pool: PathBuf,
+    #[arg(long)]
+    log_bytes: u64,
+    #[arg(long)]
+    chunk: u64,
+    #[arg(long)]
+    eadr: bool,
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +118,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Some(Cmd::Pmdk(args)) => child(&args),
+        Some(Cmd::OursCrash(a)) => {
+            match pmbench::ours::recover::crash_child(&a.pool, a.log_bytes, a.chunk, a.eadr) {
+                Ok(never) => match never {},
+                Err(e) => Err(e.into()),
+            }
+        }
         Some(Cmd::CountPmdk {
             workloads,
             ops,
@@ -316,4 +337,39 @@ fn child(args: &ChildArgs) -> Result<(), Error> {
 #[cfg(not(feature = "pmdk"))]
 fn child(_args: &ChildArgs) -> Result<(), Error> {
     Err("pmdk feature off".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_new_workloads_parse_by_name() {
+        let cli = Cli::try_parse_from(["pmbench", "w5", "recover", "mixed"]).unwrap();
+        assert!(cli.cmd.is_none());
+        assert_eq!(
+            cli.run.workloads,
+            [WorkloadId::W5, WorkloadId::Recover, WorkloadId::Mixed]
+        );
+    }
+
+    #[test]
+    fn the_crash_child_needs_its_pool_and_sizes() {
+        let cli = Cli::try_parse_from([
+            "pmbench",
+            "__ours-crash",
+            "--pool",
+            "/dev/shm/x.pool",
+            "--log-bytes",
+            "1048576",
+            "--chunk",
+            "65536",
+        ])
+        .unwrap();
+        let Some(Cmd::OursCrash(a)) = cli.cmd else {
+            panic!("{cli:?}")
+        };
+        assert_eq!((a.log_bytes, a.chunk, a.eadr), (1 << 20, 1 << 16, false));
+        assert!(Cli::try_parse_from(["pmbench", "__ours-crash", "--pool", "p"]).is_err());
+    }
 }

@@ -88,6 +88,19 @@ pub struct TxCounters {
     pub pending_hwm: u64,
     /// Largest excess of an object's pending volume over its volume threshold.
     pub over_threshold_max: u64,
+    /// Objects queued for coalescing by their count threshold.
+    #[serde(default)]
+    pub by_count: u64,
+    /// Objects queued (and served at once) by their volume threshold.
+    #[serde(default)]
+    pub by_volume: u64,
+    /// Coalescing rounds forced by a full log (back-pressure).
+    #[serde(default)]
+    pub by_backpressure: u64,
+    /// Largest single record (data bytes of one object in one transaction), over the
+    /// pool's life.
+    #[serde(default)]
+    pub largest_record: u64,
 }
 
 impl TxCounters {
@@ -104,6 +117,24 @@ impl TxCounters {
             coalesce_rounds: b.coalescing.rounds - a.coalescing.rounds,
             pending_hwm: b.coalescing.pending_hwm,
             over_threshold_max: b.coalescing.over_threshold_max,
+            by_count: b.coalescing.by_count - a.coalescing.by_count,
+            by_volume: b.coalescing.by_volume - a.coalescing.by_volume,
+            by_backpressure: b.coalescing.by_backpressure - a.coalescing.by_backpressure,
+            largest_record: b.coalescing.largest_record,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_counters_written_before_the_trigger_fields_still_parse() {
+        let old = r#"{"commits":1,"commit_lines":1,"commit_fences":1,"writeback_lines":0,
+            "eager_lines":1,"logged_bytes":8,"user_bytes":8,"coalesce_rounds":0,
+            "pending_hwm":8,"over_threshold_max":0}"#;
+        let t: TxCounters = serde_json::from_str(old).unwrap();
+        assert_eq!((t.commits, t.by_count, t.largest_record), (1, 0, 0));
     }
 }
