@@ -1,12 +1,14 @@
 //! `pmbench`: runs the named workloads on our stack and on PMDK, interleaved, and
 //! writes the table (`pmbench.md`), the data (`pmbench.json`) and, with `--plot`, a chart
-//! (`pmbench.svg`). See `docs/benchmarks.md`.
+//! (`pmbench.svg`); `pmbench ablation` measures what coalescing buys on our stack
+//! (`ablation.{md,json}`, `recovery-vs-pending.svg`). See `docs/benchmarks.md`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use pmbench::ablation::{self, AblationOptions};
 use pmbench::count::{self, CountCache, PmdkCount};
 use pmbench::harness::{self, PmdkMode, RunOptions};
 use pmbench::ours::Ours;
@@ -77,6 +79,16 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
+    /// Our stack only: w6 with coalescing vs write-back at every commit, mixed with
+    /// count + volume thresholds vs count only, and recovery time against pending
+    /// volume with a fitted line (writes ablation.{md,json} and recovery-vs-pending.svg).
+    Ablation {
+        /// Rounds per configuration and per recovery point (interleaved).
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Internal: one PMDK round in this process (run by pmbench itself with PMDK's
     /// environment set before the library loads).
     #[command(name = "__pmdk", hide = true)]
@@ -124,6 +136,7 @@ fn main() -> ExitCode {
                 Err(e) => Err(e.into()),
             }
         }
+        Some(Cmd::Ablation { rounds, common }) => run_ablation(rounds, &common),
         Some(Cmd::CountPmdk {
             workloads,
             ops,
@@ -185,6 +198,27 @@ fn run(args: &RunArgs) -> Result<(), Error> {
         "wrote {}/pmbench.{{json,md{}}}",
         c.out.display(),
         if args.plot { ",svg" } else { "" }
+    );
+    Ok(())
+}
+
+fn run_ablation(rounds: u32, c: &Common) -> Result<(), Error> {
+    if rounds == 0 {
+        return Err("--rounds must be at least 1".into());
+    }
+    let opts = AblationOptions {
+        rounds,
+        quick: c.quick,
+        pool_dir: c.pool_dir.clone(),
+    };
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let result = ablation::run(command, &opts, &mut |line| eprintln!("{line}"))?;
+    println!("{}", result.markdown());
+    result.write(&c.out)?;
+    eprintln!(
+        "wrote {}/ablation.{{json,md}} and {}/recovery-vs-pending.svg",
+        c.out.display(),
+        c.out.display()
     );
     Ok(())
 }
@@ -342,6 +376,17 @@ fn child(_args: &ChildArgs) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ablation_takes_rounds_and_the_common_options() {
+        let cli = Cli::try_parse_from(["pmbench", "ablation", "--quick", "--rounds", "2"]).unwrap();
+        let Some(Cmd::Ablation { rounds, common }) = cli.cmd else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(rounds, 2);
+        assert!(common.quick);
+        assert_eq!(common.out, PathBuf::from("bench-results"));
+    }
 
     #[test]
     fn the_new_workloads_parse_by_name() {
