@@ -449,9 +449,12 @@ fn label(r: &Row) -> String {
     format!("{}: {metric}", r.workload)
 }
 
-/// `812.3 ns`, `12.30 µs`, `45.60 ms`, `1.20 s`.
+/// `812.3 ns`, `12.30 µs`, `45.60 ms`, `1.20 s` (`-5.20 ms` below zero: a fitted
+/// intercept can be).
 pub fn fmt_ns(ns: f64) -> String {
-    if ns < 1e3 {
+    if ns < 0.0 {
+        format!("-{}", fmt_ns(-ns))
+    } else if ns < 1e3 {
         format!("{ns:.1} ns")
     } else if ns < 1e6 {
         format!("{:.2} µs", ns / 1e3)
@@ -635,6 +638,13 @@ mod tests {
         );
         // w4 is atomic allocation: no transactions, no row.
         assert!(!md.contains("| w4 | 1.00"), "{md}");
+    }
+
+    #[test]
+    fn durations_keep_their_unit_below_zero() {
+        assert_eq!(fmt_ns(812.34), "812.3 ns");
+        assert_eq!(fmt_ns(45.6e6), "45.60 ms");
+        assert_eq!(fmt_ns(-5.2e6), "-5.20 ms");
     }
 
     #[test]
