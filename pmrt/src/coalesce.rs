@@ -469,8 +469,14 @@ impl<M: Media> Pool<M> {
         // where it is only observed: so the two policies can be compared.
         LaneStats::max(&ls.pending_hwm, st.chain.volume);
         if st.queued {
+            // Queued by count and waiting for its batch: the volume bound still holds
+            // (cached threshold), so a chain that reaches it is written back now.
             if st.thresh != 0 && st.chain.volume > st.thresh {
                 LaneStats::max(&ls.over_threshold_max, st.chain.volume - st.thresh);
+            }
+            if v.cfg.volume && st.thresh != 0 && st.chain.volume >= st.thresh {
+                LaneStats::add(&ls.by_volume, 1);
+                return Sched::Now;
             }
             return Sched::Wait;
         }
@@ -898,6 +904,25 @@ mod tests {
         assert_eq!(commit(&mut st, 1024, cfg, 256, &ls), Sched::Wait);
         assert_eq!(ls.pending_hwm.load(Relaxed), 32 + 1024);
         assert_eq!(ls.over_threshold_max.load(Relaxed), 32 + 1024 - 64);
+    }
+
+        #[test]
+    fn a_queued_chain_that_reaches_its_volume_threshold_is_written_back_now() {
+        let cfg = CoalesceConfig {
+            count_threshold: 4,
+            volume: true,
+            ..CoalesceConfig::default()
+        };
+        let ls = LaneStats::default();
+        let mut st = ObjState::default();
+        for _ in 0..3 {
+            assert_eq!(commit(&mut st, 8, cfg, 256, &ls), Sched::Wait);
+        }
+        assert!(matches!(commit(&mut st, 8, cfg, 256, &ls), Sched::Queue(_)));
+        // Waiting in the queue, a rewrite pushes the chain past its threshold: it
+        // does not wait for the queue's batch.
+        assert_eq!(commit(&mut st, 1024, cfg, 256, &ls), Sched::Now);
+        assert_eq!(ls.by_volume.load(Relaxed), 1);
     }
 
     #[test]
