@@ -206,6 +206,9 @@ fn plan(recs: &[Rec], salt: u64, report: &mut RecoveryReport) -> Vec<Vec<Item>> 
     work
 }
 
+/// Entries at least this long are replayed with non-temporal stores.
+const NT_MIN: usize = 1024;
+
 /// Step 4: writes the groups to the homes, flushes, fences.
 fn replay<M: Media>(heap: &Heap<M>, recs: &[Rec], work: &[Vec<Item>], report: &mut RecoveryReport) {
     let (media, salt) = (heap.media(), heap.salt());
@@ -234,8 +237,14 @@ fn replay<M: Media>(heap: &Heap<M>, recs: &[Rec], work: &[Vec<Item>], report: &m
                     t.bad += 1;
                     continue;
                 }
-                media.write(e.off as usize, e.data);
-                out.push((e.off as usize, e.data.len()));
+                                if e.data.len() >= NT_MIN {
+                    // Large ranges (an undo image of a big in-place write): straight to
+                    // the media, durable at the fence below, no read of the old lines.
+                    media.write_nt(e.off as usize, e.data);
+                } else {
+                    media.write(e.off as usize, e.data);
+                    out.push((e.off as usize, e.data.len()));
+                }
                 t.bytes += e.data.len() as u64;
             }
             t.groups += 1;
