@@ -471,6 +471,11 @@ impl<M: Media> Pool<M> {
         if chains.is_empty() && !durable {
             return 0;
         }
+        // A freed object's space is released at the end of this round and may then be
+        // reused by writes that are not logged (a new run's chunk entry) or logged under
+        // another key. Recovery must never replay the free or older bytes over that, so
+        // the dead marks of such a round are made durable before the release.
+        let durable = durable || chains.iter().any(|(_, c)| c.freeing.is_some());
         // 1. Write the homes back: one fence for every object of the round.
         let mut lines = 0u64;
         for (_, c) in &chains {

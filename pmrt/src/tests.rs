@@ -347,3 +347,47 @@ fn bad_pointers_and_bounds_are_typed_errors() {
     );
     assert!(p.read(a0).is_ok(), "the failed transaction freed nothing");
 }
+
+/// Found by `tests-host/tests/pmrt_model.rs`: a coalescing round marked a freed
+/// extent's groups dead only in the cache, then released the extent; its chunk became a
+/// run of small objects (whose chunk entry the heap writes directly, not through the
+/// log). After a crash the lost dead mark made recovery replay the old free, whose
+/// chunk word (`Free`) erased the run: its objects were "outside the heap".
+#[test]
+fn a_released_extent_reused_as_a_run_survives_a_crash() {
+    let p = pool();
+    let root = setup(&p);
+    let big = p
+        .transaction(|tx| {
+            let b = tx.alloc_bytes(200_000, 64, 7, &[1; 64])?;
+            tx.write(root, 64, &b)?;
+            Ok::<_, Error>(b)
+        })
+        .unwrap();
+    p.coalesce();
+    p.transaction(|tx| {
+        tx.free(big)?;
+        tx.write(root, 64, &PPtr::<()>::NULL)
+    })
+    .unwrap();
+    p.coalesce();
+    // Small objects of a new class: a new run, in the first free chunk, the extent's.
+    let mut small = Vec::new();
+    for i in 0..4u64 {
+        small.push(
+            p.transaction(|tx| tx.alloc_bytes(4000, 8, 9, &i.to_le_bytes()))
+                .unwrap(),
+        );
+    }
+    let chunk = |o: u64| p.heap().layout().chunk_of(o as usize);
+    assert!(
+        small.iter().any(|s| chunk(s.raw()) == chunk(big.raw())),
+        "the test needs a run in the freed extent's chunk"
+    );
+    let (q, _) = crash_reopen(&p);
+    for (i, s) in small.iter().enumerate() {
+        let mut b = [0u8; 8];
+        q.read_bytes(s.cast::<u8>(), 0, &mut b).unwrap();
+        assert_eq!(u64::from_le_bytes(b), i as u64);
+    }
+}
