@@ -221,17 +221,21 @@ fn frees_are_quarantined_until_written_back_then_reused() {
     assert_eq!(q.read(b).unwrap().id, 1);
 }
 
+/// A 200 000-byte object (an extent, written in place) in the root's `big` field.
+fn alloc_big(p: &Pool<SimMedia>, root: PPtr<Root>) -> PPtr<()> {
+    p.transaction(|tx| {
+        let b = tx.alloc_bytes(200_000, 64, 7, &[1; 64])?;
+        tx.write(root, 64, &b)?;
+        Ok::<_, Error>(b)
+    })
+    .unwrap()
+}
+
 #[test]
 fn large_objects_are_updated_in_place_with_undo() {
     let p = pool();
     let root = setup(&p);
-    let big = p
-        .transaction(|tx| {
-            let b = tx.alloc_bytes(200_000, 64, 7, &[1; 64])?;
-            tx.write(root, 64, &b)?;
-            Ok::<_, Error>(b)
-        })
-        .unwrap();
+    let big = alloc_big(&p, root);
     let before = p.heap().media().counters();
     p.transaction(|tx| {
         tx.write_bytes(big, 150_000, &[0xAB; 5000])?;
@@ -357,13 +361,7 @@ fn bad_pointers_and_bounds_are_typed_errors() {
 fn a_released_extent_reused_as_a_run_survives_a_crash() {
     let p = pool();
     let root = setup(&p);
-    let big = p
-        .transaction(|tx| {
-            let b = tx.alloc_bytes(200_000, 64, 7, &[1; 64])?;
-            tx.write(root, 64, &b)?;
-            Ok::<_, Error>(b)
-        })
-        .unwrap();
+    let big = alloc_big(&p, root);
     p.coalesce();
     p.transaction(|tx| {
         tx.free(big)?;
