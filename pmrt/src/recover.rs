@@ -51,6 +51,10 @@ pub struct RecoveryReport {
     pub bad_tails: u32,
     /// Entries that pointed outside the ranges a log may write (skipped).
     pub bad_entries: u64,
+    /// The area's sequence reservation was damaged, missing (an area formatted before
+    /// it existed), or below a scanned record: after replay the logs were cleared so
+    /// no old record can be mistaken for a new one, and numbering started over.
+    pub seq_reset: bool,
 }
 
 struct Rec {
@@ -68,16 +72,29 @@ struct Item {
     undo: bool,
 }
 
-/// Scans, replays and resets (module docs). Returns the report and each lane's head.
-pub(crate) fn recover<M: Media>(heap: &Heap<M>, area: &Area) -> (RecoveryReport, Vec<usize>) {
+/// What recovery leaves for the pool: the report, each lane's head, and the highest
+/// sequence number scanned (0 if none).
+pub(crate) struct Recovered {
+    pub report: RecoveryReport,
+    pub heads: Vec<usize>,
+    pub max_seq: u64,
+}
+
+/// Scans, replays and resets (module docs).
+pub(crate) fn recover<M: Media>(heap: &Heap<M>, area: &Area) -> Recovered {
     let mut report = RecoveryReport::default();
     let (recs, heads) = scan(heap, area, &mut report);
+    let max_seq = recs.iter().map(|r| peek(&r.bytes).seq).max().unwrap_or(0);
     let work = plan(&recs, heap.salt(), &mut report);
     replay(heap, &recs, &work, &mut report);
     reset(heap, area, &recs, &heads);
     // The heap indexed its chunk table before the replay changed it.
     heap.reindex();
-    (report, heads)
+    Recovered {
+        report,
+        heads,
+        max_seq,
+    }
 }
 
 /// Step 1: the records of every lane, in log order; each lane's end of scan.

@@ -45,6 +45,15 @@ fn crash_reopen(p: &Pool<SimMedia>) -> (Pool<SimMedia>, RecoveryReport) {
     (p, r)
 }
 
+/// Coalescing only by back-pressure (no count or volume trigger).
+fn coalesce_only_when_full(p: &Pool<SimMedia>) {
+    p.set_coalesce_config(CoalesceConfig {
+        count_threshold: 1 << 20,
+        volume: false,
+        ..CoalesceConfig::default()
+    });
+}
+
 fn account(id: u64) -> Account {
     Account {
         id,
@@ -128,11 +137,7 @@ fn an_eight_byte_update_costs_one_fence_and_one_line() {
     let p = pool();
     let root = setup(&p);
     let a2 = p.read(root).unwrap().accounts[2];
-    p.set_coalesce_config(CoalesceConfig {
-        count_threshold: 1 << 20,
-        volume: false,
-        ..CoalesceConfig::default()
-    });
+    coalesce_only_when_full(&p);
     let before = p.heap().media().counters();
     let s0 = p.stats();
     let n = 100u64;
@@ -156,11 +161,7 @@ fn delta_logs_dirty_runs_full_logs_the_object_and_critical_sections_write_throug
     let p = pool();
     let root = setup(&p);
     let a = p.read(root).unwrap().accounts;
-    p.set_coalesce_config(CoalesceConfig {
-        count_threshold: 1 << 20,
-        volume: false,
-        ..CoalesceConfig::default()
-    });
+    coalesce_only_when_full(&p);
     let logged = |p: &Pool<SimMedia>| p.stats().logged_bytes;
     let l0 = logged(&p);
     p.transaction(|tx| {
@@ -277,17 +278,7 @@ fn nested_transactions_flatten() {
 
 #[test]
 fn the_log_wraps_and_back_pressure_never_fails_a_transaction() {
-    let mut opts = PoolOptions::new("wrap", [8; 16]);
-    opts.heap.runtime_len = Some(8192 + 2 * 64 * 1024);
-    opts.lanes = 2;
-    let p = Pool::create(SimMedia::new(POOL), &opts).unwrap();
-    let root = setup(&p);
-    let a = p.read(root).unwrap().accounts;
-    p.set_coalesce_config(CoalesceConfig {
-        count_threshold: 1 << 20,
-        volume: false,
-        ..CoalesceConfig::default()
-    });
+    let (p, a) = small_log_pool(64);
     for i in 0..3000u64 {
         p.transaction(|tx| {
             let acc = tx.open_mut(a[(i % 8) as usize])?;
@@ -388,4 +379,73 @@ fn a_released_extent_reused_as_a_run_survives_a_crash() {
         q.read_bytes(s.cast::<u8>(), 0, &mut b).unwrap();
         assert_eq!(u64::from_le_bytes(b), i as u64);
     }
+}
+
+/// A pool with two lanes of `kib` KiB of log each, the accounts set up, and coalescing
+/// only when a log is short of space.
+fn small_log_pool(kib: usize) -> (Pool<SimMedia>, [PPtr<Account>; 8]) {
+    let mut opts = PoolOptions::new("wrap", [8; 16]);
+    opts.heap.runtime_len = Some(8192 + 2 * kib * 1024);
+    opts.lanes = 2;
+    let p = Pool::create(SimMedia::new(POOL), &opts).unwrap();
+    let root = setup(&p);
+    let a = p.read(root).unwrap().accounts;
+    coalesce_only_when_full(&p);
+    (p, a)
+}
+
+/// A lane that wrapped, with records of 1 line each, so a scan that runs past the
+/// newest record lands on an old record's header.
+fn wrapped_pool() -> (Pool<SimMedia>, [PPtr<Account>; 8]) {
+    let (p, a) = small_log_pool(40);
+    for i in 0..1000u64 {
+        p.transaction_in(0, |tx| tx.write(a[0], 8, &i)).unwrap();
+    }
+    (p, a)
+}
+
+/// Found by the pmrt model test (`Burst`, then `Reopen`): sequence numbers restarted at 1 on every
+/// open. After a clean reopen the first new records were followed in the log by the
+/// previous session's records, with higher numbers, so a scan after a crash ran on into
+/// them: 640 stale records, whose dead groups then hid the new ones (committed updates
+/// lost).
+#[test]
+fn transactions_after_a_reopen_survive_a_crash() {
+    let (p, a) = wrapped_pool();
+    let img = p.close().durable_image();
+    let (q, _, r) = Pool::open(SimMedia::from_image(img), &OpenOptions::default()).unwrap();
+    assert!(!r.seq_reset, "{r:?}");
+    for i in 0..3u64 {
+        q.transaction_in(0, |tx| tx.write(a[0], 8, &(5000 + i)))
+            .unwrap();
+    }
+    let (q2, r2) = crash_reopen(&q);
+    assert_eq!(r2.records, 3, "only this session's records: {r2:?}");
+    assert_eq!(q2.read(a[0]).unwrap().balance, 5002);
+}
+
+/// A damaged sequence reservation cannot say which old records are stale: the logs are
+/// cleared after recovery and numbering starts over, and new transactions still
+/// survive a crash.
+#[test]
+fn a_damaged_sequence_reservation_clears_the_logs() {
+    let (p, a) = wrapped_pool();
+    let mut img = p.heap().media().durable_image();
+    let at = p.area().off + area::SEQ_OFF;
+    img[at] ^= 0x40;
+    let (q, _, r) = Pool::open(SimMedia::from_image(img), &OpenOptions::default()).unwrap();
+    assert!(r.seq_reset, "{r:?}");
+    assert_eq!(
+        q.read(a[0]).unwrap().balance,
+        999,
+        "recovery ran before the reset"
+    );
+    for i in 0..3u64 {
+        q.transaction_in(0, |tx| tx.write(a[0], 8, &(7000 + i)))
+            .unwrap();
+    }
+    let (q2, r2) = crash_reopen(&q);
+    assert!(!r2.seq_reset, "{r2:?}");
+    assert_eq!(r2.records, 3, "{r2:?}");
+    assert_eq!(q2.read(a[0]).unwrap().balance, 7002);
 }
