@@ -449,3 +449,25 @@ fn a_damaged_sequence_reservation_clears_the_logs() {
     assert_eq!(r2.records, 3, "{r2:?}");
     assert_eq!(q2.read(a[0]).unwrap().balance, 7002);
 }
+
+/// Found by the pmrt model test: a record that fits in an empty lane log (with room
+/// for a wrap) failed with `TooLarge` when the empty log's head sat mid-ring, since
+/// neither the space to the end nor the space before the tail (both about half) could
+/// hold it, and an empty log has nothing to coalesce. An empty log now starts over at 0.
+#[test]
+fn a_record_that_fits_an_empty_log_never_fails_wherever_the_head_is() {
+    let (p, a) = small_log_pool(24);
+    // Head to the middle of lane 0's ring (one line per transaction), then all dead.
+    for i in 0..190u64 {
+        p.transaction_in(0, |tx| tx.write(a[0], 8, &i)).unwrap();
+    }
+    p.coalesce();
+    let big = p
+        .transaction_in(0, |tx| tx.alloc_bytes(10_000, 8, 5, &[7; 64]))
+        .unwrap();
+    let (q, _) = crash_reopen(&p);
+    let mut b = [0u8; 64];
+    q.read_bytes(big.cast::<u8>(), 0, &mut b).unwrap();
+    assert_eq!(b, [7; 64]);
+    assert_eq!(q.read(a[0]).unwrap().balance, 189);
+}
