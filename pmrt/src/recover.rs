@@ -9,7 +9,10 @@
 //!    after the object's newest *dead* group (older ones were written back, and a
 //!    newer write-back supersedes them), and the undo groups of uncommitted in-place
 //!    transactions (their old bytes, applied in reverse).
-//! 4. Replay objects (in parallel on std threads with feature `std`), flush, fence.
+//! 4. Replay: metadata groups one at a time in commit order, then data groups, objects
+//!    in parallel on std threads (feature `std`); each group only where a transaction
+//!    could have written (`target`: inside its allocated object; its key's own
+//!    allocation metadata), else counted in the report and skipped. Flush, fence.
 //! 5. Mark every scanned record dead and clear the line at the end of each scan (so a
 //!    scan starting there stops at once instead of meeting a stale record), fence; move
 //!    every tail to the end of its scan, fence.
@@ -22,11 +25,14 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use arch::Media;
-use pmalloc::layout::ROOT_SLOT;
 use pmalloc::Heap;
 
 use crate::area::{decode_tail, encode_tail, Area, LINE};
-use crate::record::{live_mask, live_tag, parse, peek, F_COMMIT, F_PAD, F_UNDO, LIVE_OFF};
+use crate::record::{
+    live_mask, live_tag, parse, peek, Entry, F_COMMIT, F_PAD, F_UNDO, G_ABS, LIVE_OFF,
+};
+
+mod target;
 
 /// What recovery found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,27 +55,53 @@ pub struct RecoveryReport {
     pub bytes_replayed: u64,
     /// Lanes whose tail word was damaged (scanned from 0).
     pub bad_tails: u32,
-    /// Entries that pointed outside the ranges a log may write (skipped).
+    /// Entries that a record's check passed but that write where no transaction could
+    /// have: data outside its object, metadata that is not its key's allocation
+    /// metadata (see `recover::target`). Skipped.
     pub bad_entries: u64,
+    /// Data groups of objects that are not allocated once the metadata is replayed
+    /// (freed later in the log, or no object at all): skipped.
+    pub groups_stale: u64,
     /// The area's sequence reservation was damaged, missing (an area formatted before
     /// it existed), or below a scanned record: after replay the logs were cleared so
     /// no old record can be mistaken for a new one, and numbering started over.
     pub seq_reset: bool,
 }
 
-struct Rec {
-    lane: u32,
-    pos: usize,
-    bytes: Vec<u8>,
+/// A record a scan found: its lane, its position in the lane log, its bytes (a valid
+/// record: its check passed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannedRecord {
+    /// Lane.
+    pub lane: u32,
+    /// Byte position in the lane log.
+    pub pos: usize,
+    /// The record (whole lines).
+    pub bytes: Vec<u8>,
 }
 
-/// One group to replay: its record, its index, its sequence number, undo or redo.
+/// What a scan of every lane found (recovery's step 1, without changing anything).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogScan {
+    /// Records of every lane, in log order, lane by lane (padding records excluded).
+    pub records: Vec<ScannedRecord>,
+    /// Each lane's end of scan (where its next record would go).
+    pub heads: Vec<usize>,
+    /// Log bytes scanned.
+    pub log_bytes: u64,
+    /// Lanes whose tail word was damaged (scanned from 0).
+    pub bad_tails: u32,
+}
+
+/// One group to replay: its record, its index, its sequence number, undo or redo,
+/// metadata (absolute entries) or data (relative to its object).
 #[derive(Clone, Copy)]
 struct Item {
     rec: usize,
     group: usize,
     seq: u64,
     undo: bool,
+    meta: bool,
 }
 
 /// What recovery leaves for the pool: the report, each lane's head, and the highest
@@ -82,8 +114,18 @@ pub(crate) struct Recovered {
 
 /// Scans, replays and resets (module docs).
 pub(crate) fn recover<M: Media>(heap: &Heap<M>, area: &Area) -> Recovered {
-    let mut report = RecoveryReport::default();
-    let (recs, heads) = scan(heap, area, &mut report);
+    let LogScan {
+        records: recs,
+        heads,
+        log_bytes,
+        bad_tails,
+    } = scan_logs(heap.media(), area, heap.salt());
+    let mut report = RecoveryReport {
+        records: recs.len() as u64,
+        log_bytes,
+        bad_tails,
+        ..RecoveryReport::default()
+    };
     let max_seq = recs.iter().map(|r| peek(&r.bytes).seq).max().unwrap_or(0);
     let work = plan(&recs, heap.salt(), &mut report);
     replay(heap, &recs, &work, &mut report);
@@ -97,22 +139,20 @@ pub(crate) fn recover<M: Media>(heap: &Heap<M>, area: &Area) -> Recovered {
     }
 }
 
-/// Step 1: the records of every lane, in log order; each lane's end of scan.
-fn scan<M: Media>(
-    heap: &Heap<M>,
-    area: &Area,
-    report: &mut RecoveryReport,
-) -> (Vec<Rec>, Vec<usize>) {
-    let (media, salt) = (heap.media(), heap.salt());
-    let mut recs: Vec<Rec> = Vec::new();
-    let mut heads = Vec::with_capacity(area.lanes as usize);
+/// Step 1: the records of every lane, in log order, and each lane's end of scan. Reads
+/// only; a tool can use it to list what recovery would see.
+pub fn scan_logs<M: Media>(media: &M, area: &Area, salt: u64) -> LogScan {
+    let mut out = LogScan {
+        heads: Vec::with_capacity(area.lanes as usize),
+        ..LogScan::default()
+    };
     for k in 0..area.lanes {
         let base = area.log_off(k);
         let len = area.lane_bytes;
         let tail = match decode_tail(media.read_u64(area.tail_off(k)), k, salt) {
             Some(t) if (t as usize) < len && (t as usize).is_multiple_of(LINE) => t as usize,
             _ => {
-                report.bad_tails += 1;
+                out.bad_tails += 1;
                 0
             }
         };
@@ -139,23 +179,22 @@ fn scan<M: Media>(
                 Ok(r) if r.head.seq >= last_seq => last_seq = r.head.seq,
                 _ => break,
             }
-            recs.push(Rec {
+            out.records.push(ScannedRecord {
                 lane: k,
                 pos,
                 bytes,
             });
-            report.records += 1;
             pos = (pos + h.lines * LINE) % len;
             scanned += h.lines * LINE;
         }
-        report.log_bytes += scanned as u64;
-        heads.push(pos);
+        out.log_bytes += scanned as u64;
+        out.heads.push(pos);
     }
-    (recs, heads)
+    out
 }
 
 /// Steps 2-3: per object, the groups to replay in order.
-fn plan(recs: &[Rec], salt: u64, report: &mut RecoveryReport) -> Vec<Vec<Item>> {
+fn plan(recs: &[ScannedRecord], salt: u64, report: &mut RecoveryReport) -> Vec<Vec<Item>> {
     let mut by_key: BTreeMap<u64, Vec<Item>> = BTreeMap::new();
     let mut i = 0;
     while i < recs.len() {
@@ -193,6 +232,7 @@ fn plan(recs: &[Rec], salt: u64, report: &mut RecoveryReport) -> Vec<Vec<Item>> 
                     group: g.index,
                     seq: p.head.seq,
                     undo,
+                    meta: g.kind == G_ABS,
                 };
                 // A dead group marks everything older of this object as written back.
                 by_key.entry(g.key).or_default().push(if live {
@@ -223,31 +263,79 @@ fn plan(recs: &[Rec], salt: u64, report: &mut RecoveryReport) -> Vec<Vec<Item>> 
     work
 }
 
-/// Step 4: writes the groups to the homes, flushes, fences.
-fn replay<M: Media>(heap: &Heap<M>, recs: &[Rec], work: &[Vec<Item>], report: &mut RecoveryReport) {
-    let (media, salt) = (heap.media(), heap.salt());
-    let layout = *heap.layout();
-    let allowed = |off: u64, len: usize| -> bool {
-        let end = off.checked_add(len as u64);
-        let inside = |a: usize, b: usize| end.is_some_and(|e| off >= a as u64 && e <= b as u64);
-        inside(layout.chunks_off, layout.heap_end()) || inside(ROOT_SLOT, ROOT_SLOT + 8)
+/// Step 4: writes the groups to the homes, flushes, fences. Metadata groups first, one
+/// at a time in commit order, each checked against what the metadata is then
+/// (`target`); then data groups, objects in parallel, each entry inside its object.
+fn replay<M: Media>(
+    heap: &Heap<M>,
+    recs: &[ScannedRecord],
+    work: &[Vec<Item>],
+    report: &mut RecoveryReport,
+) {
+    let media = heap.media();
+    let group = |it: &Item| -> Option<(u64, Vec<Entry<'_>>)> {
+        let rec = &recs[it.rec];
+        let p = parse(&rec.bytes, rec.lane, heap.salt()).ok()?;
+        let g = p.groups().get(it.group)?;
+        let mut entries: Vec<Entry<'_>> = g.entries().collect();
+        if it.undo {
+            entries.reverse();
+        }
+        Some((g.key, entries))
     };
+    let mut touched: Vec<(usize, usize)> = Vec::new();
+    let mut meta: Vec<Item> = work
+        .iter()
+        .flatten()
+        .filter(|it| it.meta)
+        .copied()
+        .collect();
+    meta.sort_by_key(|it| (it.seq, it.rec, it.group));
+    for it in &meta {
+        let Some((key, entries)) = group(it) else {
+            continue;
+        };
+        // Old metadata is never rolled back: undo records hold data only.
+        if it.undo || !target::meta_group_ok(heap, key, &entries) {
+            report.bad_entries += entries.len() as u64;
+            continue;
+        }
+        for e in &entries {
+            media.write(e.off as usize, e.data);
+            touched.push((e.off as usize, e.data.len()));
+            report.bytes_replayed += e.data.len() as u64;
+        }
+        report.groups_replayed += 1;
+    }
+    let data: Vec<Vec<Item>> = work
+        .iter()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|it| !it.meta)
+                .copied()
+                .collect::<Vec<_>>()
+        })
+        .filter(|items| !items.is_empty())
+        .collect();
     let replay_key = |items: &[Item], out: &mut Vec<(usize, usize)>| -> Totals {
         let mut t = Totals::default();
         for it in items {
-            let rec = &recs[it.rec];
-            let Ok(p) = parse(&rec.bytes, rec.lane, salt) else {
+            let Some((key, entries)) = group(it) else {
                 continue;
             };
-            let Some(g) = p.groups().get(it.group) else {
+            let Some((start, end)) = target::object_bounds(heap, key) else {
+                // Not allocated after the metadata replay: freed later in the log (its
+                // data is moot), or not an object at all.
+                t.stale += 1;
                 continue;
             };
-            let mut entries: Vec<_> = g.entries().collect();
-            if it.undo {
-                entries.reverse();
-            }
             for e in entries {
-                if !allowed(e.off, e.data.len()) {
+                let inside = e.off >= start
+                    && e.off
+                        .checked_add(e.data.len() as u64)
+                        .is_some_and(|x| x <= end);
+                if !inside {
                     t.bad += 1;
                     continue;
                 }
@@ -259,11 +347,11 @@ fn replay<M: Media>(heap: &Heap<M>, recs: &[Rec], work: &[Vec<Item>], report: &m
         }
         t
     };
-    let mut touched: Vec<(usize, usize)> = Vec::new();
-    let t = replay_all(work, &replay_key, &mut touched);
+    let t = replay_all(&data, &replay_key, &mut touched);
     report.groups_replayed += t.groups;
     report.bytes_replayed += t.bytes;
     report.bad_entries += t.bad;
+    report.groups_stale += t.stale;
     for (o, l) in &touched {
         media.flush(*o, *l);
     }
@@ -272,7 +360,7 @@ fn replay<M: Media>(heap: &Heap<M>, recs: &[Rec], work: &[Vec<Item>], report: &m
 }
 
 /// Step 5: every scanned record dead, then every tail at the end of its scan.
-fn reset<M: Media>(heap: &Heap<M>, area: &Area, recs: &[Rec], heads: &[usize]) {
+fn reset<M: Media>(heap: &Heap<M>, area: &Area, recs: &[ScannedRecord], heads: &[usize]) {
     let (media, salt) = (heap.media(), heap.salt());
     for rec in recs {
         let at = area.log_off(rec.lane) + rec.pos + LIVE_OFF;
@@ -307,6 +395,7 @@ struct Totals {
     groups: u64,
     bytes: u64,
     bad: u64,
+    stale: u64,
 }
 
 const DEAD: usize = usize::MAX;
@@ -321,6 +410,7 @@ where
         groups: a.groups + b.groups,
         bytes: a.bytes + b.bytes,
         bad: a.bad + b.bad,
+        stale: a.stale + b.stale,
     };
     #[cfg(feature = "std")]
     {
@@ -343,9 +433,11 @@ where
                         })
                     })
                     .collect();
+                // A worker's panic is a bug, never a reaction to pool bytes: pass it on
+                // rather than finish recovery with that worker's objects not replayed.
                 handles
                     .into_iter()
-                    .map(|h| h.join().unwrap_or_default())
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
                     .collect()
             });
             let mut t = Totals::default();
