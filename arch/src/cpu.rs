@@ -41,6 +41,7 @@ pub struct PersistFeatures {
 static FEATURES: Once<PersistFeatures> = Once::new();
 
 /// Detects the features on first call and returns the cached answer afterwards.
+#[inline]
 pub fn features() -> PersistFeatures {
     *FEATURES.call_once(detect)
 }

@@ -226,6 +226,10 @@ impl Media for FileMedia {
         }
     }
     #[inline(always)]
+    fn prefetch_write(&self, off: usize) {
+        self.raw.prefetch_write(off);
+    }
+
     fn fence(&self) {
         self.raw.fence();
         if self.mode == SyncMode::Msync {

@@ -51,6 +51,20 @@ pub unsafe fn clflush(p: *const u8) {
     let _ = p;
 }
 
+/// Prefetch for writing (`prefetchw`): starts bringing the line of `p` into the cache
+/// in a writable state, so a later store does not wait for it. A hint: it never faults
+/// and has no architectural effect (a no-op on CPUs without PRFCHW).
+#[inline(always)]
+pub fn prefetch_w(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetchw never faults, whatever the address, and changes no memory.
+    unsafe {
+        core::arch::asm!("prefetchw [{}]", in(reg) p, options(nostack, preserves_flags, readonly));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Store fence: every earlier store, flush and non-temporal store completes first.
 #[inline(always)]
 pub fn sfence() {

@@ -84,6 +84,10 @@ pub trait Media: Send + Sync {
     /// no-op on real media.
     fn crash_point(&self, _name: &'static str) {}
 
+    /// A hint that the line holding byte `off` will be written soon (so the store
+    /// does not wait for it); no effect on contents or durability. Default: nothing.
+    fn prefetch_write(&self, _off: usize) {}
+
     /// Counters since creation (all zero when counting is compiled out).
     fn counters(&self) -> Counters;
 
@@ -146,6 +150,9 @@ impl<T: Media + ?Sized> Media for &T {
     }
     fn persist(&self, off: usize, len: usize) {
         (**self).persist(off, len);
+    }
+    fn prefetch_write(&self, off: usize) {
+        (**self).prefetch_write(off);
     }
     fn crash_point(&self, name: &'static str) {
         (**self).crash_point(name);

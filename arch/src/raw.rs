@@ -190,6 +190,13 @@ impl Media for RawMedia {
     }
 
     #[inline(always)]
+    fn prefetch_write(&self, off: usize) {
+        if off < self.len {
+            instr::prefetch_w(self.at(off));
+        }
+    }
+
+    #[inline(always)]
     fn read_u64(&self, off: usize) -> u64 {
         check_range(self.len, off, WORD);
         assert_eq!(off % WORD, 0, "unaligned word read at {off:#x}");

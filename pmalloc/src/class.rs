@@ -87,6 +87,7 @@ pub enum Placement {
 
 /// The placement of `size` bytes at alignment `align` (a power of two up to
 /// [`MAX_ALIGN`]); `None` when `size` is 0 or the alignment is unsupported.
+#[inline]
 pub fn placement(size: usize, align: usize) -> Option<Placement> {
     if size == 0 || !align.is_power_of_two() || align > MAX_ALIGN {
         return None;
@@ -95,6 +96,9 @@ pub fn placement(size: usize, align: usize) -> Option<Placement> {
         // Slots start at a page-aligned offset plus i * slot, so a slot size that is a
         // multiple of the alignment keeps every slot aligned.
         let start = class_index(size);
+        if CLASSES[start].is_multiple_of(align) {
+            return Some(Placement::Run(start));
+        }
         if let Some(c) = (start..NCLASSES).find(|&c| CLASSES[c].is_multiple_of(align)) {
             return Some(Placement::Run(c));
         }
@@ -102,10 +106,27 @@ pub fn placement(size: usize, align: usize) -> Option<Placement> {
     Some(Placement::Extent(size.div_ceil(CHUNK)))
 }
 
+/// Every class boundary up to 4096 is a multiple of 16, so the class of a size up to
+/// 4096 is that of the size rounded up to 16: a table indexed by `(size - 1) / 16`.
+static SMALL_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    let mut c = 0;
+    while i < 256 {
+        while CLASSES[c] < (i + 1) * 16 {
+            c += 1;
+        }
+        t[i] = c as u8;
+        i += 1;
+    }
+    t
+};
+
 /// The smallest class holding `size` (`size <= MAX_RUN_CLASS`).
+#[inline]
 pub fn class_index(size: usize) -> usize {
-    if size <= 128 {
-        return (size.max(1) - 1) / 16;
+    if size <= 4096 {
+        return SMALL_CLASS[(size.max(1) - 1) / 16] as usize;
     }
     // Binary search over the geometric part.
     match CLASSES.binary_search(&size) {

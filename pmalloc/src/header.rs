@@ -66,6 +66,7 @@ impl ObjHeader {
     }
 
     /// The two little-endian words for the object at `obj_off`.
+    #[inline]
     pub fn encode(&self, obj_off: u64, salt: u64) -> [u64; 2] {
         debug_assert!(self.size <= MAX_SIZE && self.type_num <= MAX_TYPE && self.gen < GEN_MOD);
         let w0 = self.size | (u64::from(self.type_num) << 40);

@@ -2,7 +2,7 @@
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::AtomicU64;
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use arch::Media;
 
@@ -112,6 +112,24 @@ pub(crate) enum Span {
     Extent { head: u32, len: u32 },
 }
 
+impl Span {
+    /// The span a chunk op leaves its chunks in (`None`: free).
+    pub(crate) fn after(op: &crate::chunk::ChunkOp) -> Option<Span> {
+        match op.to {
+            crate::chunk::SpanKind::Free => None,
+            crate::chunk::SpanKind::Run(class) => Some(Span::Run {
+                head: op.start,
+                class,
+                len: op.count,
+            }),
+            crate::chunk::SpanKind::Extent => Some(Span::Extent {
+                head: op.start,
+                len: op.count,
+            }),
+        }
+    }
+}
+
 /// What an object is, from its valid header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ObjInfo {
@@ -138,14 +156,17 @@ pub struct Heap<M: Media> {
     pub(crate) salt: u64,
     pub(crate) lanes: Box<[PaddedLane]>,
     pub(crate) runs: RunTable,
+    /// The chunk table as validated spans, one word per chunk (see [`SpanMap`]): what
+    /// runtime lookups read instead of decoding descriptors.
+    pub(crate) map: SpanMap,
     pub(crate) queues: Box<[spin::Mutex<Vec<u32>>]>,
     pub(crate) space: spin::Mutex<Space>,
     pub(crate) damage: spin::Mutex<Vec<Damage>>,
     pub(crate) seq: AtomicU64,
-    pub(crate) ops_since_checkpoint: AtomicU64,
-    pub(crate) stat_allocs: AtomicU64,
-    pub(crate) stat_frees: AtomicU64,
+    /// Heads of runs that became empty (all slots free) since the last checkpoint.
+    pub(crate) empty_runs: spin::Mutex<Vec<u32>>,
     pub(crate) stat_checkpoints: AtomicU64,
+    pub(crate) stat_released_runs: AtomicU64,
 }
 
 impl<M: Media> core::fmt::Debug for Heap<M> {
@@ -212,14 +233,14 @@ impl<M: Media> Heap<M> {
             layout,
             lanes: lanes.into_boxed_slice(),
             runs: RunTable::new(layout.nchunks),
+            map: SpanMap::new(layout.nchunks),
             queues: queues.into_boxed_slice(),
             space: spin::Mutex::new(Space::new()),
             damage: spin::Mutex::new(Vec::new()),
             seq: AtomicU64::new(1),
-            ops_since_checkpoint: AtomicU64::new(0),
-            stat_allocs: AtomicU64::new(0),
-            stat_frees: AtomicU64::new(0),
+            empty_runs: spin::Mutex::new(Vec::new()),
             stat_checkpoints: AtomicU64::new(0),
+            stat_released_runs: AtomicU64::new(0),
             media,
         }
         .with_fresh_space()
@@ -358,8 +379,10 @@ impl<M: Media> Heap<M> {
         )
     }
 
-    /// The span covering chunk `c`, validated (head entry covers `c`), if `c` is used.
-    pub(crate) fn span_of(&self, c: usize) -> Option<Span> {
+    /// The span covering chunk `c` as the chunk table on media says, validated (head
+    /// entry covers `c`), if `c` is used. Recovery and the walkers read this; the
+    /// runtime reads [`Heap::span_of`], the same thing kept in DRAM.
+    pub(crate) fn span_on_media(&self, c: usize) -> Option<Span> {
         let head = match self.entry(c).ok()? {
             ChunkEntry::Free => return None,
             ChunkEntry::Run { .. } | ChunkEntry::Extent { .. } => c,
@@ -387,11 +410,32 @@ impl<M: Media> Heap<M> {
         (c < h + l && h + l <= self.layout.nchunks).then_some(span)
     }
 
-    /// The slot or extent that holds pool offset `off` (anywhere inside it).
+    /// The span covering chunk `c`, from the span map (the validated chunk table, kept
+    /// in step with it by every change after open).
+    #[inline]
+    pub(crate) fn span_of(&self, c: usize) -> Option<Span> {
+        self.map.get(c)
+    }
+
+    /// The slot or extent that holds pool offset `off` (anywhere inside it), by the
+    /// span map.
+    #[inline]
     pub(crate) fn slot_containing(&self, off: u64) -> Option<Loc> {
         let off_us = usize::try_from(off).ok()?;
         let c = self.layout.chunk_of(off_us)?;
-        match self.span_of(c)? {
+        self.slot_in(off_us, self.span_of(c)?)
+    }
+
+    /// As [`Heap::slot_containing`], by the chunk table on media (recovery).
+    pub(crate) fn slot_containing_on_media(&self, off: u64) -> Option<Loc> {
+        let off_us = usize::try_from(off).ok()?;
+        let c = self.layout.chunk_of(off_us)?;
+        self.slot_in(off_us, self.span_on_media(c)?)
+    }
+
+    #[inline]
+    fn slot_in(&self, off_us: usize, span: Span) -> Option<Loc> {
+        match span {
             Span::Run { head, class, .. } => {
                 let g = &GEOMETRY[class as usize];
                 let run_off = self.layout.chunk_off(head as usize);
@@ -430,10 +474,14 @@ impl<M: Media> Heap<M> {
         Ok(loc)
     }
 
+    #[inline]
     pub(crate) fn read_header(&self, loc: &Loc) -> HeaderState {
-        let mut b = [0u8; HEADER_BYTES];
-        self.media.read(loc.hdr_off, &mut b);
-        ObjHeader::decode_bytes(&b, loc.obj, self.salt)
+        // Header offsets are 16-aligned: two word loads.
+        let words = [
+            self.media.read_u64(loc.hdr_off),
+            self.media.read_u64(loc.hdr_off + 8),
+        ];
+        ObjHeader::decode(words, loc.obj, self.salt)
     }
 
     /// The allocated object at `off` and its header.
@@ -600,5 +648,63 @@ fn zero_nt<M: Media>(media: &M, off: usize, len: usize) {
         let n = (len - done).min(zeros.len());
         media.write_nt(off + done, &zeros[..n]);
         done += n;
+    }
+}
+
+/// The chunk table's validated spans in DRAM, one word per chunk: `0` = not in use
+/// (free or set aside as damaged), else `kind (2) | class (8) << 2 | head (23) << 10 |
+/// len (23) << 33` with kind 1 = run, 2 = extent. Built from the table at open and
+/// changed with it (op apply, run release, transient runs); `Heap::check` compares
+/// the two.
+pub(crate) struct SpanMap(Box<[AtomicU64]>);
+
+impl core::fmt::Debug for SpanMap {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SpanMap")
+            .field("chunks", &self.0.len())
+            .finish()
+    }
+}
+
+impl SpanMap {
+    fn new(nchunks: usize) -> Self {
+        SpanMap((0..nchunks).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    fn word(span: Option<Span>) -> u64 {
+        match span {
+            None => 0,
+            Some(Span::Run { head, class, len }) => {
+                1 | (u64::from(class) << 2) | (u64::from(head) << 10) | (u64::from(len) << 33)
+            }
+            Some(Span::Extent { head, len }) => {
+                2 | (u64::from(head) << 10) | (u64::from(len) << 33)
+            }
+        }
+    }
+
+    /// The span covering chunk `c`.
+    #[inline]
+    pub(crate) fn get(&self, c: usize) -> Option<Span> {
+        let w = self.0.get(c)?.load(Relaxed);
+        let head = ((w >> 10) & 0x7F_FFFF) as u32;
+        let len = ((w >> 33) & 0x7F_FFFF) as u32;
+        match w & 3 {
+            1 => Some(Span::Run {
+                head,
+                class: ((w >> 2) & 0xFF) as u8,
+                len,
+            }),
+            2 => Some(Span::Extent { head, len }),
+            _ => None,
+        }
+    }
+
+    /// Records `span` (or "not in use") for chunks `[start, start + n)`.
+    pub(crate) fn set(&self, start: usize, n: usize, span: Option<Span>) {
+        let w = Self::word(span);
+        for c in &self.0[start..start + n] {
+            c.store(w, Relaxed);
+        }
     }
 }

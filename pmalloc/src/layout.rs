@@ -3,7 +3,8 @@
 //! compares, so a header whose offsets disagree with its sizes is rejected.
 //!
 //! ```text
-//! 0            header page: static header (256 B) | pool state line (root, ...)
+//! 0            header page: static header (256 B) | pool state line (root, ...) |
+//!              chunk-free intent line
 //! PAGE         lanes: nlanes x 128 B (two 64 B op records each)
 //! runtime_off  runtime area (owned by pmrt: logs), runtime_len bytes
 //! chunks_off   chunk descriptors: nchunks x 32 B
@@ -31,6 +32,10 @@ pub const MAX_CHUNKS: usize = 1 << 23;
 pub const STATE_OFF: usize = 256;
 /// Offset of the root pointer (an 8-byte `PPtr`, a valid destination for `alloc_into`).
 pub const ROOT_SLOT: usize = STATE_OFF;
+/// Offset of the chunk-free intent line (see the `intent` module), the line after the
+/// pool state line.
+pub const INTENT_OFF: usize = STATE_OFF + 64;
+const _: () = assert!(INTENT_OFF + 64 <= PAGE);
 
 /// The computed layout of a pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,6 +23,18 @@
 
 extern crate alloc;
 
+/// Whether the test-only seeded bug `Bug::$bug` is switched on; always false without
+/// the `seeded-bugs` feature (see `seeded_bug`).
+macro_rules! seeded {
+    ($bug:ident) => {{
+        #[cfg(feature = "seeded-bugs")]
+        let on = crate::seeded_bug::on(crate::seeded_bug::Bug::$bug);
+        #[cfg(not(feature = "seeded-bugs"))]
+        let on = false;
+        on
+    }};
+}
+
 mod api2;
 pub mod checksum;
 pub mod chunk;
@@ -30,6 +42,7 @@ pub mod class;
 pub mod error;
 pub mod header;
 mod heap;
+pub mod intent;
 pub mod layout;
 mod op;
 pub mod pool_header;

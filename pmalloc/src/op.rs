@@ -1,14 +1,28 @@
 //! Atomic allocation and free: lanes, reservation, the one-fence commit, checkpoints.
 //!
 //! The commit of an op, on its lane:
-//! 1. write the op record into the lane's next slot and flush it;
-//! 2. flush the lane's previous op's home lines (header, destination, chunk entries);
+//! 1. flush the lane's previous op's home lines (header, destination, chunk entries)
+//!    as soon as the op holds the lane and has done its locked instructions (a locked
+//!    read-modify-write would wait for the write-back), so that the write-back
+//!    overlaps the op's own work;
+//! 2. write the op record into the lane's next slot and flush it;
 //! 3. one fence: the record and the previous op's homes are durable;
 //! 4. store this op's homes (cache only; the lane's next op or a checkpoint flushes
 //!    them, and until then the record stands for them).
 //!
-//! Every `CHECKPOINT_OPS` ops a checkpoint flushes all lanes' pending homes, fences,
-//! invalidates all records and fences again (two fences per 8192 ops).
+//! Steps 1 and 3 run in the same call on the same thread: a fence orders only its own
+//! core's flushes, so homes flushed by an op that then failed stay pending, and the
+//! next op on the lane flushes them again.
+//!
+//! An op that creates a run fences once more, after zeroing the new run's header
+//! array and before writing its record (see `reserve_slot`).
+//!
+//! When a lane has done `CHECKPOINT_OPS` ops since the last checkpoint, a checkpoint
+//! flushes all lanes' pending homes, fences, invalidates all records and fences again
+//! (two fences per 8192 ops of a lane), and then returns runs whose slots are all free
+//! to the free chunks (one more fence when there are any; three when one spans several
+//! chunks, see `intent`). Run freeing happens only there, after every record is
+//! invalid, so no record can name a slot of a freed run.
 
 use core::sync::atomic::Ordering::Relaxed;
 
@@ -18,14 +32,19 @@ use crate::chunk::{ChunkOp, SpanKind};
 use crate::class::{placement, Placement, GEOMETRY, NCLASSES};
 use crate::error::{AllocError, DestFault, FreeError};
 use crate::header::{next_gen, ObjHeader, F_ALLOCATED, F_EXTENT, HEADER_BYTES, MAX_SIZE, MAX_TYPE};
-use crate::heap::{Heap, Home, Loc};
-use crate::layout::{CHUNK, DESC_BYTES};
+use crate::heap::{Heap, Home, Loc, Span};
+use crate::intent::INTENT_SPANS;
+use crate::layout::{CHUNK, DESC_BYTES, INTENT_OFF};
 use crate::pptr::PPtr;
 use crate::record::{OpKind, Record, RECORD_BYTES, R_CONTAINER};
 use crate::run::RunState;
 
-/// Ops between checkpoints.
+/// Ops of one lane between checkpoints. With at most `MAX_LANES` (1024) lanes, fewer
+/// than 2^24 ops (the generation modulus) happen between two checkpoints, so a record
+/// left in an idle lane can never meet its object again at a wrapped generation.
 pub const CHECKPOINT_OPS: u64 = 8192;
+const _: () =
+    assert!(crate::layout::MAX_LANES as u64 * CHECKPOINT_OPS < crate::header::GEN_MOD as u64);
 
 /// How a new object's bytes start out.
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +68,19 @@ pub(crate) struct Lane {
     pub live: [Option<Record>; 2],
     /// Current run per class (head chunk + 1; 0 = none).
     current: [u32; NCLASSES],
+    /// Ops since the last checkpoint.
+    ops: u64,
+    /// Atomic allocations and frees on this lane since open (statistics).
+    pub allocs: u64,
+    pub frees: u64,
+}
+
+impl Lane {
+    /// Counts an op; true when it is time for a checkpoint.
+    fn count_op(&mut self) -> bool {
+        self.ops += 1;
+        self.ops >= CHECKPOINT_OPS
+    }
 }
 
 /// A lane on its own cache lines.
@@ -64,6 +96,9 @@ impl PaddedLane {
             pending: heapless::Vec::new(),
             live: [None, None],
             current: [0; NCLASSES],
+            ops: 0,
+            allocs: 0,
+            frees: 0,
         }))
     }
 }
@@ -93,6 +128,20 @@ impl<M: Media> Heap<M> {
         self.lanes[start].0.lock()
     }
 
+    /// Every lane, locked in index order (checkpoints, checks).
+    pub(crate) fn all_lanes(&self) -> alloc::vec::Vec<spin::MutexGuard<'_, Lane>> {
+        self.lanes.iter().map(|l| l.0.lock()).collect()
+    }
+
+    /// Starts the write-back of the lane's previous op's homes (step 1). They stay in
+    /// `pending` until this call's fence.
+    fn flush_pending(&self, lane: &Lane) {
+        for (o, l) in &lane.pending {
+            self.media.flush(*o, *l);
+        }
+    }
+
+    /// Use the reference only while holding a lane lock (see `run`).
     fn run_state(&self, head: u32, class: u8) -> &RunState {
         self.runs.get_or_load(head, || self.load_run(head, class))
     }
@@ -116,7 +165,11 @@ impl<M: Media> Heap<M> {
                 }
             }
         });
-        RunState::new(head, class, |i| !taken[i])
+        let run = RunState::new(head, class, |i| !taken[i]);
+        if run.is_empty() {
+            self.empty_runs.lock().push(head);
+        }
+        run
     }
 
     /// Queues a run with free slots that no lane owns, once.
@@ -171,8 +224,11 @@ impl<M: Media> Heap<M> {
                 );
                 continue;
             }
-            // The chunk's old bytes could hold headers from an earlier use: zero the header
-            // array now (non-temporal, durable at the op's fence).
+            // The chunk's old bytes could hold headers from an earlier use (a released
+            // run) or data (an extent): zero the header array now, and fence, so that
+            // the op's record (which creates the run) can never be durable before the
+            // zeros. The op's own fence would not do: a record line can reach media
+            // before that fence completes, the non-temporal zeros only at it.
             let run_off = self.layout.chunk_off(head as usize);
             let zeros = [0u8; 4096];
             let mut done = 0;
@@ -180,6 +236,9 @@ impl<M: Media> Heap<M> {
                 let n = (g.data_off - done).min(zeros.len());
                 self.media.write_nt(run_off + done, &zeros[..n]);
                 done += n;
+            }
+            if !seeded!(NoFenceAfterRunZeroing) {
+                self.media.fence();
             }
             let run = self
                 .runs
@@ -240,12 +299,16 @@ impl<M: Media> Heap<M> {
         })
     }
 
-    /// Returns a reservation's space (the op did not happen).
-    pub(crate) fn unreserve(&self, r: &Reservation) {
+    /// Returns a reservation's space (the op did not happen, or was a free). Call with
+    /// a lane held.
+    pub(crate) fn unreserve(&self, lane: &Lane, r: &Reservation) {
         match r.loc.home {
             Home::Slot { head, class, idx } => {
                 let run = self.run_state(head, class);
-                run.put(idx);
+                if run.put(idx, lane.idx) as usize == GEOMETRY[class as usize].nslots {
+                    // Every slot free: the next checkpoint may return the run's chunks.
+                    self.empty_runs.lock().push(head);
+                }
                 self.requeue(run);
             }
             Home::Extent { head, len } => self.space.lock().give(head, len),
@@ -265,22 +328,12 @@ impl<M: Media> Heap<M> {
         type_num: u32,
         init: Init<'_>,
     ) -> Result<PPtr<()>, AllocError> {
-        if size == 0 {
-            return Err(AllocError::ZeroSize);
-        }
-        if size as u64 > MAX_SIZE || size > self.layout.nchunks * CHUNK {
-            return Err(AllocError::TooLarge { size });
-        }
-        if type_num > MAX_TYPE {
-            return Err(AllocError::BadType { type_num });
-        }
-        let place = placement(size, align).ok_or(AllocError::BadAlign { align })?;
+        let place = Self::alloc_args(size, align, type_num)?;
         let container = self
             .check_dest(dest)
             .map_err(|why| AllocError::BadDest { offset: dest, why })?;
-        let mut lane = self.lane();
-        // Checked under the lane lock? No: `dest` is the caller's word; a racing writer
-        // of the same word is the caller's bug, as with any shared memory.
+        // `dest` is the caller's word; a racing writer of it is the caller's bug, as with
+        // any shared memory (the lane lock would not exclude other lanes anyway).
         let value = self.media.read_u64(dest as usize);
         if value != 0 {
             return Err(AllocError::DestNotNull {
@@ -288,9 +341,78 @@ impl<M: Media> Heap<M> {
                 value,
             });
         }
-        let res = match place {
-            Placement::Run(c) => self.reserve_slot(&mut lane, c)?,
-            Placement::Extent(n) => self.reserve_extent(n, size)?,
+        self.alloc_op(dest, container, place, size, type_num, init)
+    }
+
+    /// Allocates an object as [`Heap::alloc_into`] does, but publishes it nowhere: like
+    /// `pmemobj_alloc` with a null `oidp`, the object is reachable by iteration
+    /// ([`Heap::objects`]) until the program stores its offset somewhere. After a crash
+    /// it is allocated or not. One fence.
+    pub fn alloc(
+        &self,
+        size: usize,
+        align: usize,
+        type_num: u32,
+        init: Init<'_>,
+    ) -> Result<PPtr<()>, AllocError> {
+        let place = Self::alloc_args(size, align, type_num)?;
+        self.alloc_op(0, None, place, size, type_num, init)
+    }
+
+    fn alloc_args(size: usize, align: usize, type_num: u32) -> Result<Placement, AllocError> {
+        if size == 0 {
+            return Err(AllocError::ZeroSize);
+        }
+        if size as u64 > MAX_SIZE {
+            return Err(AllocError::TooLarge { size });
+        }
+        if type_num > MAX_TYPE {
+            return Err(AllocError::BadType { type_num });
+        }
+        placement(size, align).ok_or(AllocError::BadAlign { align })
+    }
+
+    /// The allocation proper: `dest` 0 publishes nowhere.
+    fn alloc_op(
+        &self,
+        dest: u64,
+        container: Option<(Loc, ObjHeader)>,
+        place: Placement,
+        size: usize,
+        type_num: u32,
+        init: Init<'_>,
+    ) -> Result<PPtr<()>, AllocError> {
+        if size > self.layout.nchunks * CHUNK {
+            return Err(AllocError::TooLarge { size });
+        }
+        let mut released = false;
+        let (mut lane, seq, res) = loop {
+            let mut lane = self.lane();
+            // The op's locked instructions come before `flush_pending` (only a run
+            // switch in `reserve_slot` has some after it): a locked read-modify-write
+            // waits for earlier flushes to complete, which would expose the homes'
+            // write-back once there and the record's again at the fence, instead of
+            // overlapping them.
+            let seq = self.seq.fetch_add(1, Relaxed);
+            let reserved = match place {
+                Placement::Run(c) => {
+                    self.flush_pending(&lane);
+                    self.reserve_slot(&mut lane, c)
+                }
+                Placement::Extent(n) => self.reserve_extent(n, size).inspect(|_| {
+                    self.flush_pending(&lane);
+                }),
+            };
+            match reserved {
+                Ok(r) => break (lane, seq, r),
+                // Out of chunks: a checkpoint returns empty runs to them; try once more.
+                Err(AllocError::OutOfSpace { .. }) if !released => {
+                    drop(lane);
+                    released = true;
+                    self.checkpoint();
+                }
+                Err(e) => return Err(e),
+            }
         };
         let loc = res.loc;
         let gen_before = self.read_header(&loc).gen();
@@ -307,7 +429,7 @@ impl<M: Media> Heap<M> {
             None => (0, 0),
         };
         let rec = Record {
-            seq: self.seq.fetch_add(1, Relaxed),
+            seq,
             kind: OpKind::Alloc,
             flags,
             gen_before,
@@ -318,9 +440,12 @@ impl<M: Media> Heap<M> {
             chunk_op: res.chunk_op.map_or(0, ChunkOp::encode),
         };
         self.commit(&mut lane, rec, loc.hdr_off);
+        lane.allocs += 1;
+        let due = lane.count_op();
         drop(lane);
-        self.stat_allocs.fetch_add(1, Relaxed);
-        self.after_op();
+        if due {
+            self.checkpoint();
+        }
         Ok(PPtr::from_raw(loc.obj))
     }
 
@@ -357,7 +482,6 @@ impl<M: Media> Heap<M> {
         let container = self
             .check_dest(dest)
             .map_err(|why| FreeError::BadDest { offset: dest, why })?;
-        let mut lane = self.lane();
         let target = self.media.read_u64(dest as usize);
         if target == 0 {
             return Err(FreeError::DestNull { offset: dest });
@@ -369,11 +493,30 @@ impl<M: Media> Heap<M> {
                 why: DestFault::InsideTarget,
             });
         }
+        self.free_op(dest, container, loc, h);
+        Ok(())
+    }
+
+    /// Frees the allocated object at `p`, clearing no destination (the counterpart of
+    /// [`Heap::alloc`]; a pointer to it stored elsewhere dangles afterwards). After a
+    /// crash it is freed or not. One fence.
+    pub fn free(&self, p: PPtr<()>) -> Result<(), FreeError> {
+        let (loc, h) = self.object_at(p.raw()).map_err(FreeError::NotAnObject)?;
+        self.free_op(0, None, loc, h);
+        Ok(())
+    }
+
+    /// The free proper: `dest` 0 clears nothing.
+    fn free_op(&self, dest: u64, container: Option<(Loc, ObjHeader)>, loc: Loc, h: ObjHeader) {
+        let mut lane = self.lane();
+        let seq = self.seq.fetch_add(1, Relaxed);
         // The run's volatile state must exist before the free is applied: built later,
         // it would already show the slot free, and returning it would count it twice.
         if let Home::Slot { head, class, .. } = loc.home {
             self.run_state(head, class);
         }
+        // After the op's last locked instruction (see `alloc_into`).
+        self.flush_pending(&lane);
         let after = ObjHeader {
             gen: next_gen(h.gen),
             flags: h.flags & !F_ALLOCATED,
@@ -392,7 +535,7 @@ impl<M: Media> Heap<M> {
             None => (0, 0),
         };
         let rec = Record {
-            seq: self.seq.fetch_add(1, Relaxed),
+            seq,
             kind: OpKind::Free,
             flags,
             gen_before: h.gen,
@@ -403,18 +546,20 @@ impl<M: Media> Heap<M> {
             chunk_op: chunk_op.map_or(0, ChunkOp::encode),
         };
         self.commit(&mut lane, rec, loc.hdr_off);
+        // Only now may the space be reused; still under the lane, like every use of a
+        // run's volatile state.
+        self.unreserve(&lane, &Reservation { loc, chunk_op });
+        lane.frees += 1;
+        let due = lane.count_op();
         drop(lane);
-        // Only now may the space be reused.
-        self.unreserve(&Reservation { loc, chunk_op });
-        self.stat_frees.fetch_add(1, Relaxed);
-        self.after_op();
-        Ok(())
+        if due {
+            self.checkpoint();
+        }
     }
 
     /// Steps 1-4 of the protocol (module docs).
     fn commit(&self, lane: &mut Lane, rec: Record, hdr_off: usize) {
-        #[cfg(feature = "seeded-bugs")]
-        if crate::seeded_bug::on(crate::seeded_bug::Bug::ApplyBeforeRecord) {
+        if seeded!(ApplyBeforeRecord) {
             for (o, l) in self.apply(&rec, hdr_off) {
                 self.media.flush(o, l);
             }
@@ -423,89 +568,202 @@ impl<M: Media> Heap<M> {
         let off = self.layout.record_off(lane.idx, slot);
         self.media.write(off, &rec.encode(lane.idx, self.salt));
         self.media.flush(off, RECORD_BYTES);
-        for (o, l) in &lane.pending {
-            self.media.flush(*o, *l);
-        }
-        lane.pending.clear();
-        #[cfg(feature = "seeded-bugs")]
-        let fence = !crate::seeded_bug::on(crate::seeded_bug::Bug::DropCommitFence);
-        #[cfg(not(feature = "seeded-bugs"))]
-        let fence = true;
-        if fence {
+        // Volatile bookkeeping before the fence: stores after it wait in the store
+        // buffer until the fence completes, and reading one back early would stall.
+        // (The previous op's homes were flushed by `flush_pending` in this same call.)
+        lane.pending = self.home_ranges(&rec, hdr_off);
+        lane.live[slot] = Some(rec);
+        lane.next_slot ^= 1;
+        if !seeded!(DropCommitFence) {
             self.media.fence();
         }
         self.media.crash_point("pmalloc.op.committed");
-        for r in self.apply(&rec, hdr_off) {
-            // At most three ranges: chunk entries, header, destination.
-            let _ = lane.pending.push(r);
-        }
-        lane.live[slot] = Some(rec);
-        lane.next_slot ^= 1;
+        self.store_homes(&rec, hdr_off);
     }
 
-    /// Stores an op's homes; returns the ranges written. Used by commit and by replay.
+    /// Stores the chunk entries of `op` (cache only) and records the span in the map.
+    fn write_chunk_op(&self, op: &ChunkOp) {
+        self.write_chunk_entries(op, 0..op.count);
+        self.map
+            .set(op.start as usize, op.count as usize, Span::after(op));
+    }
+
+    /// Stores the chunk entries `entries` of `op` (cache only).
+    fn write_chunk_entries(&self, op: &ChunkOp, entries: core::ops::Range<u32>) {
+        for i in entries {
+            let c = (op.start + i) as usize;
+            self.media.write_u64(
+                self.layout.desc_off(c),
+                op.entry(i).encode(c as u32, self.salt),
+            );
+        }
+    }
+
+    /// Stores an op's homes; returns the ranges written. Used by replay.
     pub(crate) fn apply(&self, rec: &Record, hdr_off: usize) -> heapless::Vec<(usize, usize), 4> {
+        self.store_homes(rec, hdr_off);
+        self.home_ranges(rec, hdr_off)
+    }
+
+    /// The ranges an op's homes occupy (chunk entries, header, destination).
+    fn home_ranges(&self, rec: &Record, hdr_off: usize) -> heapless::Vec<(usize, usize), 4> {
         let mut out = heapless::Vec::new();
         if let Ok(Some(op)) = ChunkOp::decode(rec.chunk_op, self.layout.nchunks) {
-            for i in 0..op.count {
-                let c = (op.start + i) as usize;
-                self.media.write_u64(
-                    self.layout.desc_off(c),
-                    op.entry(i).encode(c as u32, self.salt),
-                );
-            }
             let _ = out.push((
                 self.layout.desc_off(op.start as usize),
                 op.count as usize * DESC_BYTES,
             ));
         }
-        self.media.write(hdr_off, &rec.header_bytes());
         let _ = out.push((hdr_off, HEADER_BYTES));
+        if rec.dest != 0 {
+            let _ = out.push((rec.dest as usize, 8));
+        }
+        out
+    }
+
+    /// Stores an op's homes (cache only): chunk entries, header, destination word.
+    fn store_homes(&self, rec: &Record, hdr_off: usize) {
+        if let Ok(Some(op)) = ChunkOp::decode(rec.chunk_op, self.layout.nchunks) {
+            self.write_chunk_op(&op);
+        }
+        // Headers are 16-aligned: two word stores.
+        self.media.write_u64(hdr_off, rec.header[0]);
+        self.media.write_u64(hdr_off + 8, rec.header[1]);
         if rec.dest != 0 {
             let v = match rec.kind {
                 OpKind::Alloc => rec.obj,
                 OpKind::Free => 0,
             };
             self.media.write_u64(rec.dest as usize, v);
-            let _ = out.push((rec.dest as usize, 8));
-        }
-        out
-    }
-
-    fn after_op(&self) {
-        if self.ops_since_checkpoint.fetch_add(1, Relaxed) + 1 >= CHECKPOINT_OPS {
-            self.checkpoint();
         }
     }
 
-    /// Flushes every lane's pending homes and invalidates every op record. Takes every
-    /// lane (waiting for ops in flight); two fences when any record is live.
+    /// Flushes every lane's pending homes and invalidates every op record, then returns
+    /// runs whose slots are all free to the free chunks. Takes every lane (waiting for
+    /// ops in flight); two fences when any record is live, one more when runs are
+    /// returned (three when one of them spans several chunks).
     pub fn checkpoint(&self) {
-        self.ops_since_checkpoint.store(0, Relaxed);
-        let mut lanes: alloc::vec::Vec<_> = self.lanes.iter().map(|l| l.0.lock()).collect();
+        let mut lanes = self.all_lanes();
         let mut live = false;
         for lane in &mut lanes {
             for (o, l) in &lane.pending {
                 self.media.flush(*o, *l);
             }
             lane.pending.clear();
+            lane.ops = 0;
             live |= lane.live.iter().any(Option::is_some);
         }
-        if !live {
-            return;
+        if live {
+            self.media.fence();
+            for lane in &mut lanes {
+                for slot in 0..2 {
+                    if lane.live[slot].take().is_some() {
+                        let off = self.layout.record_off(lane.idx, slot);
+                        self.media.fill(off, RECORD_BYTES, 0);
+                        self.media.flush(off, RECORD_BYTES);
+                    }
+                }
+            }
+            self.media.fence();
+            self.media.crash_point("pmalloc.checkpoint.invalidated");
+            self.stat_checkpoints.fetch_add(1, Relaxed);
         }
-        self.media.fence();
-        for lane in &mut lanes {
-            for slot in 0..2 {
-                if lane.live[slot].take().is_some() {
-                    let off = self.layout.record_off(lane.idx, slot);
-                    self.media.fill(off, RECORD_BYTES, 0);
-                    self.media.flush(off, RECORD_BYTES);
+        self.release_empty_runs(&mut lanes);
+    }
+
+    /// Returns runs whose slots are all free (and that no lane allocates from, or
+    /// whose lane's current run it is) to the free chunks. Runs with every lane held
+    /// and every op record invalid (durably zero), so no record can name a slot of a
+    /// freed run and no op can be using one.
+    fn release_empty_runs(&self, lanes: &mut [spin::MutexGuard<'_, Lane>]) {
+        // A lane's own current run, if empty, is given up too.
+        for lane in lanes.iter_mut() {
+            for class in 0..NCLASSES {
+                let Some(head) = lane.current[class].checked_sub(1) else {
+                    continue;
+                };
+                if let Some(run) = self.runs.get(head) {
+                    if run.is_empty() {
+                        lane.current[class] = 0;
+                        run.disown();
+                        self.empty_runs.lock().push(head);
+                    }
                 }
             }
         }
+        let mut cands = core::mem::take(&mut *self.empty_runs.lock());
+        if cands.is_empty() {
+            return;
+        }
+        cands.sort_unstable();
+        cands.dedup();
+        let mut single: alloc::vec::Vec<(u32, u8)> = alloc::vec::Vec::new();
+        let mut multi: heapless::Vec<(u32, u8, u32), INTENT_SPANS> = heapless::Vec::new();
+        let mut later = alloc::vec::Vec::new();
+        for head in cands {
+            let Some(run) = self.runs.get(head) else {
+                continue;
+            };
+            if !run.is_empty() || run.owned() {
+                continue;
+            }
+            let chunks = GEOMETRY[run.class as usize].chunks as u32;
+            if chunks == 1 {
+                single.push((head, run.class));
+            } else if multi.push((head, run.class, chunks)).is_err() {
+                later.push(head);
+            }
+        }
+        if !seeded!(ReleaseWithoutIntent) && !multi.is_empty() {
+            let spans: heapless::Vec<ChunkOp, INTENT_SPANS> = multi
+                .iter()
+                .map(|&(start, _, count)| ChunkOp {
+                    start,
+                    count,
+                    to: SpanKind::Free,
+                })
+                .collect();
+            let words = crate::intent::encode(&spans, self.salt);
+            let mut b = [0u8; 64];
+            for (i, w) in words.iter().enumerate() {
+                b[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+            }
+            self.media.write(INTENT_OFF, &b);
+            self.media.persist(INTENT_OFF, 64);
+            self.media.crash_point("pmalloc.checkpoint.intent");
+        }
+        let freed = single
+            .iter()
+            .map(|&(h, c)| (h, c, 1))
+            .chain(multi.iter().copied());
+        for (start, _, count) in freed.clone() {
+            self.write_chunk_op(&ChunkOp {
+                start,
+                count,
+                to: SpanKind::Free,
+            });
+            self.media.flush(
+                self.layout.desc_off(start as usize),
+                count as usize * DESC_BYTES,
+            );
+        }
         self.media.fence();
-        self.stat_checkpoints.fetch_add(1, Relaxed);
+        if !multi.is_empty() {
+            self.media.crash_point("pmalloc.checkpoint.released");
+            self.media.fill(INTENT_OFF, 64, 0);
+            self.media.persist(INTENT_OFF, 64);
+        }
+        let mut space = self.space.lock();
+        for (head, class, chunks) in freed {
+            self.queues[class as usize].lock().retain(|&h| h != head);
+            // SAFETY: every lane lock is held (the caller's `lanes`), and every user of a
+            // run state holds one while using it and keeps no reference past it.
+            unsafe { self.runs.reset(head) };
+            space.give(head, chunks);
+            self.stat_released_runs.fetch_add(1, Relaxed);
+        }
+        drop(space);
+        self.empty_runs.lock().extend(later);
     }
 
     /// Checkpoints if a live op record's destination lies in `[off, off + len)`: an
@@ -535,24 +793,18 @@ impl<M: Media> Heap<M> {
     ) -> Result<Loc, AllocError> {
         let r = self.reserve_slot(lane, class)?;
         if let Some(op) = r.chunk_op {
-            // The zeroed header array first; then the continuation entries; then the
-            // head. A crash leaves no head (the continuations are leftovers the table
-            // walk reads as free) or a whole, empty run.
+            // `reserve_slot` fenced after zeroing the header array. Then the continuation
+            // entries, then the head: a crash leaves no head (the continuations are
+            // leftovers the table walk reads as free) or a whole, empty run.
             let head_off = self.layout.desc_off(op.start as usize);
-            self.media.fence();
+            self.write_chunk_entries(&op, 1..op.count);
             if op.count > 1 {
-                for i in 1..op.count {
-                    let c = (op.start + i) as usize;
-                    self.media.write_u64(
-                        self.layout.desc_off(c),
-                        op.entry(i).encode(c as u32, self.salt),
-                    );
-                }
                 self.media
                     .persist(head_off + DESC_BYTES, (op.count as usize - 1) * DESC_BYTES);
             }
-            self.media
-                .write_u64(head_off, op.entry(0).encode(op.start, self.salt));
+            self.write_chunk_entries(&op, 0..1);
+            self.map
+                .set(op.start as usize, op.count as usize, Span::after(&op));
             self.media.persist(head_off, 8);
         }
         Ok(r.loc)
@@ -560,10 +812,15 @@ impl<M: Media> Heap<M> {
 
     /// Returns a transient slot.
     pub(crate) fn release_transient(&self, loc: &Loc) {
-        self.unreserve(&Reservation {
-            loc: *loc,
-            chunk_op: None,
-        });
+        let lane = self.lane();
+        self.unreserve(
+            &lane,
+            &Reservation {
+                loc: *loc,
+                chunk_op: None,
+            },
+        );
+        drop(lane);
     }
 }
 

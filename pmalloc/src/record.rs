@@ -76,6 +76,7 @@ pub enum RecordFault {
 
 impl Record {
     /// The slot bytes for lane `lane`.
+    #[inline]
     pub fn encode(&self, lane: u32, salt: u64) -> [u8; RECORD_BYTES] {
         let kind = match self.kind {
             OpKind::Alloc => 1u64,
@@ -114,11 +115,9 @@ impl Record {
             return Err(RecordFault::Empty);
         }
         let body: [u64; 7] = w[..7].try_into().unwrap_or([0; 7]);
-        #[cfg(feature = "seeded-bugs")]
-        let skip = crate::seeded_bug::on(crate::seeded_bug::Bug::SkipRecordChecksum);
-        #[cfg(not(feature = "seeded-bugs"))]
-        let skip = false;
-        if !skip && (w[7] >> 32 != 0 || w[7] as u32 != check(&body, lane, salt)) {
+        if !seeded!(SkipRecordChecksum)
+            && (w[7] >> 32 != 0 || w[7] as u32 != check(&body, lane, salt))
+        {
             return Err(RecordFault::BadCheck);
         }
         let kind = match w[1] & 0xFF {
@@ -155,6 +154,7 @@ impl Record {
     }
 }
 
+#[inline]
 fn check(w: &[u64; 7], lane: u32, salt: u64) -> u32 {
     crc32c_words(&[
         w[0],

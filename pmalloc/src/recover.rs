@@ -10,11 +10,24 @@
 //!   its records' generations), or is torn (only one of its ops can have torn it, in
 //!   the workload or in an interrupted recovery); otherwise it was superseded too;
 //! * the destination's container object still has `container_gen`;
-//! * the destination holds its old or new value.
+//! * the destination holds its old or new value;
+//! * per chunk of the record's chunk op: the chunk is still in the state the op found
+//!   it in or already in the one it leaves (for an extent's free: still that extent or
+//!   free; for a new run or extent: free or already it), judged against the table as
+//!   the earlier current records leave it. A chunk that has moved on belongs to a later
+//!   op whose record is gone (its effects are durable) and is not touched. Without this,
+//!   an extent's free replayed after its chunk became part of a run (the run's record
+//!   invalidated first by a checkpoint or recovery whose invalidation only partly
+//!   reached media) would free the run's chunk under it.
 //!
 //! Replay writes homes, flushes them, fences once, then checkpoints (invalidating all
 //! records). A crash anywhere in here leaves records that replay to the same result:
 //! recovery is idempotent.
+//!
+//! Before the records, a valid chunk-free intent (a checkpoint that was freeing
+//! multi-chunk runs, see `intent`) is completed: the entries it names are set free,
+//! made durable, and the intent cleared. Completing it again is harmless, so this too
+//! survives a crash inside it.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -25,11 +38,13 @@ use crate::chunk::{ChunkEntry, ChunkOp, SpanKind};
 use crate::class::GEOMETRY;
 use crate::header::{HeaderState, ObjHeader};
 use crate::heap::{Heap, Home, Loc, OpenReport, Span};
-use crate::layout::{CHUNK, ROOT_SLOT};
+use crate::intent::{self, Intent};
+use crate::layout::{CHUNK, DESC_BYTES, INTENT_OFF, ROOT_SLOT};
 use crate::record::{OpKind, Record, RecordFault, RECORD_BYTES, R_CONTAINER};
 
 impl<M: Media> Heap<M> {
     pub(crate) fn recover(&self, report: &mut OpenReport) {
+        self.complete_intent();
         let mut recs: Vec<Record> = Vec::new();
         for lane in 0..self.layout.nlanes {
             for slot in 0..2 {
@@ -46,12 +61,12 @@ impl<M: Media> Heap<M> {
             return;
         }
         recs.sort_by_key(|r| r.seq);
-        let plan = self.plan(&recs);
+        let (plan, skips) = self.plan(&recs);
         let mut touched: Vec<(usize, usize)> = Vec::new();
-        for (r, step) in recs.iter().zip(plan) {
+        for ((r, step), skip) in recs.iter().zip(plan).zip(&skips) {
             match step {
                 Some(loc) => {
-                    self.replay(r, &loc, &mut touched);
+                    self.replay(r, &loc, skip, &mut touched);
                     report.replayed += 1;
                 }
                 None if self.decodes(r) => report.stale += 1,
@@ -76,6 +91,57 @@ impl<M: Media> Heap<M> {
         self.media.fence();
     }
 
+    /// Completes (or, if torn or damaged, discards) a chunk-free intent.
+    fn complete_intent(&self) {
+        let mut w = [0u64; 8];
+        for (i, v) in w.iter_mut().enumerate() {
+            *v = self.media.read_u64(INTENT_OFF + i * 8);
+        }
+        match intent::decode(&w, self.layout.nchunks, self.salt) {
+            Intent::None => return,
+            Intent::Invalid => {
+                // Torn: its fence never completed, so none of its entries were written.
+                // A valid check with impossible spans is damage.
+                if (w[7] >> 32) as u32 == intent::INTENT_MAGIC {
+                    self.note_damage("chunk-free intent", INTENT_OFF as u64);
+                }
+            }
+            Intent::Free(spans) => {
+                for op in spans {
+                    // Only entries that still belong to the run being freed (its head,
+                    // its continuations) or are already free: anything else means the
+                    // intent does not describe this table, and it is left alone.
+                    let ours = |i: u32, e: Result<ChunkEntry, crate::chunk::BadEntry>| match e {
+                        Ok(ChunkEntry::Free) => true,
+                        Ok(ChunkEntry::Run { len, .. }) => i == 0 && len == op.count,
+                        Ok(ChunkEntry::RunCont { head }) => i > 0 && head == op.start,
+                        _ => false,
+                    };
+                    let whole = (0..op.count).all(|i| ours(i, self.entry((op.start + i) as usize)));
+                    if !whole {
+                        self.note_damage(
+                            "chunk-free intent",
+                            self.layout.desc_off(op.start as usize) as u64,
+                        );
+                        continue;
+                    }
+                    for i in 0..op.count {
+                        self.media
+                            .write_u64(self.layout.desc_off((op.start + i) as usize), 0);
+                    }
+                    self.media.flush(
+                        self.layout.desc_off(op.start as usize),
+                        op.count as usize * DESC_BYTES,
+                    );
+                }
+                self.media.fence();
+                self.media.crash_point("pmalloc.recover.intent");
+            }
+        }
+        self.media.fill(INTENT_OFF, 64, 0);
+        self.media.persist(INTENT_OFF, 64);
+    }
+
     fn decodes(&self, r: &Record) -> bool {
         ChunkOp::decode(r.chunk_op, self.layout.nchunks).is_ok()
             && matches!(ObjHeader::decode(r.header, r.obj, self.salt), HeaderState::Valid(h) if h.allocated() == (r.kind == OpKind::Alloc))
@@ -86,7 +152,9 @@ impl<M: Media> Heap<M> {
     /// object's chain is judged at its first record, when the chunk ops of every
     /// earlier current record are known (they may create the run the object lives in
     /// and not be durable yet).
-    fn plan(&self, recs: &[Record]) -> Vec<Option<Loc>> {
+    /// Returns, per record, where its object's header is if it is replayed, and the
+    /// chunks of its chunk op that have moved on and must not be written.
+    fn plan(&self, recs: &[Record]) -> (Vec<Option<Loc>>, Vec<Vec<u32>>) {
         let gen_of = |r: &Record| (r.header[1] & 0xFF_FFFF) as u32;
         let mut by_obj: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
         for (i, r) in recs.iter().enumerate() {
@@ -95,6 +163,7 @@ impl<M: Media> Heap<M> {
             }
         }
         let mut plan: Vec<Option<Loc>> = alloc::vec![None; recs.len()];
+        let mut skips: Vec<Vec<u32>> = alloc::vec![Vec::new(); recs.len()];
         let mut overlay: BTreeMap<usize, Option<Span>> = BTreeMap::new();
         for (i, r) in recs.iter().enumerate() {
             let Some(chain) = by_obj.get(&r.obj) else {
@@ -122,9 +191,7 @@ impl<M: Media> Heap<M> {
                         HeaderState::Zero => recs[seg[0]].gen_before == 0,
                         HeaderState::Invalid => true,
                     };
-                    #[cfg(feature = "seeded-bugs")]
-                    let current = current
-                        || crate::seeded_bug::on(crate::seeded_bug::Bug::IgnoreReplayGuards);
+                    let current = current || seeded!(IgnoreReplayGuards);
                     if current {
                         for &k in seg {
                             if self.dest_valid(&recs[k]) {
@@ -136,25 +203,31 @@ impl<M: Media> Heap<M> {
             }
             if plan[i].is_some() {
                 if let Ok(Some(op)) = ChunkOp::decode(r.chunk_op, self.layout.nchunks) {
+                    let after = Span::after(&op);
+                    // The state the op found its chunks in.
+                    let before = match op.to {
+                        SpanKind::Free => Some(Span::Extent {
+                            head: op.start,
+                            len: op.count,
+                        }),
+                        SpanKind::Run(_) | SpanKind::Extent => None,
+                    };
                     for k in 0..op.count {
-                        let span = match op.to {
-                            SpanKind::Free => None,
-                            SpanKind::Run(class) => Some(Span::Run {
-                                head: op.start,
-                                class,
-                                len: op.count,
-                            }),
-                            SpanKind::Extent => Some(Span::Extent {
-                                head: op.start,
-                                len: op.count,
-                            }),
+                        let c = (op.start + k) as usize;
+                        let now = match overlay.get(&c) {
+                            Some(s) => *s,
+                            None => self.span_on_media(c),
                         };
-                        overlay.insert((op.start + k) as usize, span);
+                        if now == after || now == before || now.is_none() {
+                            overlay.insert(c, after);
+                        } else {
+                            skips[i].push(c as u32);
+                        }
                     }
                 }
             }
         }
-        plan
+        (plan, skips)
     }
 
     /// Where the record's object header lives: from the record's own chunk op, else
@@ -186,7 +259,7 @@ impl<M: Media> Heap<M> {
             }),
             None => match overlay.get(&c) {
                 Some(s) => *s,
-                None => self.span_of(c),
+                None => self.span_on_media(c),
             },
         }?;
         match span {
@@ -230,21 +303,33 @@ impl<M: Media> Heap<M> {
             || (r.dest.is_multiple_of(8)
                 && root == (r.flags & R_CONTAINER == 0)
                 && (root
-                    || self.slot_containing(r.dest).is_some()
+                    || self.slot_containing_on_media(r.dest).is_some()
                     || usize::try_from(r.dest).is_ok_and(|d| self.layout.chunk_of(d).is_some())))
     }
 
-    fn replay(&self, r: &Record, loc: &Loc, touched: &mut Vec<(usize, usize)>) {
-        // Chunk entries and header: idempotent stores. The destination only if it
-        // still belongs to the op.
+    fn replay(&self, r: &Record, loc: &Loc, skip: &[u32], touched: &mut Vec<(usize, usize)>) {
+        // Chunk entries (but those that moved on) and header: idempotent stores. The
+        // destination only if it still belongs to the op.
         let mut rec = *r;
-        #[cfg(feature = "seeded-bugs")]
-        let guard = !crate::seeded_bug::on(crate::seeded_bug::Bug::IgnoreReplayGuards);
-        #[cfg(not(feature = "seeded-bugs"))]
-        let guard = true;
-        if guard && rec.dest != 0 && !self.dest_current(&rec) {
+        if !seeded!(IgnoreReplayGuards) && rec.dest != 0 && !self.dest_current(&rec) {
             rec.dest = 0;
         }
+        if let Ok(Some(op)) = ChunkOp::decode(rec.chunk_op, self.layout.nchunks) {
+            for i in 0..op.count {
+                let c = op.start + i;
+                if !skip.contains(&c) {
+                    self.media.write_u64(
+                        self.layout.desc_off(c as usize),
+                        op.entry(i).encode(c, self.salt),
+                    );
+                }
+            }
+            touched.push((
+                self.layout.desc_off(op.start as usize),
+                op.count as usize * DESC_BYTES,
+            ));
+        }
+        rec.chunk_op = 0;
         touched.extend(self.apply(&rec, loc.hdr_off));
     }
 
@@ -252,7 +337,7 @@ impl<M: Media> Heap<M> {
     /// is the same object generation, and it holds the old or the new value.
     fn dest_current(&self, r: &Record) -> bool {
         if r.flags & R_CONTAINER != 0 {
-            let Some(cloc) = self.slot_containing(r.dest) else {
+            let Some(cloc) = self.slot_containing_on_media(r.dest) else {
                 return false;
             };
             match self.read_header(&cloc) {
@@ -272,6 +357,7 @@ impl<M: Media> Heap<M> {
     pub(crate) fn index_chunks(&self, report: &mut OpenReport) {
         let mut space = self.space.lock();
         let n = self.layout.nchunks;
+        self.map.set(0, n, None);
         let mut c = 0;
         let mut free_start = None;
         while c < n {
@@ -285,7 +371,7 @@ impl<M: Media> Heap<M> {
                     c += 1;
                     continue;
                 }
-                Ok(ChunkEntry::Run { .. } | ChunkEntry::Extent { .. }) => self.span_of(c),
+                Ok(ChunkEntry::Run { .. } | ChunkEntry::Extent { .. }) => self.span_on_media(c),
                 _ => None,
             };
             if let Some(s) = free_start.take() {
@@ -294,9 +380,13 @@ impl<M: Media> Heap<M> {
             let len = match span {
                 Some(Span::Run { head, class, len }) if self.conts_ok(c, len, true) => {
                     self.queues[class as usize].lock().push(head);
+                    self.map.set(c, len as usize, span);
                     len as usize
                 }
-                Some(Span::Extent { len, .. }) if self.conts_ok(c, len, false) => len as usize,
+                Some(Span::Extent { len, .. }) if self.conts_ok(c, len, false) => {
+                    self.map.set(c, len as usize, span);
+                    len as usize
+                }
                 _ => {
                     self.note_damage("chunk descriptor", self.layout.desc_off(c) as u64);
                     1

@@ -18,7 +18,7 @@ use crate::chunk::{ChunkOp, SpanKind};
 use crate::class::{placement, Placement};
 use crate::error::{AllocError, PtrError};
 use crate::header::{next_gen, ObjHeader, F_ALLOCATED, F_EXTENT, HEADER_BYTES, MAX_SIZE, MAX_TYPE};
-use crate::heap::{Heap, Home, Loc};
+use crate::heap::{Heap, Home, Loc, Span};
 use crate::layout::CHUNK;
 use crate::op::Reservation;
 
@@ -119,7 +119,8 @@ impl<M: Media> Heap<M> {
 
     /// Gives a reservation back (its transaction aborted).
     pub fn cancel(&self, r: &Reserved) {
-        self.unreserve(&r.res);
+        let lane = self.lane();
+        self.unreserve(&lane, &r.res);
     }
 
     /// Prepares freeing the allocated object at `obj`: the bytes that make it free. The
@@ -155,7 +156,47 @@ impl<M: Media> Heap<M> {
     /// Returns a freed object's space to the allocator. Call only once the free is
     /// durable and no log can replay older contents into it.
     pub fn release(&self, f: &Freeing) {
-        self.unreserve(&f.res);
+        let lane = self.lane();
+        self.unreserve(&lane, &f.res);
+    }
+
+    /// Stores a reservation's header and chunk words (cache only: the caller logged
+    /// them and makes them durable) and keeps the heap's span map in step, so pointer
+    /// lookups find an extent from here on.
+    pub fn store_reserved(&self, r: &Reserved) {
+        self.store_meta(
+            r.hdr_off,
+            &r.header,
+            &r.chunk_words,
+            r.res.chunk_op.as_ref(),
+        );
+    }
+
+    /// As [`Heap::store_reserved`], for a free: the object stops being found.
+    pub fn store_freeing(&self, f: &Freeing) {
+        self.store_meta(
+            f.hdr_off,
+            &f.header,
+            &f.chunk_words,
+            f.res.chunk_op.as_ref(),
+        );
+    }
+
+    fn store_meta(
+        &self,
+        hdr_off: u64,
+        header: &[u8; HEADER_BYTES],
+        words: &[ChunkWord],
+        op: Option<&ChunkOp>,
+    ) {
+        for &(off, w) in words {
+            self.media.write_u64(off as usize, w);
+        }
+        self.media.write(hdr_off as usize, header);
+        if let Some(op) = op {
+            self.map
+                .set(op.start as usize, op.count as usize, Span::after(op));
+        }
     }
 
     /// The object (slot or extent) whose bytes include `off`, with its bounds:

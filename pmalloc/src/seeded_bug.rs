@@ -18,6 +18,11 @@ pub enum Bug {
     SkipRecordChecksum = 3,
     /// Recovery replays every record, ignoring the staleness guards.
     IgnoreReplayGuards = 4,
+    /// A checkpoint frees multi-chunk runs' entries without the chunk-free intent.
+    ReleaseWithoutIntent = 5,
+    /// A new run's record is written without the fence after its header array is
+    /// zeroed.
+    NoFenceAfterRunZeroing = 6,
 }
 
 static ACTIVE: AtomicU8 = AtomicU8::new(0);

@@ -96,17 +96,20 @@ impl Area {
         ]
     }
 
-    /// Writes the header, zeroes every tail and the first line of every log, and makes
-    /// it durable (a fresh area scans as empty). Sequence numbers below [`SEQ_BLOCK`]
-    /// are reserved.
+    /// Writes the header, zeroes every tail and every log, and makes it durable (a
+    /// fresh area scans as empty). The whole of each log, not just its first line: a
+    /// pool made again over an old one with the same UUID (so the same salt) would
+    /// otherwise find the old pool's records, still valid, right after its own, and a
+    /// scan would take them for its own transactions (an old commit record completing
+    /// a new transaction's undo record, or replaying into the new pool). Sequence
+    /// numbers below [`SEQ_BLOCK`] are reserved.
     pub fn format<M: Media>(&self, media: &M, salt: u64) {
         for k in 0..self.lanes {
             media.write_u64(self.tail_off(k), encode_tail(0, k, salt));
             media.flush(self.tail_off(k), 8);
-            media.fill(self.log_off(k), LINE, 0);
-            media.flush(self.log_off(k), LINE);
         }
-        media.fence();
+        // Fences the tails too.
+        self.clear_logs(media);
         let w = self.header_words(salt);
         for (i, v) in w.iter().enumerate() {
             media.write_u64(self.off + i * 8, *v);

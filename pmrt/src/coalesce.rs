@@ -19,32 +19,42 @@
 //!   log runs short of space (back-pressure): a full log delays a transaction, never
 //!   fails it.
 //!
-//! Marking groups dead is lazy: the live word is updated in the cache only. Durability
-//! is paid where correctness needs it: before a lane's tail moves past dead records, the
-//! pending clears of *other* records of the same objects are flushed (so an older group
-//! can never outlive a newer reclaimed one), and before any in-place write (undo-logged
-//! or fresh large objects) the object's clears are flushed and fenced.
+//! Marking groups dead is lazy: the live word is updated in the cache only and the
+//! record is listed. Durability is paid where correctness needs it: before a lane's
+//! tail moves past dead records, the listed marks of *other* lanes are flushed (one of
+//! them may be an older record of an object, or of memory, whose newer record the tail
+//! passes, and an older group must never outlive a newer reclaimed one; the lane's own
+//! remaining records cannot be, as a lane's records are in commit order), and before
+//! any in-place write (undo-logged or fresh large objects) every listed mark is flushed
+//! and fenced.
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use arch::Media;
-use hashbrown::HashMap;
+use pmalloc::Freeing;
 
-use crate::log::{Lane, LaneLog};
+use crate::log::{Lane, LaneLog, LaneStats};
+use crate::pending::{GroupRef, ObjState};
 use crate::pool::Pool;
 use crate::record::LIVE_OFF;
 
 /// Running mean and variance of a size, fixed point (Welford's method; `n` is capped so
-/// old samples fade, approximating exponential weighting).
+/// old samples fade, approximating exponential weighting). Samples are clamped to
+/// [`SAMPLE_MAX`] so every intermediate fits 64 bits (no 128-bit division on the commit
+/// path).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Welford {
     n: u32,
-    mean_q8: i128,
-    m2_q16: i128,
+    mean_q8: i64,
+    m2_q16: i64,
 }
 
 const WELFORD_CAP: u32 = 256;
+
+/// Largest sample the monitor distinguishes (bytes); larger records count as this.
+/// Records that large exceed any volume threshold on their own anyway.
+pub const SAMPLE_MAX: u64 = 1 << 16;
 
 impl Welford {
     /// Adds a sample.
@@ -52,12 +62,12 @@ impl Welford {
         if self.n < WELFORD_CAP {
             self.n += 1;
         } else {
-            // Keep the variance estimate's scale when n stops growing.
-            self.m2_q16 = self.m2_q16 * i128::from(WELFORD_CAP - 1) / i128::from(WELFORD_CAP);
+            // Keep the variance estimate's scale when n stops growing (x 255/256).
+            self.m2_q16 -= self.m2_q16 >> 8;
         }
-        let x = i128::from(x) << 8;
+        let x = x.min(SAMPLE_MAX).cast_signed() << 8;
         let delta = x - self.mean_q8;
-        self.mean_q8 = (self.mean_q8 + delta / i128::from(self.n)).max(0);
+        self.mean_q8 = (self.mean_q8 + delta / i64::from(self.n)).max(0);
         self.m2_q16 = (self.m2_q16 + delta * (x - self.mean_q8)).max(0);
     }
 
@@ -68,31 +78,16 @@ impl Welford {
 
     /// Mean, in bytes (Q8 fixed point).
     pub fn mean_q8(&self) -> u64 {
-        u64::try_from(self.mean_q8).unwrap_or(u64::MAX)
+        self.mean_q8.unsigned_abs()
     }
 
     /// Variance, in bytes squared (Q16 fixed point).
-    pub fn var_q16(&self) -> u128 {
+    pub fn var_q16(&self) -> u64 {
         if self.n < 2 {
             0
         } else {
-            u128::try_from(self.m2_q16 / i128::from(self.n - 1)).unwrap_or(0)
+            self.m2_q16.unsigned_abs() / u64::from(self.n - 1)
         }
-    }
-}
-
-/// Integer square root.
-fn isqrt(v: u128) -> u128 {
-    if v < 2 {
-        return v;
-    }
-    let mut x = 1u128 << (u128::BITS - v.leading_zeros()).div_ceil(2);
-    loop {
-        let y = x.midpoint(v / x);
-        if y >= x {
-            return x;
-        }
-        x = y;
     }
 }
 
@@ -134,20 +129,24 @@ impl SizeMonitor {
     }
 
     /// Pooled mean (Q8) and variance (Q16) over both kinds, weighted by their counts.
-    pub fn pooled(&self) -> (u64, u128) {
+    /// (Fits 64 bits: means are at most 2^24 in Q8, squares 2^48, times 512 samples.)
+    pub fn pooled(&self) -> (u64, u64) {
         let [a, b] = self.kinds;
-        let (na, nb) = (u128::from(a.n), u128::from(b.n));
-        let n = na + nb;
-        if n == 0 {
-            return (0, 0);
+        match (a.n, b.n) {
+            (0, 0) => return (0, 0),
+            (_, 0) => return (a.mean_q8(), a.var_q16()),
+            (0, _) => return (b.mean_q8(), b.var_q16()),
+            _ => {}
         }
-        let mean = (na * u128::from(a.mean_q8()) + nb * u128::from(b.mean_q8())) / n;
+        let (na, nb) = (u64::from(a.n), u64::from(b.n));
+        let n = na + nb;
+        let mean = (na * a.mean_q8() + nb * b.mean_q8()) / n;
         let spread = |w: &Welford| {
-            let d = u128::from(w.mean_q8()).abs_diff(mean);
+            let d = w.mean_q8().abs_diff(mean);
             w.var_q16() + d * d
         };
         let var = (na * spread(&a) + nb * spread(&b)) / n;
-        (mean as u64, var)
+        (mean, var)
     }
 }
 
@@ -184,14 +183,17 @@ pub fn volume_threshold(i: &ThresholdInput) -> u64 {
     let per_record_q8 = if mean_q8 == 0 {
         64 << 8
     } else {
-        u128::from(mean_q8) + 2 * isqrt(var_q16)
+        mean_q8 + 2 * var_q16.isqrt()
     };
-    let mut v = u128::from(i.count) * per_record_q8;
-    v = v * u128::from(i.free_q8.clamp(32, 256)) / 256;
-    let ratio_q8 = u128::from(i.reads) * 256 / u128::from(i.writes.max(1));
-    let rw_q8 = (256 * 256 / (256 + ratio_q8 / 4)).max(32);
-    v = v * rw_q8 / 256;
-    ((v >> 8) as u64).clamp(64, i.max.max(64))
+    // count <= 2^16 and per_record_q8 < 2^26: no overflow.
+    let mut v = u64::from(i.count.min(1 << 16)) * per_record_q8;
+    v = (v * u64::from(i.free_q8.clamp(32, 256))) >> 8;
+    if i.reads > 0 {
+        let ratio_q8 = u64::from(i.reads) * 256 / u64::from(i.writes.max(1));
+        let rw_q8 = (256 * 256 / (256 + ratio_q8 / 4)).max(32);
+        v = (v * rw_q8) >> 8;
+    }
+    (v >> 8).clamp(64, i.max.max(64))
 }
 
 /// How coalescing is configured.
@@ -276,34 +278,33 @@ pub(crate) struct RecId {
     pub pos: usize,
 }
 
+/// Counters of coalescing rounds (per round, not per commit: shared atomics are fine).
+/// Per-commit counts live in the lanes' [`LaneStats`].
 #[derive(Debug, Default)]
 struct Counters {
-    by_count: AtomicU64,
-    by_volume: AtomicU64,
     by_backpressure: AtomicU64,
     explicit: AtomicU64,
     rounds: AtomicU64,
     objects: AtomicU64,
     lines_written_back: AtomicU64,
-    lines_eager: AtomicU64,
-    pending_hwm: AtomicU64,
-    over_threshold_max: AtomicU64,
-    largest_record: AtomicU64,
 }
 
 /// The coalescing state of a pool.
 pub struct Coalescer {
-    config: spin::RwLock<CoalesceConfig>,
+    count_threshold: AtomicU32,
+    volume: AtomicBool,
+    batch: AtomicUsize,
+    eager: AtomicBool,
     queue: spin::Mutex<heapless::BinaryHeap<(u32, u64), heapless::binary_heap::Max, 256>>,
-    unflushed: spin::Mutex<HashMap<u64, Vec<RecId>>>,
-    tick: AtomicU64,
+    /// Dead-marks written in the cache but not flushed (lazy), in any lane.
+    unflushed: spin::Mutex<Vec<RecId>>,
     c: Counters,
 }
 
 impl core::fmt::Debug for Coalescer {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Coalescer")
-            .field("config", &*self.config.read())
+            .field("config", &self.config())
             .finish_non_exhaustive()
     }
 }
@@ -311,143 +312,200 @@ impl core::fmt::Debug for Coalescer {
 impl Default for Coalescer {
     fn default() -> Self {
         Coalescer {
-            config: spin::RwLock::new(CoalesceConfig::default()),
+            count_threshold: AtomicU32::new(CoalesceConfig::default().count_threshold),
+            volume: AtomicBool::new(CoalesceConfig::default().volume),
+            batch: AtomicUsize::new(CoalesceConfig::default().batch),
+            eager: AtomicBool::new(CoalesceConfig::default().eager),
             queue: spin::Mutex::new(heapless::BinaryHeap::new()),
-            unflushed: spin::Mutex::new(HashMap::new()),
-            tick: AtomicU64::new(0),
+            unflushed: spin::Mutex::new(Vec::new()),
             c: Counters::default(),
         }
     }
 }
 
-fn max_into(a: &AtomicU64, v: u64) {
-    a.fetch_max(v, Relaxed);
-}
-
 impl Coalescer {
     /// The configuration.
     pub fn config(&self) -> CoalesceConfig {
-        *self.config.read()
+        CoalesceConfig {
+            count_threshold: self.count_threshold.load(Relaxed),
+            volume: self.volume.load(Relaxed),
+            batch: self.batch.load(Relaxed),
+            eager: self.eager.load(Relaxed),
+        }
     }
 
     /// Statistics.
     pub fn stats(&self) -> CoalesceStats {
         let c = &self.c;
+        // The per-commit fields are filled in by `Pool::stats` from the lanes.
         CoalesceStats {
-            by_count: c.by_count.load(Relaxed),
-            by_volume: c.by_volume.load(Relaxed),
             by_backpressure: c.by_backpressure.load(Relaxed),
             explicit: c.explicit.load(Relaxed),
             rounds: c.rounds.load(Relaxed),
             objects: c.objects.load(Relaxed),
             lines_written_back: c.lines_written_back.load(Relaxed),
-            lines_eager: c.lines_eager.load(Relaxed),
-            pending_hwm: c.pending_hwm.load(Relaxed),
-            over_threshold_max: c.over_threshold_max.load(Relaxed),
-            largest_record: c.largest_record.load(Relaxed),
+            ..CoalesceStats::default()
         }
     }
 }
 
-/// One group a commit added: its object, logged bytes, home lines, the object's size.
+/// One group a commit added: logged bytes, home lines, the object's size.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Committed {
-    pub key: u64,
     pub volume: u64,
     pub lines: u64,
     pub size: u64,
 }
 
+/// Objects a commit hands to coalescing (bounded: the rest wait in the queue or are
+/// served by the next commit).
+pub(crate) type Batch = heapless::Vec<u64, 64>;
+
+/// What a commit's scheduling step decided for one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sched {
+    /// Nothing to do yet.
+    Wait,
+    /// Volume threshold reached: coalesce in this commit.
+    Now,
+    /// Count threshold reached: queue it with this access frequency.
+    Queue(u32),
+}
+
+/// The per-commit view of the configuration, read once per transaction.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CommitView {
+    pub cfg: CoalesceConfig,
+    pub now: u64,
+    pub free_q8: u32,
+    /// Largest volume threshold (a quarter of a lane log).
+    pub max: u64,
+}
+
 impl<M: Media> Pool<M> {
     /// Sets the coalescing configuration.
     pub fn set_coalesce_config(&self, cfg: CoalesceConfig) {
-        *self.coalescer.config.write() = cfg;
+        let co = &self.coalescer;
+        co.count_threshold.store(cfg.count_threshold, Relaxed);
+        co.volume.store(cfg.volume, Relaxed);
+        co.batch.store(cfg.batch, Relaxed);
+        co.eager.store(cfg.eager, Relaxed);
     }
 
-    /// Counts, thresholds and scheduling after a commit (module docs). `free_q8` is the
-    /// committing lane's free log share.
-    pub(crate) fn after_commit(&self, groups: &[Committed], free_q8: u32) {
+    /// The scheduling view of a commit on a lane with `free_q8`/256 of its log free.
+    /// `seq` (the commit's sequence number) is the clock of the frequency decay.
+    pub(crate) fn commit_view(&self, free_q8: u32, seq: u64) -> CommitView {
         let co = &self.coalescer;
-        let cfg = co.config();
-        let now = co.tick.fetch_add(1, Relaxed);
-        if cfg.eager {
-            let keys: Vec<u64> = groups.iter().map(|g| g.key).collect();
-            for g in groups {
-                co.c.lines_eager.fetch_add(g.lines, Relaxed);
-            }
-            self.coalesce_keys(&keys, Trigger::Eager, false);
-            return;
+        CommitView {
+            cfg: co.config(),
+            now: seq,
+            free_q8,
+            max: (self.area.lane_bytes / 4) as u64,
         }
-        let max = (self.area.lane_bytes / 4) as u64;
-        let mut queued: Vec<(u32, u64)> = Vec::new();
-        let mut immediate: Vec<u64> = Vec::new();
-        for g in groups {
-            co.c.lines_eager.fetch_add(g.lines, Relaxed);
-            max_into(&co.c.largest_record, g.volume);
-            self.pending.with(g.key, |st| {
-                st.writes = st.writes.saturating_add(1);
-                let age = now.saturating_sub(st.last_tick);
-                st.freq = (st.freq >> (age / 1024).min(31)).saturating_add(256);
-                st.last_tick = now;
-                st.monitor
-                    .push(crate::coalesce::OpKind::of(g.volume, g.size), g.volume);
-                if st.queued || st.chain.groups.is_empty() {
-                    return;
-                }
-                max_into(&co.c.pending_hwm, st.chain.volume);
-                let input = ThresholdInput {
+    }
+
+    /// Counts, statistics and the threshold test for one group a commit added to
+    /// `st`'s chain (module docs). Runs under the object's shard lock, in the same
+    /// lookup that extended the chain.
+    /// Counters go to `ls`, the committing lane's.
+    pub(crate) fn schedule(
+        st: &mut ObjState,
+        g: &Committed,
+        v: &CommitView,
+        ls: &LaneStats,
+    ) -> Sched {
+        LaneStats::add(&ls.lines_eager, g.lines);
+        LaneStats::max(&ls.largest_record, g.volume);
+        st.writes = st.writes.saturating_add(1);
+        let age = v.now.saturating_sub(st.last_tick);
+        st.freq = (st.freq >> (age / 1024).min(31)).saturating_add(256);
+        st.last_tick = v.now;
+        st.monitor.push(OpKind::of(g.volume, g.size), g.volume);
+        if v.cfg.eager || st.queued || st.chain.groups.is_empty() {
+            return Sched::Wait;
+        }
+        LaneStats::max(&ls.pending_hwm, st.chain.volume);
+        if v.cfg.volume {
+            // The threshold moves slowly (sizes are averaged over up to 256 records),
+            // so it is recomputed every 16 writes, when the free share of the log
+            // changes by 1/8, on new reads, and whenever the volume is within 80% of
+            // it: the decision at the threshold always uses a fresh value.
+            let bucket = (v.free_q8 >> 5) as u8;
+            let stale = st.thresh == 0
+                || st.thresh_free != bucket
+                || st.thresh_reads != st.reads
+                || st.writes.is_multiple_of(16)
+                || st.chain.volume + st.chain.volume / 4 >= st.thresh;
+            if stale {
+                st.thresh = volume_threshold(&ThresholdInput {
                     monitor: st.monitor,
-                    count: cfg.count_threshold,
-                    free_q8,
+                    count: v.cfg.count_threshold,
+                    free_q8: v.free_q8,
                     reads: st.reads,
                     writes: st.writes,
-                    max,
-                };
-                let v = volume_threshold(&input);
-                if cfg.volume && st.chain.volume > v {
-                    max_into(&co.c.over_threshold_max, st.chain.volume - v);
-                }
-                if cfg.volume && st.chain.volume >= v {
-                    st.queued = true;
-                    co.c.by_volume.fetch_add(1, Relaxed);
-                    immediate.push(g.key);
-                } else if st.chain.count >= cfg.count_threshold {
-                    st.queued = true;
-                    co.c.by_count.fetch_add(1, Relaxed);
-                    queued.push((st.freq, g.key));
-                }
-            });
+                    max: v.max,
+                });
+                st.thresh_free = bucket;
+                st.thresh_reads = st.reads;
+            }
+            let t = st.thresh;
+            if st.chain.volume > t {
+                LaneStats::max(&ls.over_threshold_max, st.chain.volume - t);
+            }
+            if st.chain.volume >= t {
+                st.queued = true;
+                LaneStats::add(&ls.by_volume, 1);
+                return Sched::Now;
+            }
         }
-        let mut batch: Vec<u64> = immediate;
-        {
+        if st.chain.count >= v.cfg.count_threshold {
+            st.queued = true;
+            LaneStats::add(&ls.by_count, 1);
+            return Sched::Queue(st.freq);
+        }
+        Sched::Wait
+    }
+
+    /// Queues count-triggered objects and adds to `batch` what this commit should
+    /// coalesce: volume-triggered objects (already there), plus a batch from the queue
+    /// when it is long enough or the log runs short. Returns the round's trigger.
+    pub(crate) fn take_batch(
+        &self,
+        queued: &[(u32, u64)],
+        batch: &mut Batch,
+        v: &CommitView,
+    ) -> Trigger {
+        let co = &self.coalescer;
+        let volume = !batch.is_empty();
+        if !queued.is_empty() || volume || v.free_q8 < 32 {
             let mut q = co.queue.lock();
-            for item in queued {
-                if q.push(item).is_err() {
-                    // Queue full: serve this one now.
-                    batch.push(item.1);
+            for &item in queued {
+                if q.push(item).is_err() && batch.push(item.1).is_err() {
+                    // Queue and batch full: it stays marked queued and is served by
+                    // back-pressure or an explicit coalesce.
+                    break;
                 }
             }
-            if !batch.is_empty() || q.len() >= cfg.batch || free_q8 < 32 {
-                while batch.len() < cfg.batch.max(1) {
+            if volume || q.len() >= v.cfg.batch || v.free_q8 < 32 {
+                while batch.len() < v.cfg.batch.clamp(1, batch.capacity()) {
                     match q.pop() {
-                        Some((_, k)) => batch.push(k),
+                        Some((_, k)) => {
+                            let _ = batch.push(k);
+                        }
                         None => break,
                     }
                 }
             }
         }
-        if !batch.is_empty() {
-            let why = if free_q8 < 32 {
-                Trigger::BackPressure
-            } else if co.c.by_volume.load(Relaxed) > 0 && batch.len() < cfg.batch {
-                Trigger::Volume
-            } else {
-                Trigger::Count
-            };
-            self.coalesce_keys(&batch, why, false);
+        if v.now.is_multiple_of(65_536) {
+            self.pending.trim(1 << 20, v.now);
         }
-        if now.is_multiple_of(65_536) {
-            self.pending.trim(1 << 20, now);
+        if v.free_q8 < 32 {
+            Trigger::BackPressure
+        } else if volume {
+            Trigger::Volume
+        } else {
+            Trigger::Count
         }
     }
 
@@ -458,48 +516,51 @@ impl<M: Media> Pool<M> {
     }
 
     /// Writes back `keys` and marks their groups dead (module docs). With `durable`,
-    /// the marks (and earlier lazy marks of these objects) are flushed and fenced too,
-    /// as an in-place write of these objects needs. Returns the groups marked dead.
+    /// the marks (and every earlier lazy mark) are flushed and fenced too, as an
+    /// in-place write of these objects needs. Returns the groups marked dead.
     pub(crate) fn coalesce_keys(&self, keys: &[u64], why: Trigger, durable: bool) -> usize {
         let co = &self.coalescer;
         let media = self.media();
-        let chains: Vec<(u64, crate::pending::Chain)> = keys
-            .iter()
-            .map(|&k| (k, self.pending.take(k)))
-            .filter(|(_, c)| !c.is_empty())
-            .collect();
-        if chains.is_empty() && !durable {
+        let mut refs: Vec<GroupRef> = Vec::new();
+        let mut ranges: Vec<(u64, u32)> = Vec::new();
+        let mut freeing: Vec<Freeing> = Vec::new();
+        let mut objects = 0u64;
+        for &k in keys {
+            if let Some(d) = self.pending.drain(k, &mut refs, &mut ranges) {
+                objects += 1;
+                freeing.extend(d.freeing);
+            }
+        }
+        if objects == 0 && !durable {
             return 0;
         }
         // A freed object's space is released at the end of this round and may then be
         // reused by writes that are not logged (a new run's chunk entry) or logged under
         // another key. Recovery must never replay the free or older bytes over that, so
         // the dead marks of such a round are made durable before the release.
-        let durable = durable || chains.iter().any(|(_, c)| c.freeing.is_some());
+        let durable = durable || !freeing.is_empty();
         // 1. Write the homes back: one fence for every object of the round.
         let mut lines = 0u64;
-        for (_, c) in &chains {
-            for &(off, len) in &c.ranges {
-                media.flush(off as usize, len as usize);
-                lines += arch::line_range(off as usize, len as usize).len() as u64;
-            }
+        for &(off, len) in &ranges {
+            media.flush(off as usize, len as usize);
+            lines += arch::line_range(off as usize, len as usize).len() as u64;
         }
-        if !chains.is_empty() {
+        if objects > 0 {
             media.fence();
         }
-        // 2. Mark the groups dead, lane by lane.
+        // 2. Mark the groups dead, lane by lane. The lazy list stays locked from the
+        //    first mark until every lazy mark of the round is listed, so a tail that
+        //    moves past one of these records (advance_tail) finds all of them.
         let mut cleared = 0;
-        let mut lazy: Vec<(u64, RecId)> = Vec::new();
-        let mut refs: Vec<(u64, crate::pending::GroupRef)> = chains
-            .iter()
-            .flat_map(|(k, c)| c.groups.iter().map(move |g| (*k, *g)))
-            .collect();
-        refs.sort_by_key(|(_, g)| (g.lane, g.recno));
-        for chunk in refs.chunk_by(|a, b| a.1.lane == b.1.lane) {
-            let lane: &Lane = &self.lanes[chunk[0].1.lane as usize];
-            let base = self.area.log_off(chunk[0].1.lane);
+        let mut uf = co.unflushed.lock();
+        if refs.windows(2).any(|w| w[0].lane != w[1].lane) {
+            refs.sort_unstable_by_key(|g| (g.lane, g.recno));
+        }
+        for chunk in refs.chunk_by(|a, b| a.lane == b.lane) {
+            let lane: &Lane = &self.lanes[chunk[0].lane as usize];
+            let base = self.area.log_off(chunk[0].lane);
             let mut recs = lane.recs.lock();
-            for (key, g) in chunk {
+            for g in chunk {
                 let Some(rm) = recs.get_mut(g.recno) else {
                     continue;
                 };
@@ -508,43 +569,31 @@ impl<M: Media> Pool<M> {
                 if durable {
                     media.flush(base + rm.pos + LIVE_OFF, 8);
                 } else {
-                    lazy.push((
-                        *key,
-                        RecId {
-                            lane: g.lane,
-                            recno: g.recno,
-                            pos: rm.pos,
-                        },
-                    ));
+                    uf.push(RecId {
+                        lane: g.lane,
+                        recno: g.recno,
+                        pos: rm.pos,
+                    });
                 }
                 cleared += 1;
             }
             recs.pop_dead();
         }
         if durable {
-            // Earlier lazy marks of these objects must be durable too.
-            let mut uf = co.unflushed.lock();
-            for k in keys {
-                for id in uf.remove(k).unwrap_or_default() {
-                    media.flush(self.area.log_off(id.lane) + id.pos + LIVE_OFF, 8);
-                }
+            // Earlier lazy marks must be durable too (a superset of this round's
+            // objects' marks: the list is not kept per object).
+            for id in uf.drain(..) {
+                media.flush(self.area.log_off(id.lane) + id.pos + LIVE_OFF, 8);
             }
-            drop(uf);
             media.fence();
-        } else if !lazy.is_empty() {
-            let mut uf = co.unflushed.lock();
-            for (k, id) in lazy {
-                uf.entry(k).or_default().push(id);
-            }
         }
+        drop(uf);
         // 3. Freed objects can be reused now.
-        for (_, c) in &chains {
-            if let Some(f) = &c.freeing {
-                self.heap.release(f);
-            }
+        for f in &freeing {
+            self.heap.release(f);
         }
         co.c.rounds.fetch_add(1, Relaxed);
-        co.c.objects.fetch_add(chains.len() as u64, Relaxed);
+        co.c.objects.fetch_add(objects, Relaxed);
         co.c.lines_written_back.fetch_add(lines, Relaxed);
         match why {
             Trigger::BackPressure => co.c.by_backpressure.fetch_add(1, Relaxed),
@@ -554,59 +603,77 @@ impl<M: Media> Pool<M> {
         cleared
     }
 
-    /// Back-pressure: coalesces the objects holding lane `lane`'s oldest live record.
-    /// False if there is nothing to coalesce there.
+    /// Back-pressure: coalesces the objects holding lane `lane`'s oldest live records,
+    /// up to an eighth of the log (or 64 objects) in one round, so a full log costs
+    /// one write-back fence per many records freed. False if there is nothing to
+    /// coalesce there.
     pub(crate) fn coalesce_front(&self, lane: u32) -> bool {
-        let keys: Vec<u64> = {
+        let mut keys: Batch = Batch::new();
+        {
             let mut r = self.lanes[lane as usize].recs.lock();
             r.pop_dead();
-            match r.recs.front() {
-                Some(m) => (0..64)
-                    .filter(|g| m.live & (1 << g) != 0)
-                    .filter_map(|g| m.keys.get(g).copied())
-                    .collect(),
-                None => return false,
+            let Some(first) = r.recs.front().map(|m| m.pos) else {
+                return false;
+            };
+            let span = self.area.lane_bytes / 8;
+            'recs: for m in &r.recs {
+                let dist = (m.pos + self.area.lane_bytes - first) % self.area.lane_bytes;
+                if dist > span && !keys.is_empty() {
+                    break;
+                }
+                for (g, &k) in m.keys.as_slice().iter().enumerate() {
+                    if m.live & (1 << g) != 0 && !keys.contains(&k) && keys.push(k).is_err() {
+                        break 'recs;
+                    }
+                }
             }
-        };
+        }
         if keys.is_empty() {
             return false;
         }
         self.coalesce_keys(&keys, Trigger::BackPressure, false) > 0
     }
 
-    /// Moves lane `log`'s persisted tail over its dead records. First makes durable
-    /// the pending dead-marks of other records holding the same objects (an older group
-    /// must never outlive a newer one the tail passes). False if it could not move.
+    /// Moves lane `log`'s persisted tail over its dead records. First makes every
+    /// lazy dead-mark still in the logs durable: an older group of an object must never
+    /// outlive a newer one the tail passes. The lazy list stays locked through the
+    /// fence and the tail's own persist, so no other lane can see it emptied before the
+    /// marks it lost are durable or passed by the tail (a durable round that releases a
+    /// freed object, or precedes an in-place write, relies on that: a mark dropped here
+    /// but not yet passed could otherwise let recovery replay old bytes there).
+    /// False if the tail could not move.
     pub(crate) fn advance_tail(&self, log: &mut LaneLog, lane: &Lane) -> bool {
-        let (vt, passed) = {
+        let (vt, front) = {
             let mut r = lane.recs.lock();
             r.pop_dead();
-            (r.vtail(log.head), core::mem::take(&mut r.passed))
+            (r.vtail(log.head), r.front_recno)
         };
         if vt == log.ptail {
-            lane.recs.lock().passed.extend(passed);
             return false;
         }
         let media = self.media();
-        let mut flushed = false;
         {
             let mut uf = self.coalescer.unflushed.lock();
-            for (_, keys) in &passed {
-                for k in keys {
-                    for id in uf.remove(k).unwrap_or_default() {
-                        let gone = id.lane == log.idx && passed.iter().any(|(n, _)| *n == id.recno);
-                        if !gone {
-                            media.flush(self.area.log_off(id.lane) + id.pos + LIVE_OFF, 8);
-                            flushed = true;
-                        }
-                    }
+            let mut flushed = false;
+            uf.retain(|id| {
+                if id.lane == log.idx {
+                    // This lane's: before `front` it leaves the log now; after it, it is
+                    // newer than everything passed here, so replaying it cannot undo
+                    // them. Kept for other lanes' tails and in-place writes.
+                    id.recno >= front
+                } else {
+                    // Possibly older than a record of the same object (or of memory it
+                    // shared) that the tail now passes: make it durable.
+                    media.flush(self.area.log_off(id.lane) + id.pos + LIVE_OFF, 8);
+                    flushed = true;
+                    false
                 }
+            });
+            if flushed {
+                media.fence();
             }
+            log.persist_tail(media, &self.area, vt);
         }
-        if flushed {
-            media.fence();
-        }
-        log.persist_tail(media, &self.area, vt);
         true
     }
 
@@ -623,10 +690,7 @@ impl<M: Media> Pool<M> {
     /// handing the pool to another program).
     pub(crate) fn coalesce_all(&self) {
         self.coalescer.queue.lock().clear();
-        let mut keys = self.pending.keys();
-        keys.extend(self.coalescer.unflushed.lock().keys().copied());
-        keys.sort_unstable();
-        keys.dedup();
+        let keys = self.pending.keys();
         self.coalesce_keys(&keys, Trigger::Explicit, true);
         for (k, lane) in self.lanes.iter().enumerate() {
             let mut log = lane.log.lock();
@@ -656,26 +720,6 @@ mod tests {
             xs.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / (xs.len() - 1) as f64;
         assert!((w.mean_q8() as f64 / 256.0 - mean).abs() < 1.0);
         assert!(((w.var_q16() as f64 / 65536.0) - var).abs() / var < 0.01);
-    }
-
-    #[test]
-    fn isqrt_is_exact_on_squares_and_floors_otherwise() {
-        for v in [
-            0u128,
-            1,
-            2,
-            3,
-            4,
-            99,
-            100,
-            101,
-            1 << 40,
-            (1 << 40) + 1,
-            u128::from(u64::MAX),
-        ] {
-            let r = isqrt(v);
-            assert!(r * r <= v && (r + 1) * (r + 1) > v, "{v}");
-        }
     }
 
     fn monitor(samples: &[(OpKind, u64)]) -> SizeMonitor {

@@ -8,18 +8,50 @@
 
 use alloc::vec::Vec;
 
+/// Words kept inline: objects up to 256 lines (16 KiB) need no allocation.
+const INLINE: usize = 4;
+
 /// One bit per 64-byte line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DirtyMap {
-    words: Vec<u64>,
+    inline: [u64; INLINE],
+    heap: Vec<u64>,
+    n: usize,
 }
 
 impl DirtyMap {
     /// A map for an object of `len` bytes, all clean.
     pub fn new(len: usize) -> Self {
+        let n = len.div_ceil(64).div_ceil(64);
         DirtyMap {
-            words: alloc::vec![0; len.div_ceil(64).div_ceil(64)],
+            inline: [0; INLINE],
+            heap: if n > INLINE {
+                alloc::vec![0; n]
+            } else {
+                Vec::new()
+            },
+            n,
         }
+    }
+
+    fn words(&self) -> &[u64] {
+        if self.n > INLINE {
+            &self.heap
+        } else {
+            &self.inline[..self.n]
+        }
+    }
+
+    fn words_mut(&mut self) -> &mut [u64] {
+        if self.n > INLINE {
+            &mut self.heap
+        } else {
+            &mut self.inline[..self.n]
+        }
+    }
+
+    fn set(&mut self, l: usize) {
+        self.words_mut()[l / 64] |= 1 << (l % 64);
     }
 
     /// Marks the lines overlapping `[off, off + len)`.
@@ -28,25 +60,25 @@ impl DirtyMap {
             return;
         }
         for l in off / 64..=(off + len - 1) / 64 {
-            self.words[l / 64] |= 1 << (l % 64);
+            self.set(l);
         }
     }
 
     /// Whether line `l` is dirty.
     pub fn is_dirty(&self, l: usize) -> bool {
-        self.words
+        self.words()
             .get(l / 64)
             .is_some_and(|w| w & (1 << (l % 64)) != 0)
     }
 
     /// Dirty lines.
     pub fn count(&self) -> usize {
-        self.words.iter().map(|w| w.count_ones() as usize).sum()
+        self.words().iter().map(|w| w.count_ones() as usize).sum()
     }
 
     /// The dirty line indices.
     pub fn lines(&self) -> impl Iterator<Item = usize> + '_ {
-        self.words.iter().enumerate().flat_map(|(i, &w)| {
+        self.words().iter().enumerate().flat_map(|(i, &w)| {
             let mut w = w;
             core::iter::from_fn(move || {
                 (w != 0).then(|| {
@@ -83,7 +115,7 @@ fn line_differs(a: &[u8], b: &[u8]) -> bool {
 fn diff_words(old: &[u8], new: &[u8], m: &mut DirtyMap) {
     for (l, (a, b)) in old.chunks(64).zip(new.chunks(64)).enumerate() {
         if line_differs(a, b) {
-            m.words[l / 64] |= 1 << (l % 64);
+            m.set(l);
         }
     }
 }
@@ -104,19 +136,19 @@ unsafe fn diff_avx2(old: &[u8], new: &[u8], m: &mut DirtyMap) {
             (_mm256_movemask_epi8(a) & _mm256_movemask_epi8(b)) == -1
         };
         if !same {
-            m.words[l / 64] |= 1 << (l % 64);
+            m.set(l);
         }
     }
     if old.len() > full * 64 && line_differs(&old[full * 64..], &new[full * 64..]) {
-        m.words[full / 64] |= 1 << (full % 64);
+        m.set(full);
     }
 }
 
 /// The byte runs that differ between `old` and `new` inside the dirty lines, at 8-byte
 /// granularity, merging runs separated by less than `gap` equal bytes (a separate run
-/// costs an 8-byte entry header). Returns `(offset, length)` pairs in order.
-pub fn dirty_runs(old: &[u8], new: &[u8], map: &DirtyMap, gap: usize) -> Vec<(usize, usize)> {
-    let mut runs: Vec<(usize, usize)> = Vec::new();
+/// costs an 8-byte entry header). Appends `(offset, length)` pairs in order to `runs`.
+pub fn dirty_runs(old: &[u8], new: &[u8], map: &DirtyMap, gap: usize, runs: &mut Vec<(u32, u32)>) {
+    let first = runs.len();
     let len = old.len();
     for l in map.lines() {
         let mut w = l * 64;
@@ -124,15 +156,14 @@ pub fn dirty_runs(old: &[u8], new: &[u8], map: &DirtyMap, gap: usize) -> Vec<(us
         while w < end {
             let we = (w + 8).min(end);
             if old[w..we] != new[w..we] {
-                match runs.last_mut() {
-                    Some((s, n)) if *s + *n + gap >= w => *n = we - *s,
-                    _ => runs.push((w, we - w)),
+                match runs[first..].last_mut() {
+                    Some((s, n)) if (*s + *n) as usize + gap >= w => *n = (we - *s as usize) as u32,
+                    _ => runs.push((w as u32, (we - w) as u32)),
                 }
             }
             w = we;
         }
     }
-    runs
 }
 
 #[cfg(test)]
@@ -147,6 +178,25 @@ mod tests {
         m.mark(900, 1);
         assert_eq!(m.lines().collect::<Vec<_>>(), vec![0, 1, 14]);
         assert_eq!(m.count(), 3);
+    }
+
+    #[test]
+    fn maps_beyond_the_inline_words_work_the_same() {
+        for len in [16 * 1024, 16 * 1024 + 1, 64 * 1024] {
+            let old = vec![0u8; len];
+            let mut new = old.clone();
+            new[len - 1] = 1;
+            new[5000] = 2;
+            let m = DirtyMap::diff(&old, &new);
+            assert_eq!(
+                m.lines().collect::<Vec<_>>(),
+                vec![5000 / 64, (len - 1) / 64]
+            );
+            let mut k = DirtyMap::new(len);
+            k.mark(len - 1, 1);
+            k.mark(5000, 1);
+            assert_eq!(k, m);
+        }
     }
 
     proptest! {
@@ -168,10 +218,12 @@ mod tests {
                 prop_assert_eq!(m.is_dirty(l), old[r.clone()] != new[r]);
             }
             // Applying the runs to old gives new, and runs touch only dirty lines.
-            let runs = dirty_runs(&old, &new, &m, 16);
+            let mut runs = Vec::new();
+            dirty_runs(&old, &new, &m, 16, &mut runs);
             let mut back = old.clone();
-            for (s, n) in &runs {
-                back[*s..s + n].copy_from_slice(&new[*s..s + n]);
+            for &(s, n) in &runs {
+                let (s, n) = (s as usize, n as usize);
+                back[s..s + n].copy_from_slice(&new[s..s + n]);
                 prop_assert!(s % 8 == 0);
             }
             prop_assert_eq!(back, new);

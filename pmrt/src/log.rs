@@ -9,7 +9,7 @@
 //! before old live ones.
 
 use alloc::collections::VecDeque;
-use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use arch::Media;
 
@@ -32,6 +32,9 @@ pub(crate) struct LaneLog {
     pub next_recno: u64,
     /// The pool salt (records' checks).
     pub salt: u64,
+    /// Buffers of this lane's transactions, kept between them (taken by the running
+    /// transaction).
+    pub scratch: Option<alloc::boxed::Box<crate::tx::Scratch>>,
 }
 
 /// What the runtime remembers about a record in the log.
@@ -43,17 +46,43 @@ pub(crate) struct RecMeta {
     /// The record's live-word tag (written back with every mask change).
     pub tag: u64,
     /// The object of each group.
-    pub keys: Vec<u64>,
+    pub keys: Keys,
+}
+
+/// The objects of a record's groups; one or two (almost every record) without an
+/// allocation.
+#[derive(Debug, Clone)]
+pub(crate) enum Keys {
+    /// Up to two keys.
+    Inline(u8, [u64; 2]),
+    /// More.
+    Heap(alloc::boxed::Box<[u64]>),
+}
+
+impl Keys {
+    pub fn new(keys: &[u64]) -> Self {
+        match *keys {
+            [] => Keys::Inline(0, [0; 2]),
+            [a] => Keys::Inline(1, [a, 0]),
+            [a, b] => Keys::Inline(2, [a, b]),
+            _ => Keys::Heap(keys.into()),
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u64] {
+        match self {
+            Keys::Inline(n, k) => &k[..usize::from(*n)],
+            Keys::Heap(k) => k,
+        }
+    }
 }
 
 /// Records of one lane from its oldest live one: shared with coalescers.
 #[derive(Debug, Default)]
 pub(crate) struct LaneRecs {
     pub recs: VecDeque<RecMeta>,
+    /// Number of the front record (every record before it is dead).
     pub front_recno: u64,
-    /// Dead records popped from the front but not yet behind the persisted tail:
-    /// `(record number, keys)`.
-    pub passed: Vec<(u64, Vec<u64>)>,
 }
 
 impl LaneRecs {
@@ -63,12 +92,10 @@ impl LaneRecs {
         self.recs.get_mut(usize::try_from(i).ok()?)
     }
 
-    /// Moves fully dead records from the front to `passed`.
+    /// Drops fully dead records from the front.
     pub fn pop_dead(&mut self) {
         while self.recs.front().is_some_and(|r| r.live == 0) {
-            if let Some(r) = self.recs.pop_front() {
-                self.passed.push((self.front_recno, r.keys));
-            }
+            self.recs.pop_front();
             self.front_recno += 1;
         }
     }
@@ -84,6 +111,40 @@ impl LaneRecs {
 pub(crate) struct Lane {
     pub log: spin::Mutex<LaneLog>,
     pub recs: spin::Mutex<LaneRecs>,
+    /// Counters of this lane's transactions.
+    pub stats: LaneStats,
+}
+
+/// Counters written only by the transaction holding the lane (plain load and store,
+/// no locked instruction on the commit path), read by anyone.
+#[derive(Debug, Default)]
+pub(crate) struct LaneStats {
+    pub commits: AtomicU64,
+    pub aborts: AtomicU64,
+    pub commit_lines: AtomicU64,
+    pub commit_fences: AtomicU64,
+    pub logged_bytes: AtomicU64,
+    pub user_bytes: AtomicU64,
+    pub lines_eager: AtomicU64,
+    pub by_volume: AtomicU64,
+    pub by_count: AtomicU64,
+    pub largest_record: AtomicU64,
+    pub pending_hwm: AtomicU64,
+    pub over_threshold_max: AtomicU64,
+}
+
+impl LaneStats {
+    /// Adds `v` (the caller holds the lane: the only writer).
+    pub fn add(c: &AtomicU64, v: u64) {
+        c.store(c.load(Relaxed).wrapping_add(v), Relaxed);
+    }
+
+    /// Raises `c` to `v` (the caller holds the lane).
+    pub fn max(c: &AtomicU64, v: u64) {
+        if v > c.load(Relaxed) {
+            c.store(v, Relaxed);
+        }
+    }
 }
 
 /// Outcome of an attempt to find room.
@@ -104,6 +165,7 @@ impl LaneLog {
             ptail: head,
             next_recno: 0,
             salt,
+            scratch: None,
         }
     }
 
@@ -172,7 +234,7 @@ impl LaneLog {
         recs: &spin::Mutex<LaneRecs>,
         rec: &[u8],
         live: u64,
-        keys: Vec<u64>,
+        keys: &[u64],
         seq: u64,
     ) -> (u64, usize) {
         if self.head + rec.len() > self.len {
@@ -180,22 +242,25 @@ impl LaneLog {
             let pad = record::pad(lines, seq, self.idx, self.salt);
             media.write(self.base + self.head, &pad);
             media.flush(self.base + self.head, LINE);
-            self.push(recs, 0, Vec::new());
+            self.push(recs, 0, &[]);
             self.head = 0;
         }
         let pos = self.head;
+        // Registered before it is written: the lock's atomic would otherwise wait for
+        // the record's stores. No one marks its groups before the commit adds them to
+        // the pending chains, so the early entry is never acted on.
+        let recno = self.push(recs, live, keys);
         if rec.len() >= 4096 {
             media.write_nt(self.base + pos, rec);
         } else {
             media.write(self.base + pos, rec);
             media.flush(self.base + pos, rec.len());
         }
-        let recno = self.push(recs, live, keys);
         self.head = (pos + rec.len()) % self.len;
         (recno, pos)
     }
 
-    fn push(&mut self, recs: &spin::Mutex<LaneRecs>, live: u64, keys: Vec<u64>) -> u64 {
+    fn push(&mut self, recs: &spin::Mutex<LaneRecs>, live: u64, keys: &[u64]) -> u64 {
         let recno = self.next_recno;
         self.next_recno += 1;
         let mut r = recs.lock();
@@ -206,7 +271,7 @@ impl LaneLog {
             pos: self.head,
             live: live & record::LIVE_MASK,
             tag: live & !record::LIVE_MASK,
-            keys,
+            keys: Keys::new(keys),
         });
         recno
     }

@@ -26,19 +26,49 @@ pub(crate) struct GroupRef {
 pub(crate) struct Chain {
     /// Live groups, oldest first.
     pub groups: Vec<GroupRef>,
-    /// Home byte ranges to write back, `(pool offset, length)`, merged when they touch.
+    /// Home lines to write back near the object: bit `l` is the line `l` lines after
+    /// the one holding the key (objects up to 16 KiB need nothing else).
+    pub lines: [u64; NEAR_WORDS],
+    /// Other home byte ranges to write back, `(pool offset, length)` (allocation
+    /// metadata, lines of larger objects), merged when they touch.
     pub ranges: Vec<(u64, u32)>,
     /// Records (transactions) pending.
     pub count: u32,
     /// Bytes logged and pending.
     pub volume: u64,
     /// The object was freed: once its groups are dead its space is released.
+    pub freeing: Option<Box<Freeing>>,
+}
+
+/// What [`PendingIndex::drain`] took from a non-empty chain besides its groups and
+/// ranges.
+#[derive(Debug)]
+pub(crate) struct Drained {
+    /// The free the chain held back, if any.
     pub freeing: Option<Freeing>,
 }
 
+/// Words of a chain's near-line bitmap.
+const NEAR_WORDS: usize = 4;
+/// Lines the bitmap covers.
+const NEAR_LINES: u64 = 64 * NEAR_WORDS as u64;
+
 impl Chain {
-    /// Adds a home range to write back (merging with the last one when they touch).
-    pub fn add_range(&mut self, off: u64, len: u32) {
+    /// Adds the home range `[off, off + len)` of the object at `key` to write back:
+    /// into the line bitmap when it lies within its reach, else to the range list
+    /// (merging with the last range when they touch).
+    pub fn add_range(&mut self, key: u64, off: u64, len: u32) {
+        if len == 0 {
+            return;
+        }
+        let base = key / 64;
+        let (first, last) = (off / 64, (off + u64::from(len) - 1) / 64);
+        if first >= base && last - base < NEAR_LINES {
+            for l in first - base..=last - base {
+                self.lines[(l / 64) as usize] |= 1 << (l % 64);
+            }
+            return;
+        }
         if let Some((o, l)) = self.ranges.last_mut() {
             if off >= *o && off <= *o + u64::from(*l) {
                 let end = (off + u64::from(len)).max(*o + u64::from(*l));
@@ -70,6 +100,11 @@ pub(crate) struct ObjState {
     pub last_tick: u64,
     /// Waiting in the coalescing queue.
     pub queued: bool,
+    /// The volume threshold last computed (0: none yet), with the free-log bucket
+    /// (free share / 32) and the read count it was computed from.
+    pub thresh: u64,
+    pub thresh_free: u8,
+    pub thresh_reads: u32,
 }
 
 const SHARDS: usize = 16;
@@ -103,16 +138,53 @@ impl PendingIndex {
         f(self.shard(key).lock().entry(key).or_default())
     }
 
-    /// Takes `key`'s pending chain (leaving its statistics).
-    pub fn take(&self, key: u64) -> Chain {
+    /// Moves `key`'s pending chain out: its groups and home ranges are appended to
+    /// `groups` and `ranges` (the object keeps its buffers for the next chain). Returns
+    /// `None` when nothing was pending, else what the chain held back.
+    pub fn drain(
+        &self,
+        key: u64,
+        groups: &mut Vec<GroupRef>,
+        ranges: &mut Vec<(u64, u32)>,
+    ) -> Option<Drained> {
         let mut s = self.shard(key).lock();
-        match s.get_mut(&key) {
-            Some(st) => {
-                st.queued = false;
-                core::mem::take(&mut st.chain)
-            }
-            None => Chain::default(),
+        let st = s.get_mut(&key)?;
+        st.queued = false;
+        if st.chain.is_empty() {
+            return None;
         }
+        let c = &mut st.chain;
+        groups.extend_from_slice(&c.groups);
+        let base = key / 64 * 64;
+        let first = ranges.len();
+        for (w, bits) in c.lines.iter().enumerate() {
+            let mut b = *bits;
+            while b != 0 {
+                // One range per run of set bits.
+                let start = b.trailing_zeros();
+                let run = (b >> start).trailing_ones();
+                let at = base + (w as u64 * 64 + u64::from(start)) * 64;
+                match ranges[first..].last_mut() {
+                    // A run continuing across a word boundary.
+                    Some((o, n)) if *o + u64::from(*n) == at => *n += run * 64,
+                    _ => ranges.push((at, run * 64)),
+                }
+                b &= if start + run >= 64 {
+                    0
+                } else {
+                    !(((1u64 << run) - 1) << start)
+                };
+            }
+        }
+        ranges.extend_from_slice(&c.ranges);
+        c.groups.clear();
+        c.lines = [0; NEAR_WORDS];
+        c.ranges.clear();
+        c.count = 0;
+        c.volume = 0;
+        Some(Drained {
+            freeing: c.freeing.take().map(|f| *f),
+        })
     }
 
     /// Every key with a pending chain.
@@ -150,5 +222,44 @@ impl PendingIndex {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn near_lines_drain_as_merged_runs_and_far_ranges_stay_ranges() {
+        let idx = PendingIndex::new();
+        let key = 64 * 1000 + 16;
+        idx.with(key, |st| {
+            st.chain.groups.push(GroupRef {
+                lane: 0,
+                recno: 1,
+                group: 0,
+            });
+            st.chain.add_range(key, key, 8); // line 0
+            st.chain.add_range(key, key + 60, 8); // lines 0 and 1
+            st.chain.add_range(key, key + 64 * 63, 130); // lines 63..=65
+            st.chain.add_range(key, key + 64 * 255 - 16, 8); // the last near line
+            st.chain.add_range(key, key + 64 * 300, 8); // beyond: a range
+            st.chain.add_range(key, 4096, 16); // before the key: a range
+        });
+        let (mut g, mut r) = (Vec::new(), Vec::new());
+        assert!(idx.drain(key, &mut g, &mut r).is_some());
+        let base = 64 * 1000;
+        assert_eq!(
+            r,
+            vec![
+                (base, 128),
+                (base + 64 * 63, 3 * 64),
+                (base + 64 * 255, 64),
+                (key + 64 * 300, 8),
+                (4096, 16)
+            ]
+        );
+        assert_eq!(g.len(), 1);
+        assert!(idx.drain(key, &mut g, &mut r).is_none(), "drained");
     }
 }

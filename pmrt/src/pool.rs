@@ -11,7 +11,7 @@ use pmalloc::{CreateOptions, Heap, OpenOptions, OpenReport, PPtr, Persistent};
 use crate::area::{Area, SEQ_BLOCK};
 use crate::coalesce::Coalescer;
 use crate::error::{Error, PoolError, TxError};
-use crate::log::{Lane, LaneLog, LaneRecs};
+use crate::log::{Lane, LaneLog, LaneRecs, LaneStats};
 use crate::mode::{ModePolicy, StaticPolicy};
 use crate::pending::PendingIndex;
 use crate::recover::RecoveryReport;
@@ -36,17 +36,6 @@ impl<'a> PoolOptions<'a> {
     }
 }
 
-/// Counters of a pool since it was opened.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub commits: AtomicU64,
-    pub aborts: AtomicU64,
-    pub commit_lines: AtomicU64,
-    pub commit_fences: AtomicU64,
-    pub logged_bytes: AtomicU64,
-    pub user_bytes: AtomicU64,
-}
-
 /// A persistent pool with failure-atomic transactions.
 pub struct Pool<M: Media> {
     pub(crate) heap: Heap<M>,
@@ -60,7 +49,6 @@ pub struct Pool<M: Media> {
     pub(crate) pending: PendingIndex,
     pub(crate) coalescer: Coalescer,
     pub(crate) policy: Box<dyn ModePolicy>,
-    pub(crate) counters: Counters,
 }
 
 impl<M: Media> core::fmt::Debug for Pool<M> {
@@ -124,6 +112,7 @@ impl<M: Media> Pool<M> {
                 Lane {
                     log: spin::Mutex::new(LaneLog::new(&area, k, pos, heap.salt())),
                     recs: spin::Mutex::new(LaneRecs::default()),
+                    stats: LaneStats::default(),
                 }
             })
             .collect();
@@ -137,7 +126,6 @@ impl<M: Media> Pool<M> {
             pending: PendingIndex::new(),
             coalescer: Coalescer::default(),
             policy: Box::new(StaticPolicy::default()),
-            counters: Counters::default(),
         }
     }
 
@@ -264,18 +252,34 @@ impl<M: Media> Pool<M> {
 
     /// Statistics since open.
     pub fn stats(&self) -> PoolStats {
-        let c = &self.counters;
+        let sum = |f: fn(&LaneStats) -> &AtomicU64| -> u64 {
+            self.lanes.iter().map(|l| f(&l.stats).load(Relaxed)).sum()
+        };
+        let max = |f: fn(&LaneStats) -> &AtomicU64| -> u64 {
+            self.lanes
+                .iter()
+                .map(|l| f(&l.stats).load(Relaxed))
+                .max()
+                .unwrap_or(0)
+        };
         let (pending_objects, pending_bytes) = self.pending.totals();
+        let mut coalescing = self.coalescer.stats();
+        coalescing.by_count = sum(|s| &s.by_count);
+        coalescing.by_volume = sum(|s| &s.by_volume);
+        coalescing.lines_eager = sum(|s| &s.lines_eager);
+        coalescing.pending_hwm = max(|s| &s.pending_hwm);
+        coalescing.over_threshold_max = max(|s| &s.over_threshold_max);
+        coalescing.largest_record = max(|s| &s.largest_record);
         PoolStats {
-            commits: c.commits.load(Relaxed),
-            aborts: c.aborts.load(Relaxed),
-            commit_lines_flushed: c.commit_lines.load(Relaxed),
-            commit_fences: c.commit_fences.load(Relaxed),
-            logged_bytes: c.logged_bytes.load(Relaxed),
-            user_bytes: c.user_bytes.load(Relaxed),
+            commits: sum(|s| &s.commits),
+            aborts: sum(|s| &s.aborts),
+            commit_lines_flushed: sum(|s| &s.commit_lines),
+            commit_fences: sum(|s| &s.commit_fences),
+            logged_bytes: sum(|s| &s.logged_bytes),
+            user_bytes: sum(|s| &s.user_bytes),
             pending_objects,
             pending_bytes,
-            coalescing: self.coalescer.stats(),
+            coalescing,
         }
     }
 }

@@ -79,11 +79,14 @@ pub const G_REL: u8 = 0;
 /// Entries with absolute pool offsets (object headers, chunk entries, the root slot).
 pub const G_ABS: u8 = 1;
 
-/// Builds one or more records (parts) for a transaction.
+/// Builds one or more records (parts) for a transaction, back to back in one buffer
+/// that is kept between transactions (no allocation once it has grown).
 #[derive(Debug, Default)]
 pub struct Builder {
-    parts: Vec<Vec<u8>>,
-    cur: Vec<u8>,
+    buf: Vec<u8>,
+    /// Start of each finished part, and its groups.
+    parts: Vec<(usize, usize)>,
+    cur: usize,
     groups: usize,
     group_start: Option<usize>,
 }
@@ -91,10 +94,19 @@ pub struct Builder {
 impl Builder {
     /// An empty builder.
     pub fn new() -> Self {
-        Builder {
-            cur: alloc::vec![0; HEADER],
-            ..Self::default()
-        }
+        let mut b = Builder::default();
+        b.reset();
+        b
+    }
+
+    /// Empties the builder, keeping its memory.
+    pub fn reset(&mut self) {
+        self.buf.clear();
+        self.buf.resize(HEADER, 0);
+        self.parts.clear();
+        self.cur = 0;
+        self.groups = 0;
+        self.group_start = None;
     }
 
     /// Whether no group was added.
@@ -104,36 +116,44 @@ impl Builder {
 
     /// Starts a group for `key` (ends the previous one).
     pub fn group(&mut self, key: u64, kind: u8, mode: u8) {
-        self.end_group();
         if self.groups == MAX_GROUPS {
-            let done = core::mem::replace(&mut self.cur, alloc::vec![0; HEADER]);
-            self.parts.push(done);
-            self.groups = 0;
+            self.close_part();
+            self.buf.resize(self.cur + HEADER, 0);
         }
-        self.group_start = Some(self.cur.len());
-        self.cur.extend_from_slice(&key.to_le_bytes());
-        self.cur.extend_from_slice(&[kind, mode, 0, 0, 0, 0, 0, 0]);
+        self.group_start = Some(self.buf.len());
+        self.buf.extend_from_slice(&key.to_le_bytes());
+        self.buf.extend_from_slice(&[kind, mode, 0, 0, 0, 0, 0, 0]);
         self.groups += 1;
+    }
+
+    /// Pads the current part to whole lines and starts the next one after it.
+    fn close_part(&mut self) {
+        let end = self.cur + (self.buf.len() - self.cur).next_multiple_of(64).max(64);
+        self.buf.resize(end, 0);
+        self.parts.push((self.cur, self.groups));
+        self.cur = end;
+        self.groups = 0;
+        self.group_start = None;
     }
 
     fn bump_entries(&mut self) {
         if let Some(g) = self.group_start {
-            let n = u16::from_le_bytes([self.cur[g + 10], self.cur[g + 11]]) + 1;
-            self.cur[g + 10..g + 12].copy_from_slice(&n.to_le_bytes());
+            let n = u16::from_le_bytes([self.buf[g + 10], self.buf[g + 11]]) + 1;
+            self.buf[g + 10..g + 12].copy_from_slice(&n.to_le_bytes());
         }
     }
 
     fn data(&mut self, data: &[u8]) {
-        self.cur.extend_from_slice(data);
+        self.buf.extend_from_slice(data);
         let pad = data.len().next_multiple_of(8) - data.len();
-        self.cur.extend(core::iter::repeat_n(0, pad));
+        self.buf.extend_from_slice(&[0; 8][..pad]);
     }
 
     /// Adds a relative entry: `data` goes at `key + off`.
     pub fn rel(&mut self, off: u32, data: &[u8]) {
         self.bump_entries();
-        self.cur.extend_from_slice(&off.to_le_bytes());
-        self.cur
+        self.buf.extend_from_slice(&off.to_le_bytes());
+        self.buf
             .extend_from_slice(&(data.len() as u32).to_le_bytes());
         self.data(data);
     }
@@ -141,44 +161,56 @@ impl Builder {
     /// Adds an absolute entry: `data` goes at pool offset `off`.
     pub fn abs(&mut self, off: u64, data: &[u8]) {
         self.bump_entries();
-        self.cur.extend_from_slice(&off.to_le_bytes());
-        self.cur
+        self.buf.extend_from_slice(&off.to_le_bytes());
+        self.buf
             .extend_from_slice(&(data.len() as u32).to_le_bytes());
-        self.cur.extend_from_slice(&[0; 4]);
+        self.buf.extend_from_slice(&[0; 4]);
         self.data(data);
     }
 
-    fn end_group(&mut self) {
-        self.group_start = None;
+    /// Finishes into records for `seq` on lane `lane` (see [`Builder::part`]). The
+    /// last part carries `flags | F_COMMIT` when `commit`. Returns the number of parts.
+    pub fn finish(&mut self, seq: u64, flags: u16, commit: bool, lane: u32, salt: u64) -> usize {
+        self.close_part();
+        let n = self.parts.len();
+        for i in 0..n {
+            let (start, g) = self.parts[i];
+            let end = self.parts.get(i + 1).map_or(self.buf.len(), |p| p.0);
+            let f = flags | if commit && i + 1 == n { F_COMMIT } else { 0 };
+            seal(&mut self.buf[start..end], seq, g, f, lane, salt);
+        }
+        n
     }
 
-    /// Finishes into records for `seq` on lane `lane`: each part's bytes (whole lines)
-    /// and its group count. The last part carries `flags | F_COMMIT` when `commit`.
-    pub fn finish(
-        mut self,
-        seq: u64,
-        flags: u16,
-        commit: bool,
-        lane: u32,
-        salt: u64,
-    ) -> Vec<(Vec<u8>, usize)> {
-        self.end_group();
-        let last_groups = self.groups;
-        let mut parts: Vec<(Vec<u8>, usize)> =
-            self.parts.into_iter().map(|p| (p, MAX_GROUPS)).collect();
-        parts.push((self.cur, last_groups));
-        let n = parts.len();
-        for (i, (p, g)) in parts.iter_mut().enumerate() {
-            let f = flags | if commit && i + 1 == n { F_COMMIT } else { 0 };
-            seal(p, seq, *g, f, lane, salt);
-        }
-        parts
+    /// Finished part `i`: its bytes (whole lines) and its group count.
+    pub fn part(&self, i: usize) -> (&[u8], usize) {
+        let (start, g) = self.parts[i];
+        let end = self.parts.get(i + 1).map_or(self.buf.len(), |p| p.0);
+        (&self.buf[start..end], g)
+    }
+
+    /// Finished parts.
+    pub fn parts(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Total bytes of the finished parts.
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The largest finished part, in bytes.
+    pub fn largest(&self) -> usize {
+        (0..self.parts.len())
+            .map(|i| self.part(i).0.len())
+            .max()
+            .unwrap_or(0)
     }
 }
 
-/// Fills in a record's header (all groups live) and pads it to whole lines.
-pub fn seal(p: &mut Vec<u8>, seq: u64, groups: usize, flags: u16, lane: u32, salt: u64) {
-    p.resize(p.len().next_multiple_of(64).max(64), 0);
+/// Fills in a record's header (all groups live); `p` is whole lines.
+pub fn seal(p: &mut [u8], seq: u64, groups: usize, flags: u16, lane: u32, salt: u64) {
+    debug_assert!(p.len() >= 64 && p.len().is_multiple_of(64));
     let lines = (p.len() / 64) as u32;
     p[0..8].copy_from_slice(&seq.to_le_bytes());
     p[8..12].copy_from_slice(&lines.to_le_bytes());
@@ -206,8 +238,8 @@ fn check(p: &[u8], lane: u32, salt: u64) -> u32 {
 }
 
 /// A padding record of `lines` lines (the log wraps after it).
-pub fn pad(lines: usize, seq: u64, lane: u32, salt: u64) -> Vec<u8> {
-    let mut p = alloc::vec![0u8; HEADER];
+pub fn pad(lines: usize, seq: u64, lane: u32, salt: u64) -> [u8; 64] {
+    let mut p = [0u8; 64];
     seal(&mut p, seq, 0, F_PAD, lane, salt);
     // Only the header line is written; its `lines` says how far to skip.
     p[8..12].copy_from_slice(&(lines as u32).to_le_bytes());
@@ -218,7 +250,6 @@ pub fn pad(lines: usize, seq: u64, lane: u32, salt: u64) -> Vec<u8> {
         &salt.to_le_bytes(),
     ]);
     p[24..28].copy_from_slice(&c.to_le_bytes());
-    p.truncate(64);
     p
 }
 
@@ -412,7 +443,8 @@ mod tests {
             b.group(k * 64, G_REL, 0);
             b.rel(0, &[1]);
         }
-        let mut p = b.finish(7, 0, true, 0, 1).remove(0).0;
+        b.finish(7, 0, true, 0, 1);
+        let mut p = b.part(0).0.to_vec();
         let mut h = parse(&p, 0, 1).unwrap().head;
         assert_eq!(live_mask(&h, 0, 1), 0b111);
         // Group 1 written back: the mask loses its bit, the tag stays.
@@ -430,10 +462,9 @@ mod tests {
         let mut b = Builder::new();
         b.group(0x10_0000, G_REL, 0);
         b.rel(40, &7u64.to_le_bytes());
-        let parts = b.finish(5, 0, true, 2, 9);
-        assert_eq!(parts.len(), 1);
-        assert_eq!(parts[0].0.len(), 64);
-        let r = parse(&parts[0].0, 2, 9).unwrap();
+        assert_eq!(b.finish(5, 0, true, 2, 9), 1);
+        assert_eq!(b.part(0).0.len(), 64);
+        let r = parse(b.part(0).0, 2, 9).unwrap();
         assert_eq!(r.head.seq, 5);
         assert_eq!(r.head.flags, F_COMMIT);
         assert_eq!(live_mask(&r.head, 2, 9), 1);
@@ -454,10 +485,9 @@ mod tests {
             b.group(k * 64, G_ABS, 1);
             b.abs(k * 64 + 8, &[k as u8; 3]);
         }
-        let parts = b.finish(9, 0, true, 0, 1);
-        assert_eq!(parts.len(), 2);
-        let r0 = parse(&parts[0].0, 0, 1).unwrap();
-        let r1 = parse(&parts[1].0, 0, 1).unwrap();
+        assert_eq!(b.finish(9, 0, true, 0, 1), 2);
+        let r0 = parse(b.part(0).0, 0, 1).unwrap();
+        let r1 = parse(b.part(1).0, 0, 1).unwrap();
         assert_eq!((r0.groups().len(), r0.head.flags), (48, 0));
         assert_eq!((r1.groups().len(), r1.head.flags), (6, F_COMMIT));
         assert_eq!(live_mask(&r0.head, 0, 1), LIVE_MASK);
@@ -471,7 +501,8 @@ mod tests {
         let mut b = Builder::new();
         b.group(4096, G_REL, 0);
         b.rel(0, &[1; 100]);
-        let mut p = b.finish(3, 0, true, 1, 5).remove(0).0;
+        b.finish(3, 0, true, 1, 5);
+        let mut p = b.part(0).0.to_vec();
         p[LIVE_OFF] = 0;
         assert!(
             parse(&p, 1, 5).is_ok(),

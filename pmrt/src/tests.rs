@@ -471,3 +471,26 @@ fn a_record_that_fits_an_empty_log_never_fails_wherever_the_head_is() {
     assert_eq!(b, [7; 64]);
     assert_eq!(q.read(a[0]).unwrap().balance, 189);
 }
+
+#[test]
+fn a_pool_made_again_with_the_same_uuid_never_replays_the_old_pools_records() {
+    // Pool A: the root, then a second transaction whose record follows the root's.
+    let media = SimMedia::new(POOL);
+    let opts = PoolOptions::new("again", [9; 16]);
+    let a = Pool::create(&media, &opts).unwrap();
+    let root = a.root_or_init(|| [0u64; 4]).unwrap();
+    a.transaction(|tx| tx.write(root, 8, &2u64)).unwrap();
+    drop(a);
+    // Pool B over A's bytes, same UUID (same salt), same first transaction: its record
+    // is byte for byte A's first one, so A's second record follows it in the log.
+    let b = Pool::create(SimMedia::from_image(media.durable_image()), &opts).unwrap();
+    let root_b = b.root_or_init(|| [0u64; 4]).unwrap();
+    assert_eq!(root_b, root);
+    let (q, r) = crash_reopen(&b);
+    assert_eq!(r.committed, 1, "only B's own transaction: {r:?}");
+    assert_eq!(
+        q.read(root_b).unwrap()[1],
+        0,
+        "A's second transaction replayed into B"
+    );
+}

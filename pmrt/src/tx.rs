@@ -20,17 +20,16 @@
 //! initialised in place and made durable by a fence before the commit record.
 
 use alloc::vec::Vec;
-use core::sync::atomic::Ordering::Relaxed;
 
 use arch::Media;
 use pmalloc::layout::ROOT_SLOT;
 use pmalloc::{bytes_of, from_bytes, Freeing, PPtr, Persistent, Reserved};
 
 use crate::area::LINE;
-use crate::coalesce::{Committed, Trigger};
+use crate::coalesce::{Committed, Sched, Trigger};
 use crate::dirty_map::{dirty_runs, DirtyMap};
 use crate::error::Error;
-use crate::log::{Lane, LaneLog, Room};
+use crate::log::{Lane, LaneLog, LaneStats, Room};
 use crate::mode::{Mode, ModeInput, SHADOW_MAX};
 use crate::pending::GroupRef;
 use crate::pool::Pool;
@@ -80,24 +79,163 @@ struct TxObj {
     mode: Option<Mode>,
 }
 
-/// What commit does with one object.
-enum Plan<'a> {
-    /// Redo-log these runs of `new` (offsets into the object).
-    Redo {
-        mode: Mode,
-        runs: Vec<(u32, u32)>,
-        new: &'a [u8],
-    },
-    /// Explicit writes redo-logged as they are.
-    Writes {
-        mode: Mode,
-        writes: &'a [(u32, u32)],
-        data: &'a [u8],
-    },
-    /// Undo-log the old bytes of these runs, then write `new` in place.
-    Undo { runs: Vec<(u32, u32)>, new: Vec<u8> },
+impl TxObj {
+    /// Each explicit write with its bytes.
+    fn each_write(&self) -> impl Iterator<Item = (u32, &[u8])> + '_ {
+        let mut at = 0;
+        self.writes.iter().map(move |&(off, len)| {
+            let d = &self.data[at..at + len as usize];
+            at += len as usize;
+            (off, d)
+        })
+    }
+}
+
+/// How commit makes one object durable.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Redo-log runs of the shadow.
+    Redo(Mode),
+    /// Redo-log the explicit writes as they are.
+    Writes(Mode),
+    /// Undo-log the old bytes of the runs, then write the new bytes in place.
+    Undo,
     /// A new object too large to log: written in place before the commit record.
-    FreshInPlace { new: &'a [u8] },
+    FreshInPlace,
+}
+
+impl Kind {
+    fn mode(self) -> Option<Mode> {
+        match self {
+            Kind::Redo(m) | Kind::Writes(m) => Some(m),
+            Kind::Undo | Kind::FreshInPlace => None,
+        }
+    }
+}
+
+/// What commit does with one object: `runs` index `Scratch::runs`.
+struct Plan {
+    obj: usize,
+    kind: Kind,
+    runs: core::ops::Range<usize>,
+    /// The object's new bytes for an undo plan built from explicit writes.
+    undo_new: Option<Vec<u8>>,
+}
+
+/// A redo group of the record being built: its object, home ranges (indexing
+/// `Scratch::ranges`; none for write-through objects), bytes logged, home lines, and
+/// the object's size.
+struct GroupInfo {
+    key: u64,
+    src: Src,
+    ranges: core::ops::Range<usize>,
+    volume: u64,
+    size: u64,
+}
+
+/// What a redo group logs: a plan's object, an allocation's or a free's metadata, or
+/// the root slot.
+#[derive(Clone, Copy)]
+enum Src {
+    Plan(usize),
+    Alloc(usize),
+    Free(usize),
+    Root,
+}
+
+/// A lane's transaction buffers, kept in the lane between transactions so the commit
+/// path allocates nothing once they have grown.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// The transaction's objects are `objs[..n]`; the rest are cleared slots (with
+    /// their write buffers) for the next objects, reused in place.
+    objs: Vec<TxObj>,
+    n: usize,
+    allocs: Vec<Reserved>,
+    frees: Vec<Freeing>,
+    plans: Vec<Plan>,
+    runs: Vec<(u32, u32)>,
+    undo: Builder,
+    redo: Builder,
+    groups: Vec<GroupInfo>,
+    ranges: Vec<(u64, u32)>,
+    keys: Vec<u64>,
+    recnos: Vec<u64>,
+    undo_recs: Vec<(u64, usize)>,
+    queued: Vec<(u32, u64)>,
+    old: Vec<u8>,
+}
+
+impl core::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Scratch").finish_non_exhaustive()
+    }
+}
+
+/// Object slots a lane keeps between transactions.
+const SPARE: usize = 64;
+
+impl Scratch {
+    /// The transaction's objects.
+    fn live(&self) -> &[TxObj] {
+        &self.objs[..self.n]
+    }
+
+    /// A cleared slot for a new object (reusing a kept one), now live.
+    fn push_obj(&mut self, obj: u64, size: u64, type_num: u32) -> usize {
+        if self.n == self.objs.len() {
+            self.objs.push(TxObj {
+                obj,
+                size,
+                type_num,
+                fresh: None,
+                shadow: None,
+                pristine: None,
+                writes: Vec::new(),
+                data: Vec::new(),
+                mode: None,
+            });
+        }
+        let o = &mut self.objs[self.n];
+        o.obj = obj;
+        o.size = size;
+        o.type_num = type_num;
+        o.fresh = None;
+        o.shadow = None;
+        o.pristine = None;
+        o.writes.clear();
+        o.data.clear();
+        o.mode = None;
+        self.n += 1;
+        self.n - 1
+    }
+
+    /// Drops live object `i` (the last live one takes its index).
+    fn remove_obj(&mut self, i: usize) {
+        self.objs.swap(i, self.n - 1);
+        self.n -= 1;
+    }
+
+    /// Empties everything for the next transaction, keeping memory.
+    fn clear(&mut self) {
+        for o in &mut self.objs[..self.n] {
+            // Shadows are per transaction; write buffers keep their capacity.
+            o.shadow = None;
+            o.pristine = None;
+        }
+        self.n = 0;
+        self.objs.truncate(SPARE);
+        self.allocs.clear();
+        self.frees.clear();
+        self.plans.clear();
+        self.runs.clear();
+        self.groups.clear();
+        self.ranges.clear();
+        self.keys.clear();
+        self.recnos.clear();
+        self.undo_recs.clear();
+        self.queued.clear();
+    }
 }
 
 /// A transaction on a [`Pool`]. See the module documentation.
@@ -105,9 +243,8 @@ pub struct Tx<'p, M: Media> {
     pool: &'p Pool<M>,
     lane: &'p Lane,
     log: spin::MutexGuard<'p, LaneLog>,
-    objs: Vec<TxObj>,
-    allocs: Vec<Reserved>,
-    frees: Vec<Freeing>,
+    /// The lane's buffers, handed back in `Drop` (boxed: moving a `Tx` stays cheap).
+    s: core::mem::ManuallyDrop<alloc::boxed::Box<Scratch>>,
     root: Option<u64>,
     done: bool,
 }
@@ -116,7 +253,7 @@ impl<M: Media> core::fmt::Debug for Tx<'_, M> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Tx")
             .field("lane", &self.log.idx)
-            .field("objects", &self.objs.len())
+            .field("objects", &self.s.n)
             .finish_non_exhaustive()
     }
 }
@@ -143,14 +280,13 @@ impl<'p, M: Media> Tx<'p, M> {
         Self::with(pool, lane, lane.log.lock())
     }
 
-    fn with(pool: &'p Pool<M>, lane: &'p Lane, log: spin::MutexGuard<'p, LaneLog>) -> Self {
+    fn with(pool: &'p Pool<M>, lane: &'p Lane, mut log: spin::MutexGuard<'p, LaneLog>) -> Self {
+        let s = log.scratch.take().unwrap_or_default();
         Tx {
             pool,
             lane,
             log,
-            objs: Vec::new(),
-            allocs: Vec::new(),
-            frees: Vec::new(),
+            s: core::mem::ManuallyDrop::new(s),
             root: None,
             done: false,
         }
@@ -163,30 +299,19 @@ impl<'p, M: Media> Tx<'p, M> {
     }
 
     fn find(&mut self, obj: u64) -> Result<usize, Error> {
-        if let Some(i) = self.objs.iter().position(|o| o.obj == obj) {
+        if let Some(i) = self.s.live().iter().position(|o| o.obj == obj) {
             return Ok(i);
         }
-        if self.frees.iter().any(|f| f.obj == obj) {
+        if self.s.frees.iter().any(|f| f.obj == obj) {
             return Err(Error::Freed { obj });
         }
         let info = self.pool.heap.info(obj)?;
-        self.objs.push(TxObj {
-            obj,
-            size: info.size,
-            type_num: info.type_num,
-            fresh: None,
-            shadow: None,
-            pristine: None,
-            writes: Vec::new(),
-            data: Vec::new(),
-            mode: None,
-        });
-        Ok(self.objs.len() - 1)
+        Ok(self.s.push_obj(obj, info.size, info.type_num))
     }
 
     fn typed<T: Persistent>(&mut self, p: PPtr<T>) -> Result<usize, Error> {
         let i = self.find(p.raw())?;
-        let o = &self.objs[i];
+        let o = &self.s.objs[i];
         if T::TYPE_NUM != 0 && o.type_num != T::TYPE_NUM {
             return Err(Error::BadPointer(pmalloc::PtrError::WrongType {
                 offset: o.obj,
@@ -206,16 +331,13 @@ impl<'p, M: Media> Tx<'p, M> {
 
     fn shadow(&mut self, i: usize) -> &mut Buf {
         let media = self.pool.media();
-        let o = &mut self.objs[i];
+        let o = &mut self.s.objs[i];
         if o.shadow.is_none() {
             let mut s = Buf::zeroed(o.size as usize);
             media.read(o.obj as usize, s.bytes_mut());
             o.pristine = Some(s.clone());
-            let mut at = 0;
-            for &(off, len) in &o.writes {
-                s.bytes_mut()[off as usize..(off + len) as usize]
-                    .copy_from_slice(&o.data[at..at + len as usize]);
-                at += len as usize;
+            for (off, d) in o.each_write() {
+                s.bytes_mut()[off as usize..off as usize + d.len()].copy_from_slice(d);
             }
             o.writes.clear();
             o.data.clear();
@@ -252,7 +374,7 @@ impl<'p, M: Media> Tx<'p, M> {
     /// store): logged at commit without copying the object.
     pub fn write_bytes<T>(&mut self, p: PPtr<T>, off: usize, bytes: &[u8]) -> Result<(), Error> {
         let i = self.find(p.raw())?;
-        let o = &mut self.objs[i];
+        let o = &mut self.s.objs[i];
         if off as u64 + bytes.len() as u64 > o.size {
             return Err(Error::OutOfBounds {
                 obj: o.obj,
@@ -265,6 +387,9 @@ impl<'p, M: Media> Tx<'p, M> {
         } else {
             o.writes.push((off as u32, bytes.len() as u32));
             o.data.extend_from_slice(bytes);
+            // The home lines are stored after the commit fence; fetching them now
+            // overlaps that miss with building and persisting the record.
+            prefetch_lines(self.pool.media(), o.obj as usize + off, bytes.len());
         }
         Ok(())
     }
@@ -279,7 +404,7 @@ impl<'p, M: Media> Tx<'p, M> {
     /// included).
     pub fn read_bytes<T>(&mut self, p: PPtr<T>, off: usize, buf: &mut [u8]) -> Result<(), Error> {
         let i = self.find(p.raw())?;
-        let o = &self.objs[i];
+        let o = &self.s.objs[i];
         if off as u64 + buf.len() as u64 > o.size {
             return Err(Error::OutOfBounds {
                 obj: o.obj,
@@ -292,14 +417,12 @@ impl<'p, M: Media> Tx<'p, M> {
             return Ok(());
         }
         self.pool.media().read(o.obj as usize + off, buf);
-        let mut at = 0;
-        for &(wo, wl) in &o.writes {
-            let (ws, we) = (wo as usize, (wo + wl) as usize);
+        for (wo, d) in o.each_write() {
+            let (ws, we) = (wo as usize, wo as usize + d.len());
             let (s, e) = (ws.max(off), we.min(off + buf.len()));
             if s < e {
-                buf[s - off..e - off].copy_from_slice(&o.data[at + (s - ws)..at + (e - ws)]);
+                buf[s - off..e - off].copy_from_slice(&d[s - ws..e - ws]);
             }
-            at += wl as usize;
         }
         Ok(())
     }
@@ -308,7 +431,7 @@ impl<'p, M: Media> Tx<'p, M> {
     pub fn read<T: Persistent>(&mut self, p: PPtr<T>) -> Result<T, Error> {
         let i = self.typed(p)?;
         self.pool.note_read(p.raw());
-        if let Some(s) = &self.objs[i].shadow {
+        if let Some(s) = &self.s.objs[i].shadow {
             return Ok(from_bytes(s.bytes()));
         }
         let mut b = alloc::vec![0u8; core::mem::size_of::<T>()];
@@ -341,37 +464,32 @@ impl<'p, M: Media> Tx<'p, M> {
         let n = init.len().min(size);
         shadow.bytes_mut()[..n].copy_from_slice(&init[..n]);
         let obj = r.obj;
-        self.objs.push(TxObj {
-            obj,
-            size: size as u64,
-            type_num,
-            fresh: Some(self.allocs.len()),
-            shadow: Some(shadow),
-            pristine: None,
-            writes: Vec::new(),
-            data: Vec::new(),
-            mode: None,
-        });
-        self.allocs.push(r);
+        let fresh = self.s.allocs.len();
+        let i = self.s.push_obj(obj, size as u64, type_num);
+        let o = &mut self.s.objs[i];
+        o.fresh = Some(fresh);
+        o.shadow = Some(shadow);
+        self.s.allocs.push(r);
         Ok(PPtr::from_raw(obj))
     }
 
     /// Frees the object `p` points to when the transaction commits.
     pub fn free<T>(&mut self, p: PPtr<T>) -> Result<(), Error> {
         let obj = p.raw();
-        if let Some(i) = self.objs.iter().position(|o| o.obj == obj) {
-            let o = self.objs.swap_remove(i);
-            if let Some(a) = o.fresh {
+        if let Some(i) = self.s.live().iter().position(|o| o.obj == obj) {
+            let fresh = self.s.objs[i].fresh;
+            self.s.remove_obj(i);
+            if let Some(a) = fresh {
                 // Allocated and freed in this transaction: nothing to log.
-                self.pool.heap.cancel(&self.allocs[a]);
-                self.allocs[a].obj = 0;
+                self.pool.heap.cancel(&self.s.allocs[a]);
+                self.s.allocs[a].obj = 0;
                 return Ok(());
             }
         }
-        if self.frees.iter().any(|f| f.obj == obj) {
+        if self.s.frees.iter().any(|f| f.obj == obj) {
             return Err(Error::Freed { obj });
         }
-        self.frees.push(self.pool.heap.prepare_free(obj)?);
+        self.s.frees.push(self.pool.heap.prepare_free(obj)?);
         Ok(())
     }
 
@@ -383,25 +501,14 @@ impl<'p, M: Media> Tx<'p, M> {
     /// Forces the persistence mode of `p`'s object in this transaction.
     pub fn set_mode<T>(&mut self, p: PPtr<T>, mode: Mode) -> Result<(), Error> {
         let i = self.find(p.raw())?;
-        self.objs[i].mode = Some(mode);
+        self.s.objs[i].mode = Some(mode);
         Ok(())
     }
 }
 
-/// Per-group bookkeeping for the pending index, in record order.
-struct GroupInfo {
-    key: u64,
-    ranges: Vec<(u64, u32)>,
-    volume: u64,
-}
-
-fn runs32(runs: &[(usize, usize)]) -> Vec<(u32, u32)> {
-    runs.iter().map(|&(o, l)| (o as u32, l as u32)).collect()
-}
-
 /// Makes room for `bytes` of records in a lane log: advances the persisted tail over
 /// dead records, and applies back-pressure (coalescing the objects that hold the oldest
-/// live record) until they fit. A full log delays a transaction, never fails it, unless
+/// live records) until they fit. A full log delays a transaction, never fails it, unless
 /// the transaction alone exceeds the log.
 fn make_room<M: Media>(
     pool: &Pool<M>,
@@ -431,40 +538,76 @@ fn make_room<M: Media>(
     }
 }
 
+/// Calls `f(pool offset, bytes)` for every range a redo plan stores in its home.
+fn plan_bytes(o: &TxObj, p: &Plan, runs: &[(u32, u32)], mut f: impl FnMut(usize, &[u8])) {
+    match p.kind {
+        Kind::Redo(_) => {
+            let new = o.shadow.as_ref().map_or(&[][..], Buf::bytes);
+            for &(off, len) in &runs[p.runs.clone()] {
+                f(
+                    o.obj as usize + off as usize,
+                    &new[off as usize..(off + len) as usize],
+                );
+            }
+        }
+        Kind::Writes(_) => {
+            for (off, d) in o.each_write() {
+                f(o.obj as usize + off as usize, d);
+            }
+        }
+        Kind::Undo | Kind::FreshInPlace => {}
+    }
+}
+
+/// Prefetches, for writing, the lines of `[at, at + len)` (at most 32 of them).
+fn prefetch_lines<M: Media>(media: &M, at: usize, len: usize) {
+    for l in arch::line_range(at, len).take(32) {
+        media.prefetch_write(l * 64);
+    }
+}
+
+/// Dirty lines of an object's explicit writes.
+fn write_lines(o: &TxObj) -> usize {
+    if let [(off, len)] = o.writes[..] {
+        return arch::line_range(off as usize, len as usize).len();
+    }
+    let mut dm = DirtyMap::new(o.size as usize);
+    for &(off, len) in &o.writes {
+        dm.mark(off as usize, len as usize);
+    }
+    dm.count()
+}
+
 impl<M: Media> Tx<'_, M> {
-    /// Commits (module docs). On `Err` nothing was written and the transaction aborts.
-    #[allow(clippy::too_many_lines)] // one protocol, step by step, reads best in one place
-    pub(crate) fn commit(mut self) -> Result<(), Error> {
+    /// Step 1 of commit: a plan per changed object (in `s.plans`); returns the bytes
+    /// users changed.
+    fn plan(&mut self) -> u64 {
         let pool = self.pool;
         let media = pool.media();
-        let salt = pool.salt();
-        let lane = self.log.idx;
-        let objs = core::mem::take(&mut self.objs);
+        let s = &mut **self.s;
         let mut user_bytes = 0u64;
-
-        // 1. What changed, and how each object is made durable.
-        let mut plans: Vec<(&TxObj, Plan<'_>)> = Vec::with_capacity(objs.len());
-        for o in &objs {
+        for (i, o) in s.objs[..s.n].iter().enumerate() {
             let lines = (o.size as usize).div_ceil(64);
+            let first = s.runs.len();
+            let plan = |kind: Kind, runs: &mut Vec<(u32, u32)>, undo_new: Option<Vec<u8>>| Plan {
+                obj: i,
+                kind,
+                runs: first..runs.len(),
+                undo_new,
+            };
             if o.fresh.is_some() {
-                let new = o.shadow.as_ref().map_or(&[][..], Buf::bytes);
-                user_bytes += new.len() as u64;
+                user_bytes += o.size;
                 if o.size > SHADOW_MAX {
-                    plans.push((o, Plan::FreshInPlace { new }));
+                    s.plans.push(plan(Kind::FreshInPlace, &mut s.runs, None));
                 } else {
-                    plans.push((
-                        o,
-                        Plan::Redo {
-                            mode: Mode::Full,
-                            runs: alloc::vec![(0, o.size as u32)],
-                            new,
-                        },
-                    ));
+                    s.runs.push((0, o.size as u32));
+                    s.plans
+                        .push(plan(Kind::Redo(Mode::Full), &mut s.runs, None));
                 }
                 continue;
             }
-            if let (Some(s), Some(p)) = (&o.shadow, &o.pristine) {
-                let dirty = DirtyMap::diff(p.bytes(), s.bytes());
+            if let (Some(sh), Some(pr)) = (&o.shadow, &o.pristine) {
+                let dirty = DirtyMap::diff(pr.bytes(), sh.bytes());
                 if dirty.count() == 0 {
                     continue;
                 }
@@ -476,46 +619,27 @@ impl<M: Media> Tx<'_, M> {
                     lines,
                 };
                 let mode = o.mode.unwrap_or_else(|| pool.policy.choose(&input));
-                let runs = dirty_runs(p.bytes(), s.bytes(), &dirty, 16);
-                user_bytes += runs.iter().map(|r| r.1 as u64).sum::<u64>();
+                dirty_runs(pr.bytes(), sh.bytes(), &dirty, 16, &mut s.runs);
+                for &(off, len) in &s.runs[first..] {
+                    prefetch_lines(media, o.obj as usize + off as usize, len as usize);
+                }
+                user_bytes += s.runs[first..].iter().map(|r| u64::from(r.1)).sum::<u64>();
                 if o.size > SHADOW_MAX {
-                    plans.push((
-                        o,
-                        Plan::Undo {
-                            runs: runs32(&runs),
-                            new: s.bytes().to_vec(),
-                        },
-                    ));
+                    s.plans.push(plan(Kind::Undo, &mut s.runs, None));
                 } else if mode == Mode::Full {
-                    plans.push((
-                        o,
-                        Plan::Redo {
-                            mode,
-                            runs: alloc::vec![(0, o.size as u32)],
-                            new: s.bytes(),
-                        },
-                    ));
+                    s.runs.truncate(first);
+                    s.runs.push((0, o.size as u32));
+                    s.plans.push(plan(Kind::Redo(mode), &mut s.runs, None));
                 } else {
-                    plans.push((
-                        o,
-                        Plan::Redo {
-                            mode,
-                            runs: runs32(&runs),
-                            new: s.bytes(),
-                        },
-                    ));
+                    s.plans.push(plan(Kind::Redo(mode), &mut s.runs, None));
                 }
             } else if !o.writes.is_empty() {
                 user_bytes += o.writes.iter().map(|w| u64::from(w.1)).sum::<u64>();
-                let mut dm = DirtyMap::new(o.size as usize);
-                for &(off, len) in &o.writes {
-                    dm.mark(off as usize, len as usize);
-                }
                 let input = ModeInput {
                     obj: o.obj,
                     size: o.size,
                     type_num: o.type_num,
-                    dirty_lines: dm.count(),
+                    dirty_lines: write_lines(o),
                     lines,
                 };
                 let mode = o.mode.unwrap_or_else(|| pool.policy.choose(&input));
@@ -523,160 +647,167 @@ impl<M: Media> Tx<'_, M> {
                     // In place: the new bytes are the writes, applied over the old.
                     let mut new = alloc::vec![0u8; o.size as usize];
                     media.read(o.obj as usize, &mut new);
-                    let mut at = 0;
-                    for &(off, len) in &o.writes {
-                        new[off as usize..(off + len) as usize]
-                            .copy_from_slice(&o.data[at..at + len as usize]);
-                        at += len as usize;
+                    for (off, d) in o.each_write() {
+                        new[off as usize..off as usize + d.len()].copy_from_slice(d);
                     }
-                    plans.push((
-                        o,
-                        Plan::Undo {
-                            runs: o.writes.clone(),
-                            new,
-                        },
-                    ));
+                    s.runs.extend_from_slice(&o.writes);
+                    s.plans.push(plan(Kind::Undo, &mut s.runs, Some(new)));
                 } else {
-                    plans.push((
-                        o,
-                        Plan::Writes {
-                            mode,
-                            writes: &o.writes,
-                            data: &o.data,
-                        },
-                    ));
+                    s.plans.push(plan(Kind::Writes(mode), &mut s.runs, None));
                 }
             }
         }
-        let allocs: Vec<&Reserved> = self.allocs.iter().filter(|a| a.obj != 0).collect();
-        if plans.is_empty() && allocs.is_empty() && self.frees.is_empty() && self.root.is_none() {
+        user_bytes
+    }
+
+    /// Step 2 of commit: the undo record (old bytes of in-place objects), if any;
+    /// returns whether there is one.
+    fn build_undo(&mut self, seq: u64) -> bool {
+        let media = self.pool.media();
+        let s = &mut **self.s;
+        s.undo.reset();
+        let mut any = false;
+        for p in &s.plans {
+            if p.kind != Kind::Undo {
+                continue;
+            }
+            any = true;
+            let o = &s.objs[p.obj];
+            s.undo.group(o.obj, G_REL, 0);
+            for &(off, len) in &s.runs[p.runs.clone()] {
+                s.old.clear();
+                s.old.resize(len as usize, 0);
+                media.read(o.obj as usize + off as usize, &mut s.old);
+                s.undo.rel(off, &s.old);
+            }
+        }
+        if any {
+            s.undo
+                .finish(seq, F_UNDO, false, self.log.idx, self.pool.salt());
+        }
+        any
+    }
+
+    /// Step 2 of commit: the redo record(s) and the group list in `s.groups`.
+    fn build_redo(&mut self, seq: u64) {
+        let s = &mut **self.s;
+        let b = &mut s.redo;
+        b.reset();
+        for (pi, p) in s.plans.iter().enumerate() {
+            let Some(mode) = p.kind.mode() else {
+                continue;
+            };
+            let o = &s.objs[p.obj];
+            b.group(o.obj, G_REL, mode as u8);
+            let r0 = s.ranges.len();
+            let mut volume = 0u64;
+            let ranges = &mut s.ranges;
+            plan_bytes(o, p, &s.runs, |at, d| {
+                b.rel((at - o.obj as usize) as u32, d);
+                volume += d.len() as u64;
+                // Write-through objects are durable at commit: nothing to write back.
+                if mode != Mode::CriticalSection {
+                    ranges.push((at as u64, d.len() as u32));
+                }
+            });
+            s.groups.push(GroupInfo {
+                key: o.obj,
+                src: Src::Plan(pi),
+                ranges: r0..s.ranges.len(),
+                volume,
+                size: o.size,
+            });
+        }
+        let metas = s
+            .allocs
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.obj != 0)
+            .map(|(i, a)| {
+                (
+                    Src::Alloc(i),
+                    a.obj,
+                    a.hdr_off,
+                    &a.header,
+                    &a.chunk_words[..],
+                )
+            })
+            .chain(s.frees.iter().enumerate().map(|(i, f)| {
+                (
+                    Src::Free(i),
+                    f.obj,
+                    f.hdr_off,
+                    &f.header,
+                    &f.chunk_words[..],
+                )
+            }));
+        for (src, obj, hdr_off, header, words) in metas {
+            b.group(obj, G_ABS, 0);
+            b.abs(hdr_off, header);
+            let r0 = s.ranges.len();
+            s.ranges.push((hdr_off, 16));
+            for &(off, w) in words {
+                b.abs(off, &w.to_le_bytes());
+                s.ranges.push((off, 8));
+            }
+            s.groups.push(GroupInfo {
+                key: obj,
+                src,
+                ranges: r0..s.ranges.len(),
+                volume: 16 + 8 * words.len() as u64,
+                size: 16,
+            });
+        }
+        if let Some(r) = self.root {
+            b.group(ROOT_SLOT as u64, G_ABS, 0);
+            b.abs(ROOT_SLOT as u64, &r.to_le_bytes());
+            let r0 = s.ranges.len();
+            s.ranges.push((ROOT_SLOT as u64, 8));
+            s.groups.push(GroupInfo {
+                key: ROOT_SLOT as u64,
+                src: Src::Root,
+                ranges: r0..s.ranges.len(),
+                volume: 8,
+                size: 8,
+            });
+        }
+        b.finish(seq, 0, true, self.log.idx, self.pool.salt());
+    }
+
+    /// Commits (module docs). On `Err` nothing was written and the transaction aborts.
+    #[allow(clippy::too_many_lines)] // one protocol, step by step, reads best in one place
+    pub(crate) fn commit(mut self) -> Result<(), Error> {
+        let pool = self.pool;
+        let media = pool.media();
+        let salt = pool.salt();
+        let lane = self.log.idx;
+
+        // 1. What changed, and how each object is made durable.
+        let user_bytes = self.plan();
+        if self.s.plans.is_empty()
+            && self.s.allocs.iter().all(|a| a.obj == 0)
+            && self.s.frees.is_empty()
+            && self.root.is_none()
+        {
             self.done = true;
             return Ok(());
         }
 
         // 2. Build the undo and redo records in DRAM.
         let seq = pool.next_seq();
-        let has_undo = plans.iter().any(|(_, p)| matches!(p, Plan::Undo { .. }));
-        let undo_parts = if has_undo {
-            let mut b = Builder::new();
-            for (o, p) in &plans {
-                if let Plan::Undo { runs, .. } = p {
-                    b.group(o.obj, G_REL, 0);
-                    for &(off, len) in runs {
-                        let mut old = alloc::vec![0u8; len as usize];
-                        media.read(o.obj as usize + off as usize, &mut old);
-                        b.rel(off, &old);
-                    }
-                }
-            }
-            b.finish(seq, F_UNDO, false, lane, salt)
-        } else {
-            Vec::new()
-        };
-        let mut b = Builder::new();
-        let mut groups: Vec<GroupInfo> = Vec::new();
-        for (o, p) in &plans {
-            let (mode, entries): (Mode, Vec<(u32, &[u8])>) = match p {
-                Plan::Redo { mode, runs, new } => (
-                    *mode,
-                    runs.iter()
-                        .map(|&(off, len)| (off, &new[off as usize..(off + len) as usize]))
-                        .collect(),
-                ),
-                Plan::Writes { mode, writes, data } => {
-                    let mut at = 0;
-                    let e = writes
-                        .iter()
-                        .map(|&(off, len)| {
-                            let d = &data[at..at + len as usize];
-                            at += len as usize;
-                            (off, d)
-                        })
-                        .collect();
-                    (*mode, e)
-                }
-                Plan::Undo { .. } | Plan::FreshInPlace { .. } => continue,
-            };
-            b.group(o.obj, G_REL, mode as u8);
-            let mut g = GroupInfo {
-                key: o.obj,
-                ranges: Vec::new(),
-                volume: 0,
-            };
-            for (off, d) in entries {
-                b.rel(off, d);
-                g.volume += d.len() as u64;
-                // Write-through objects are durable at commit: nothing to write back.
-                if mode != Mode::CriticalSection {
-                    g.ranges.push((o.obj + u64::from(off), d.len() as u32));
-                }
-            }
-            groups.push(g);
-        }
-        let meta = |b: &mut Builder,
-                    groups: &mut Vec<GroupInfo>,
-                    obj: u64,
-                    hdr_off: u64,
-                    header: &[u8; 16],
-                    words: &[(u64, u64)]| {
-            b.group(obj, G_ABS, 0);
-            b.abs(hdr_off, header);
-            let mut g = GroupInfo {
-                key: obj,
-                ranges: alloc::vec![(hdr_off, 16)],
-                volume: 16,
-            };
-            for &(off, w) in words {
-                b.abs(off, &w.to_le_bytes());
-                g.ranges.push((off, 8));
-                g.volume += 8;
-            }
-            groups.push(g);
-        };
-        for a in &allocs {
-            meta(
-                &mut b,
-                &mut groups,
-                a.obj,
-                a.hdr_off,
-                &a.header,
-                &a.chunk_words,
-            );
-        }
-        for f in &self.frees {
-            meta(
-                &mut b,
-                &mut groups,
-                f.obj,
-                f.hdr_off,
-                &f.header,
-                &f.chunk_words,
-            );
-        }
-        if let Some(r) = self.root {
-            b.group(ROOT_SLOT as u64, G_ABS, 0);
-            b.abs(ROOT_SLOT as u64, &r.to_le_bytes());
-            groups.push(GroupInfo {
-                key: ROOT_SLOT as u64,
-                ranges: alloc::vec![(ROOT_SLOT as u64, 8)],
-                volume: 8,
-            });
-        }
-        let redo_parts = b.finish(seq, 0, true, lane, salt);
+        let has_undo = self.build_undo(seq);
+        self.build_redo(seq);
 
         // 3. Room for everything at once (plus one padding record), so no append below
         //    can fail halfway.
-        let total: usize = undo_parts
-            .iter()
-            .chain(redo_parts.iter())
-            .map(|(p, _)| p.len())
-            .sum();
-        let largest = undo_parts
-            .iter()
-            .chain(redo_parts.iter())
-            .map(|(p, _)| p.len())
-            .max()
-            .unwrap_or(0);
+        let s = &mut **self.s;
+        let (undo_bytes, undo_largest) = if has_undo {
+            (s.undo.bytes(), s.undo.largest())
+        } else {
+            (0, 0)
+        };
+        let total = undo_bytes + s.redo.bytes();
+        let largest = undo_largest.max(s.redo.largest());
         make_room(pool, &mut self.log, self.lane, total + largest)?;
         self.done = true;
 
@@ -684,44 +815,54 @@ impl<M: Media> Tx<'_, M> {
         let mut fences = 0u64;
         // In-place writes must not be overwritten by a replay of older records: write
         // those objects back and make their dead-marks durable first.
-        let in_place: Vec<u64> = plans
-            .iter()
-            .filter(|(_, p)| matches!(p, Plan::Undo { .. } | Plan::FreshInPlace { .. }))
-            .map(|(o, _)| o.obj)
-            .collect();
-        if !in_place.is_empty() {
-            pool.coalesce_keys(&in_place, Trigger::Explicit, true);
+        s.keys.clear();
+        s.keys.extend(
+            s.plans
+                .iter()
+                .filter(|p| matches!(p.kind, Kind::Undo | Kind::FreshInPlace))
+                .map(|p| s.objs[p.obj].obj),
+        );
+        if !s.keys.is_empty() {
+            pool.coalesce_keys(&s.keys, Trigger::Explicit, true);
         }
         // 4. In-place objects: undo first, then their new bytes.
-        let mut undo_recs = Vec::new();
         if has_undo {
-            for (p, _) in &undo_parts {
-                let (recno, pos) = self
-                    .log
-                    .append(media, &self.lane.recs, p, 1, Vec::new(), seq);
-                undo_recs.push((recno, pos));
+            for k in 0..s.undo.parts() {
+                let (p, _) = s.undo.part(k);
+                let (recno, pos) = self.log.append(media, &self.lane.recs, p, 1, &[], seq);
+                s.undo_recs.push((recno, pos));
                 lines += (p.len() / LINE) as u64;
             }
             if crate::keep_step(5) {
                 media.fence();
             }
-            for (o, p) in &plans {
-                if let Plan::Undo { runs, new } = p {
-                    for &(off, len) in runs {
-                        let at = o.obj as usize + off as usize;
-                        media.write(at, &new[off as usize..(off + len) as usize]);
-                        media.flush(at, len as usize);
-                        lines += arch::line_range(at, len as usize).len() as u64;
-                    }
+            for p in &s.plans {
+                if p.kind != Kind::Undo {
+                    continue;
+                }
+                let o = &s.objs[p.obj];
+                let new = match &p.undo_new {
+                    Some(n) => &n[..],
+                    None => o.shadow.as_ref().map_or(&[][..], Buf::bytes),
+                };
+                for &(off, len) in &s.runs[p.runs.clone()] {
+                    let at = o.obj as usize + off as usize;
+                    media.write(at, &new[off as usize..(off + len) as usize]);
+                    media.flush(at, len as usize);
+                    lines += arch::line_range(at, len as usize).len() as u64;
                 }
             }
             media.fence();
             fences += 2;
         }
         let mut fresh_in_place = false;
-        for (o, p) in &plans {
-            if let Plan::FreshInPlace { new } = p {
-                media.write_nt(o.obj as usize, new);
+        for p in &s.plans {
+            if p.kind == Kind::FreshInPlace {
+                let o = &s.objs[p.obj];
+                media.write_nt(
+                    o.obj as usize,
+                    o.shadow.as_ref().map_or(&[][..], Buf::bytes),
+                );
                 fresh_in_place = true;
             }
         }
@@ -731,47 +872,39 @@ impl<M: Media> Tx<'_, M> {
         }
 
         if !crate::keep_step(2) {
-            for (o, p) in &plans {
-                for (at, d) in plan_bytes(o, p) {
+            for p in &s.plans {
+                plan_bytes(&s.objs[p.obj], p, &s.runs, |at, d| {
                     media.write(at, d);
                     media.flush(at, d.len());
-                }
+                });
             }
         }
         if !crate::keep_step(6) {
-            for (o, p) in &plans {
-                if matches!(
-                    p,
-                    Plan::Redo {
-                        mode: Mode::CriticalSection,
-                        ..
-                    } | Plan::Writes {
-                        mode: Mode::CriticalSection,
-                        ..
-                    }
-                ) {
-                    for (at, d) in plan_bytes(o, p) {
+            for p in &s.plans {
+                if p.kind.mode() == Some(Mode::CriticalSection) {
+                    plan_bytes(&s.objs[p.obj], p, &s.runs, |at, d| {
                         media.write(at, d);
                         media.flush(at, d.len());
-                    }
+                    });
                 }
             }
         }
         // 5. The redo record.
-        let mut recnos = Vec::with_capacity(redo_parts.len());
-        for (k, (p, _)) in redo_parts.iter().enumerate() {
+        for k in 0..s.redo.parts() {
+            let (p, _) = s.redo.part(k);
             let live = u64::from_le_bytes(p[LIVE_OFF..LIVE_OFF + 8].try_into().unwrap_or([0; 8]));
-            let keys = groups
-                .iter()
-                .skip(k * MAX_GROUPS)
-                .take(MAX_GROUPS)
-                .map(|g| g.key)
-                .collect();
-            recnos.push(
-                self.log
-                    .append(media, &self.lane.recs, p, live, keys, seq)
-                    .0,
+            s.keys.clear();
+            s.keys.extend(
+                s.groups
+                    .iter()
+                    .skip(k * MAX_GROUPS)
+                    .take(MAX_GROUPS)
+                    .map(|g| g.key),
             );
+            let (recno, _) = self
+                .log
+                .append(media, &self.lane.recs, p, live, &s.keys, seq);
+            s.recnos.push(recno);
             lines += (p.len() / LINE) as u64;
         }
         // 6. One fence: committed.
@@ -785,23 +918,13 @@ impl<M: Media> Tx<'_, M> {
         //    record: stored before it, a torn record would leave them half new with
         //    nothing to roll either way).
         let mut through = false;
-        for (o, p) in &plans {
-            let cs = matches!(
-                p,
-                Plan::Redo {
-                    mode: Mode::CriticalSection,
-                    ..
-                } | Plan::Writes {
-                    mode: Mode::CriticalSection,
-                    ..
-                }
-            );
-            if cs {
-                for (at, d) in plan_bytes(o, p) {
+        for p in &s.plans {
+            if p.kind.mode() == Some(Mode::CriticalSection) {
+                plan_bytes(&s.objs[p.obj], p, &s.runs, |at, d| {
                     media.write(at, d);
                     media.flush(at, d.len());
                     lines += arch::line_range(at, d.len()).len() as u64;
-                }
+                });
                 through = true;
             }
         }
@@ -809,36 +932,9 @@ impl<M: Media> Tx<'_, M> {
             media.fence();
             fences += 1;
         }
-        // Homes of deferred objects, in cache; coalescing writes them back.
-        for (o, p) in &plans {
-            let deferred = matches!(
-                p,
-                Plan::Redo {
-                    mode: Mode::Delta | Mode::Full,
-                    ..
-                } | Plan::Writes {
-                    mode: Mode::Delta | Mode::Full,
-                    ..
-                }
-            );
-            if deferred {
-                for (at, d) in plan_bytes(o, p) {
-                    media.write(at, d);
-                }
-            }
-        }
-        for a in &allocs {
-            apply_meta(media, a.hdr_off, &a.header, &a.chunk_words);
-        }
-        for f in &self.frees {
-            apply_meta(media, f.hdr_off, &f.header, &f.chunk_words);
-        }
-        if let Some(r) = self.root {
-            media.write_u64(ROOT_SLOT, r);
-        }
         // 8. The undo records are dead now that the commit record is durable.
         if has_undo {
-            for &(_, pos) in &undo_recs {
+            for &(_, pos) in &s.undo_recs {
                 media.write_u64(
                     self.log.base + pos + LIVE_OFF,
                     crate::record::live_tag(seq, lane, salt),
@@ -848,7 +944,7 @@ impl<M: Media> Tx<'_, M> {
             media.fence();
             fences += 1;
             let mut recs = self.lane.recs.lock();
-            for &(recno, _) in &undo_recs {
+            for &(recno, _) in &s.undo_recs {
                 if let Some(r) = recs.get_mut(recno) {
                     r.live = 0;
                 }
@@ -856,99 +952,107 @@ impl<M: Media> Tx<'_, M> {
             recs.pop_dead();
         }
 
-        // 9. Pending chains, and the freed objects they now hold back.
-        for (i, g) in groups.iter().enumerate() {
+        // 9. The homes of deferred objects and metadata (in the cache: coalescing writes
+        //    them back), each stored under its object's index lock together with the
+        //    chain and the schedule (one lookup per group; taking the lock before the
+        //    stores keeps its atomic from waiting for them); then the freed objects the
+        //    chains now hold back.
+        let view = pool.commit_view(self.log.free_q8(), seq);
+        let ls = &self.lane.stats;
+        let mut batch = crate::coalesce::Batch::new();
+        let mut logged = 0u64;
+        for (i, g) in s.groups.iter().enumerate() {
             let gr = GroupRef {
                 lane,
-                recno: recnos[i / MAX_GROUPS],
+                recno: s.recnos[i / MAX_GROUPS],
                 group: (i % MAX_GROUPS) as u8,
             };
-            pool.pending.with(g.key, |p| {
-                p.chain.groups.push(gr);
-                for &(o, l) in &g.ranges {
-                    p.chain.add_range(o, l);
-                }
-                p.chain.count += 1;
-                p.chain.volume += g.volume;
-            });
-        }
-        for f in core::mem::take(&mut self.frees) {
-            pool.pending.with(f.obj, |p| p.chain.freeing = Some(f));
-        }
-        let c = &pool.counters;
-        c.commits.fetch_add(1, Relaxed);
-        c.commit_lines.fetch_add(lines, Relaxed);
-        c.commit_fences.fetch_add(fences, Relaxed);
-        c.logged_bytes
-            .fetch_add(groups.iter().map(|g| g.volume).sum(), Relaxed);
-        c.user_bytes.fetch_add(user_bytes, Relaxed);
-        let sizes: Vec<(u64, u64)> = objs.iter().map(|o| (o.obj, o.size)).collect();
-        let committed: Vec<Committed> = groups
-            .iter()
-            .map(|g| Committed {
-                key: g.key,
+            let c = Committed {
                 volume: g.volume,
-                lines: g
-                    .ranges
+                lines: s.ranges[g.ranges.clone()]
                     .iter()
                     .map(|&(o, l)| arch::line_range(o as usize, l as usize).len() as u64)
                     .sum(),
-                size: sizes
-                    .iter()
-                    .find(|s| s.0 == g.key)
-                    .map_or(g.volume, |s| s.1),
-            })
-            .collect();
-        let free_q8 = self.log.free_q8();
+                size: g.size,
+            };
+            logged += g.volume;
+            let ranges = &s.ranges[g.ranges.clone()];
+            let root = self.root;
+            let sched = pool.pending.with(g.key, |st| {
+                match g.src {
+                    Src::Plan(pi) => {
+                        let p = &s.plans[pi];
+                        if matches!(p.kind.mode(), Some(Mode::Delta | Mode::Full)) {
+                            plan_bytes(&s.objs[p.obj], p, &s.runs, |at, d| media.write(at, d));
+                        }
+                    }
+                    Src::Alloc(i) => {
+                        pool.heap.store_reserved(&s.allocs[i]);
+                    }
+                    Src::Free(i) => {
+                        pool.heap.store_freeing(&s.frees[i]);
+                    }
+                    Src::Root => media.write_u64(ROOT_SLOT, root.unwrap_or(0)),
+                }
+                st.chain.groups.push(gr);
+                for &(o, l) in ranges {
+                    st.chain.add_range(g.key, o, l);
+                }
+                st.chain.count += 1;
+                st.chain.volume += g.volume;
+                Pool::<M>::schedule(st, &c, &view, ls)
+            });
+            match sched {
+                Sched::Now => {
+                    if batch.push(g.key).is_err() {
+                        s.queued.push((u32::MAX, g.key));
+                    }
+                }
+                Sched::Queue(freq) => s.queued.push((freq, g.key)),
+                Sched::Wait => {}
+            }
+            if view.cfg.eager && !batch.contains(&g.key) && batch.push(g.key).is_err() {
+                pool.coalesce_keys(&batch, Trigger::Eager, false);
+                batch.clear();
+                let _ = batch.push(g.key);
+            }
+        }
+        for f in s.frees.drain(..) {
+            pool.pending
+                .with(f.obj, |p| p.chain.freeing = Some(alloc::boxed::Box::new(f)));
+        }
+        LaneStats::add(&ls.commits, 1);
+        LaneStats::add(&ls.commit_lines, lines);
+        LaneStats::add(&ls.commit_fences, fences);
+        LaneStats::add(&ls.logged_bytes, logged);
+        LaneStats::add(&ls.user_bytes, user_bytes);
+        let why = if view.cfg.eager {
+            Trigger::Eager
+        } else {
+            pool.take_batch(&s.queued, &mut batch, &view)
+        };
+        // Coalesce with the lane released: other transactions may use it meanwhile.
         drop(self);
-        pool.after_commit(&committed, free_q8);
+        if !batch.is_empty() {
+            pool.coalesce_keys(&batch, why, false);
+        }
         Ok(())
     }
-}
-
-/// The `(pool offset, bytes)` a redo plan stores.
-fn plan_bytes<'a>(o: &TxObj, p: &'a Plan<'a>) -> Vec<(usize, &'a [u8])> {
-    match p {
-        Plan::Redo { runs, new, .. } => runs
-            .iter()
-            .map(|&(off, len)| {
-                (
-                    o.obj as usize + off as usize,
-                    &new[off as usize..(off + len) as usize],
-                )
-            })
-            .collect(),
-        Plan::Writes { writes, data, .. } => {
-            let mut at = 0;
-            writes
-                .iter()
-                .map(|&(off, len)| {
-                    let d = &data[at..at + len as usize];
-                    at += len as usize;
-                    (o.obj as usize + off as usize, d)
-                })
-                .collect()
-        }
-        Plan::Undo { .. } | Plan::FreshInPlace { .. } => Vec::new(),
-    }
-}
-
-fn apply_meta<M: Media>(media: &M, hdr_off: u64, header: &[u8; 16], words: &[(u64, u64)]) {
-    for &(off, w) in words {
-        media.write_u64(off as usize, w);
-    }
-    media.write(hdr_off as usize, header);
 }
 
 impl<M: Media> Drop for Tx<'_, M> {
     fn drop(&mut self) {
         if !self.done {
-            for a in &self.allocs {
+            for a in &self.s.allocs {
                 if a.obj != 0 {
                     self.pool.heap.cancel(a);
                 }
             }
-            self.pool.counters.aborts.fetch_add(1, Relaxed);
+            LaneStats::add(&self.lane.stats.aborts, 1);
         }
+        // SAFETY: `self.s` is not used again: this is the end of `drop`.
+        let mut s = unsafe { core::mem::ManuallyDrop::take(&mut self.s) };
+        s.clear();
+        self.log.scratch = Some(s);
     }
 }

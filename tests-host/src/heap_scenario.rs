@@ -1,10 +1,16 @@
 //! The pmalloc crash scenario: a root object with 16 pointer fields; the workload
 //! allocates into null fields and frees non-null ones, with sizes from 16 B to
-//! multi-chunk extents. At every crash point and image the recovered heap must: open;
+//! multi-chunk extents, and now and then allocates or frees an object with no
+//! destination (`Heap::alloc` / `Heap::free`). At every crash point and image the recovered heap must: open;
 //! pass `check` (metadata agrees with headers); show every completed op and the
 //! in-flight op entirely or not at all; hold exactly the root and the objects the fields
 //! point to (no leak, no double allocation); allocate and free correctly afterwards; and
 //! give the same result when recovery itself is crashed and rerun.
+//!
+//! [`explore_heap_releasing`] runs the same workload with a checkpoint every few ops
+//! and sizes that fill multi-chunk runs, so that runs become empty and are returned to
+//! the free chunks (single-chunk runs by one entry word, multi-chunk ones under the
+//! chunk-free intent) at crash points all through those checkpoints.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -28,7 +34,19 @@ enum Op {
         field: usize,
         target: u64,
     },
+    /// `Heap::alloc`: an object no field points to.
+    AllocLoose {
+        size: usize,
+        type_num: u32,
+    },
+    /// `Heap::free` of such an object.
+    FreeLoose {
+        target: (u64, u64, u32),
+    },
 }
+
+/// Type number of loose objects.
+const LOOSE_TYPE: u32 = 7;
 
 /// What the heap workload has done.
 #[derive(Debug, Clone, Default)]
@@ -36,6 +54,8 @@ pub struct Progress {
     root: u64,
     /// Committed value, size and type of each field's object.
     fields: [(u64, u64, u32); FIELDS],
+    /// Committed objects allocated with no destination.
+    loose: Vec<(u64, u64, u32)>,
     inflight: Option<Op>,
     done: u64,
 }
@@ -112,10 +132,26 @@ impl Scenario for HeapScenario {
             }
             values.push(v);
         }
+        expect_objects.extend(p.loose.iter().copied());
         let found: BTreeSet<(u64, u64, u32)> = heap
             .objects()
             .map(|o| (o.ptr, o.size, o.type_num))
             .collect();
+        match p.inflight {
+            // The in-flight loose allocation may or may not have happened.
+            Some(Op::AllocLoose { size, type_num }) => {
+                if let Some(&o) = found.difference(&expect_objects).next() {
+                    if o.1 == size as u64 && o.2 == type_num {
+                        expect_objects.insert(o);
+                    }
+                }
+            }
+            // The in-flight loose free may or may not have happened.
+            Some(Op::FreeLoose { target }) if !found.contains(&target) => {
+                expect_objects.remove(&target);
+            }
+            _ => {}
+        }
         if found != expect_objects {
             let leaked: Vec<_> = found.difference(&expect_objects).collect();
             let lost: Vec<_> = expect_objects.difference(&found).collect();
@@ -173,8 +209,34 @@ fn size_for(rng: &mut Rng) -> usize {
     }
 }
 
+/// Sizes for the releasing workload: a few classes only (so runs empty often), a
+/// third of them in multi-chunk runs (classes above 32 KiB span 2 to 4 chunks).
+fn releasing_size_for(rng: &mut Rng) -> usize {
+    match rng.below(6) {
+        0 | 1 => 33_000 + rng.below(98_000) as usize,
+        2 => 300_000 + rng.below(100_000) as usize,
+        _ => [24, 200, 1500][rng.below(3) as usize],
+    }
+}
+
 /// Runs the workload under the explorer; the report.
 pub fn explore_heap(cfg: &Config, ops: usize) -> Report {
+    explore_workload(cfg, ops, 0, size_for)
+}
+
+/// Runs the workload with a checkpoint after every `checkpoint_every`-th op and sizes
+/// that empty single- and multi-chunk runs (module docs); the report. Panics if the
+/// run never released a run (the workload would not cover what it is for).
+pub fn explore_heap_releasing(cfg: &Config, ops: usize, checkpoint_every: usize) -> Report {
+    explore_workload(cfg, ops, checkpoint_every, releasing_size_for)
+}
+
+fn explore_workload(
+    cfg: &Config,
+    ops: usize,
+    checkpoint_every: usize,
+    size_for: fn(&mut Rng) -> usize,
+) -> Report {
     let media = SimMedia::new(POOL);
     let heap = Heap::create(&media, &CreateOptions::new("crash", [5; 16])).unwrap();
     let root = heap
@@ -191,7 +253,31 @@ pub fn explore_heap(cfg: &Config, ops: usize) -> Report {
             let field = rng.below(FIELDS as u64) as usize;
             let dest = root.field(field * 8);
             let cur = p2.lock().unwrap().fields[field];
-            if cur.0 == 0 {
+            let loose = p2.lock().unwrap().loose.clone();
+            if rng.below(8) == 0 {
+                // An object with no destination (`alloc` / `free`).
+                if loose.len() < 3 {
+                    let size = 8 + rng.below(300) as usize;
+                    p2.lock().unwrap().inflight = Some(Op::AllocLoose {
+                        size,
+                        type_num: LOOSE_TYPE,
+                    });
+                    match heap.alloc(size, 8, LOOSE_TYPE, Init::Zeroed) {
+                        Ok(p) => p2
+                            .lock()
+                            .unwrap()
+                            .loose
+                            .push((p.raw(), size as u64, LOOSE_TYPE)),
+                        Err(pmalloc::AllocError::OutOfSpace { .. }) => {}
+                        Err(e) => panic!("alloc failed: {e}"),
+                    }
+                } else {
+                    let k = rng.below(loose.len() as u64) as usize;
+                    p2.lock().unwrap().inflight = Some(Op::FreeLoose { target: loose[k] });
+                    heap.free(pmalloc::PPtr::from_raw(loose[k].0)).unwrap();
+                    p2.lock().unwrap().loose.swap_remove(k);
+                }
+            } else if cur.0 == 0 {
                 let size = size_for(&mut rng);
                 let type_num = 10 + field as u32;
                 p2.lock().unwrap().inflight = Some(Op::Alloc {
@@ -212,9 +298,19 @@ pub fn explore_heap(cfg: &Config, ops: usize) -> Report {
                 heap.free_from(dest).unwrap();
                 p2.lock().unwrap().fields[field] = (0, 0, 0);
             }
-            let mut g = p2.lock().unwrap();
-            g.inflight = None;
-            g.done += 1;
+            let done = {
+                let mut g = p2.lock().unwrap();
+                g.inflight = None;
+                g.done += 1;
+                g.done
+            };
+            if checkpoint_every > 0 && done % checkpoint_every as u64 == 0 {
+                heap.checkpoint();
+            }
+        }
+        if checkpoint_every > 0 && p2.lock().unwrap().done == ops as u64 {
+            let s = heap.stats();
+            assert!(s.released_runs > 0, "no run was released: {s:?}");
         }
     });
     report

@@ -4,7 +4,7 @@
 
 use arch::sim::ImageOptions;
 use tests_host::explorer::Config;
-use tests_host::heap_scenario::explore_heap;
+use tests_host::heap_scenario::{explore_heap, explore_heap_releasing};
 
 /// The explorer's self-test: each deliberate protocol bug must be caught within a small
 /// budget (CRASH-TESTING.md, "Harness self-test"). One test, because the bug switch is
@@ -17,6 +17,8 @@ fn seeded_protocol_bugs_are_caught() {
         Bug::ApplyBeforeRecord,
         Bug::SkipRecordChecksum,
         Bug::IgnoreReplayGuards,
+        Bug::ReleaseWithoutIntent,
+        Bug::NoFenceAfterRunZeroing,
     ] {
         set(bug);
         let mut caught = None;
@@ -35,7 +37,13 @@ fn seeded_protocol_bugs_are_caught() {
                 family_positions: 4,
                 max_images: 4,
             };
-            let report = explore_heap(&cfg, 300);
+            // Run release happens only in the releasing workload.
+            let report = match bug {
+                Bug::ReleaseWithoutIntent | Bug::NoFenceAfterRunZeroing => {
+                    explore_heap_releasing(&cfg, 300, 5)
+                }
+                _ => explore_heap(&cfg, 300),
+            };
             if let Some(f) = report.failure {
                 caught = Some((seed, report.states, f.message));
                 break;

@@ -20,8 +20,9 @@ fn seeded_transaction_bugs_are_caught() {
         set(bug);
         let mut caught = None;
         // Fixed seeds: the run is reproducible. A torn append that keeps a stale live
-        // word (TrustStaleLive) needs per-word tearing and an object with older pending
-        // groups; about half the seeds meet both within 400 transactions.
+        // word (TrustStaleLive) needs per-word tearing over a durable dead mask, which
+        // only records coalesced from the other lane (or undo records) leave, as the
+        // committer's own marks stay lazy; seed 6 meets it within 400 transactions.
         for seed in [1, 6, 9, 11] {
             let mut cfg = Config::from_env(40_000, seed);
             cfg.only_point = None;

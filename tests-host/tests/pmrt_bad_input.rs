@@ -664,7 +664,7 @@ fn record_fields(bytes: &[u8]) -> Vec<(usize, usize)> {
 fn reseal(bytes: &mut Vec<u8>, lane: u32, salt: u64) {
     let h = record::peek(bytes);
     if h.flags & F_PAD != 0 {
-        *bytes = record::pad(h.lines, h.seq, lane, salt);
+        *bytes = record::pad(h.lines, h.seq, lane, salt).to_vec();
     } else {
         record::seal(bytes, h.seq, h.ngroups.min(0xFFFF), h.flags, lane, salt);
     }
@@ -861,6 +861,12 @@ fn forged_seq(b: &Base, rng: &mut Rng) -> u64 {
     }
 }
 
+/// Seals the builder's records and copies out their parts.
+fn finished(builder: &mut Builder, seq: u64, flags: u16, commit: bool, lane: u32, salt: u64) -> Vec<Vec<u8>> {
+    let n = builder.finish(seq, flags, commit, lane, salt);
+    (0..n).map(|i| builder.part(i).0.to_vec()).collect()
+}
+
 /// One forged record (possibly in parts) and the ranges it must not change.
 #[allow(clippy::too_many_lines)] // one table of forgeries reads best in one place
 fn forge(b: &Base, rng: &mut Rng, lane: u32) -> (Vec<Vec<u8>>, Unchanged) {
@@ -972,11 +978,7 @@ fn forge(b: &Base, rng: &mut Rng, lane: u32) -> (Vec<Vec<u8>>, Unchanged) {
     }
     let seq = forged_seq(b, rng);
     let commit = flags & F_UNDO == 0 && rng.chance(7, 8);
-    let mut parts: Vec<Vec<u8>> = builder
-        .finish(seq, flags, commit, lane, b.salt)
-        .into_iter()
-        .map(|(p, _)| p)
-        .collect();
+    let mut parts = finished(&mut builder, seq, flags, commit, lane, b.salt);
     if parts.len() > 1 && rng.chance(1, 4) {
         // A later part under another number: the transaction has no commit record.
         let last = parts.len() - 1;
@@ -1066,11 +1068,7 @@ fn records_whose_object_was_freed_are_not_applied() {
             keep.push((obj + u64::from(off), data.len() as u64));
             builder.rel(off, &data);
         }
-        let parts: Vec<Vec<u8>> = builder
-            .finish(b.max_seq + 1, 0, true, lane, b.salt)
-            .into_iter()
-            .map(|(p, _)| p)
-            .collect();
+        let parts = finished(&mut builder, b.max_seq + 1, 0, true, lane, b.salt);
         if !append(w, lane, &parts) {
             return None;
         }
@@ -1099,7 +1097,7 @@ fn sequence_numbers_out_of_order_or_shared_across_lanes_give_errors_or_working_p
         };
         let lane = if rng.chance(1, 3) { rng.below(u64::from(b.area.lanes)) as u32 } else { r.lane };
         if h.flags & F_PAD != 0 {
-            bytes = record::pad(h.lines, seq, lane, b.salt);
+            bytes = record::pad(h.lines, seq, lane, b.salt).to_vec();
         } else {
             record::seal(&mut bytes, seq, h.ngroups, h.flags, lane, b.salt);
         }

@@ -2,14 +2,14 @@
 //!
 //! * `test`: format check, clippy with warnings denied (host workspace and kernel), the
 //!   kernel build, the `no_std` build of the crates the kernel links, a pmbench smoke
-//!   round, then every host test (which include the QEMU suites, the pmalloc suite, the
-//!   host/QEMU pool-format tests and the log and heap crash cycles in
-//!   `qemu/runner/tests`, and the `pmpool` CLI tests); the output ends with the test
-//!   runner's summary.
+//!   round, then every host test (which include the QEMU suites, the pmalloc and pmrt
+//!   suites, the host/QEMU pool-format tests and the log, heap and transaction crash
+//!   cycles in `qemu/runner/tests`, and the `pmpool` CLI tests); the output ends with
+//!   the test runner's summary.
 //! * `qemu [pm-qemu options]`: builds the kernel and runs the QEMU suites (1 and 2
-//!   NVDIMMs), the pmalloc suite, the persistence and pool-pattern pairs and the log and
-//!   heap crash-reboot cycles (direct and ADR mode) through the runner binary, printing
-//!   every command.
+//!   NVDIMMs), the pmalloc and pmrt suites, the persistence and pool-pattern pairs and
+//!   the log, heap and transaction crash-reboot cycles (direct and ADR mode) through the
+//!   runner binary, printing every command.
 //! * `bench [ARGS]`: runs pmbench in release mode (with PMDK when libpmemobj-dev is
 //!   installed); ARGS go to pmbench, default `--all --plot`. See `docs/benchmarks.md`.
 //! * `setup`: installs what the tests need (the kernel target, QEMU, libpmemobj),
@@ -160,7 +160,7 @@ fn setup() -> bool {
 type Step = (&'static str, Box<dyn Fn() -> bool>);
 
 /// The `no_std` crates of the root workspace that the kernel links.
-const NO_STD_CRATES: [&str; 4] = ["arch", "pmalloc", "pm-qemu-proto", "pm-qemu-pool"];
+const NO_STD_CRATES: [&str; 5] = ["arch", "pmalloc", "pmrt", "pm-qemu-proto", "pm-qemu-pool"];
 
 /// Builds [`NO_STD_CRATES`] for the kernel target from the root workspace (their host
 /// features are off there, so a `std` use would fail here).
@@ -266,7 +266,7 @@ fn test() -> bool {
 
 /// Builds the kernel, then runs everything QEMU-based through the runner binary
 /// (`pm-qemu all`), passing on extra options (`--seed S`, `--cycles N`, `--mode M`,
-/// `--workload log|heap`, `--ops N`).
+/// `--workload log|heap|tx`, `--ops N`, `--txs N`, `--from-cycle K`).
 fn qemu(extra: &[String]) -> bool {
     setup()
         && run_kernel(cargo().args(["build", "--release"]))
@@ -294,7 +294,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|qemu [--seed S] [--cycles N] [--mode direct|adr] [--workload log|heap] [--ops N]|bench [pmbench args]|setup>"
+                "usage: cargo xtask <test|qemu [--seed S] [--cycles N] [--mode direct|adr] [--workload log|heap|tx] [--ops N] [--txs N] [--from-cycle K]|bench [pmbench args]|setup>"
             );
             false
         }

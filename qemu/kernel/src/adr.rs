@@ -86,6 +86,11 @@ impl<M: Media> AdrMedia<M> {
         }
         Ok(media)
     }
+
+    /// The NVDIMM-side media: what survives a crash.
+    pub fn backing(&self) -> &M {
+        &self.backing
+    }
 }
 
 impl<M: Media> Drop for AdrMedia<M> {

@@ -12,12 +12,14 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use arch::Counters;
 use pm_qemu_pool::pattern::PatternError;
+use pm_qemu_pool::tx::TxWorkloadError;
 use pm_qemu_pool::workload::WorkloadError;
 use pm_qemu_proto::log::LogError;
 use pm_qemu_proto::report::{Summary, TestStart};
 use pm_qemu_proto::BootArgs;
 
 use pmalloc::{AllocError, CheckError, CreateError, FreeError, OpenError, PtrError};
+use pmrt::{PoolError, TxError};
 
 use crate::adr::AdrError;
 use crate::nvdimm::{DiscoveryError, Nvdimm, NvdimmList, WindowError};
@@ -152,6 +154,23 @@ pub enum TestFailure {
     Pattern(PatternError),
     /// The heap crash workload failed.
     Workload(WorkloadError),
+    /// A `pmrt` pool could not be created or opened.
+    Pool(PoolError),
+    /// A transaction or a runtime read failed.
+    Runtime(pmrt::Error),
+    /// The transaction crash workload failed.
+    TxWorkload(TxWorkloadError),
+    /// A count that must reach a minimum did not.
+    AtLeast {
+        /// What was counted.
+        what: &'static str,
+        /// The minimum.
+        min: u64,
+        /// The count.
+        found: u64,
+    },
+    /// A property did not hold.
+    Violated(&'static str),
 }
 
 impl fmt::Display for TestFailure {
@@ -218,6 +237,13 @@ impl fmt::Display for TestFailure {
             },
             TestFailure::Pattern(e) => write!(f, "pool pattern: {e}"),
             TestFailure::Workload(e) => write!(f, "heap workload: {e}"),
+            TestFailure::Pool(e) => write!(f, "pmrt pool: {e}"),
+            TestFailure::Runtime(e) => write!(f, "pmrt: {e}"),
+            TestFailure::TxWorkload(e) => write!(f, "tx workload: {e}"),
+            TestFailure::AtLeast { what, min, found } => {
+                write!(f, "{what}: expected at least {min}, found {found}")
+            }
+            TestFailure::Violated(what) => write!(f, "{what}"),
         }
     }
 }
@@ -247,7 +273,34 @@ wrap!(
     CheckError => Check,
     PatternError => Pattern,
     WorkloadError => Workload,
+    PoolError => Pool,
+    pmrt::Error => Runtime,
+    TxWorkloadError => TxWorkload,
 );
+
+impl From<TxError<pmrt::Error>> for TestFailure {
+    fn from(e: TxError<pmrt::Error>) -> Self {
+        TestFailure::Runtime(e.into())
+    }
+}
+
+/// `Err(AtLeast)` unless `found >= min`.
+pub fn expect_at_least(what: &'static str, min: u64, found: u64) -> Result<(), TestFailure> {
+    if found >= min {
+        Ok(())
+    } else {
+        Err(TestFailure::AtLeast { what, min, found })
+    }
+}
+
+/// `Err(Violated(what))` unless `holds`.
+pub fn expect(what: &'static str, holds: bool) -> Result<(), TestFailure> {
+    if holds {
+        Ok(())
+    } else {
+        Err(TestFailure::Violated(what))
+    }
+}
 
 /// `Err(Mismatch)` unless `found == expected`.
 pub fn expect_eq(

@@ -1,4 +1,4 @@
-//! The `pmalloc` work that the QEMU test kernel and its host runner share, so a pool
+//! The `pmalloc` and `pmrt` work that the QEMU test kernel and its host runner share, so a pool
 //! made on one side is checked by the same code on the other (one format everywhere):
 //!
 //! * [`pattern`]: a seeded pool pattern (a root, fields holding objects from 1 byte to
@@ -8,7 +8,9 @@
 //! * [`workload`]: the heap crash-cycle workload: the writer the kernel runs, the
 //!   [`workload::HeapView`] its verifier reports (and the runner rebuilds from the
 //!   image), and the oracle ([`workload::History`]) that judges a view against the
-//!   ops the writer reported.
+//!   ops the writer reported;
+//! * [`tx`]: the transaction crash-cycle workload on a `pmrt` pool: its plans, the
+//!   writer and verifier, the state [`tx::Model`] and the oracle ([`tx::TxHistory`]).
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -21,6 +23,7 @@ use core::fmt;
 use pmalloc::OpenReport;
 
 pub mod pattern;
+pub mod tx;
 pub mod workload;
 
 /// Damage open found and set aside: never an expected outcome here, since the pools of

@@ -575,7 +575,8 @@ pub enum HistoryError {
         value: u64,
     },
     /// An op issued another number of fences than one (zero for an allocation that
-    /// found no space).
+    /// found no space; an allocation that opens a fresh run may issue a second, after
+    /// zeroing the run's header array).
     Fences {
         /// The op.
         op: u64,
@@ -778,7 +779,9 @@ impl History {
                     true
                 };
                 let expected = self.fences + u64::from(changed);
-                if fences != expected {
+                // The fresh-run fence: only an allocation that succeeded can open a run.
+                let fresh_run = u64::from(changed && before == 0);
+                if fences < expected || fences > expected + fresh_run {
                     return Err(HistoryError::Fences {
                         op,
                         expected,
@@ -814,9 +817,13 @@ impl History {
 
     /// For a writer stopped by `crash_at=fence`: the last reported line must have
     /// counted `fence - 1` fences (the stopped fence belongs to the op in flight; the
-    /// op before it returned and reported). Nothing to check before `ready`.
+    /// op before it returned and reported), or `fence - 2` when the op in flight is an
+    /// allocation (its fresh run's fence may come first). Nothing to check before
+    /// `ready`.
     pub fn check_crash_fence(&self, fence: u64) -> Result<(), HistoryError> {
-        if self.ready.is_some() && self.fences + 1 != fence {
+        let fresh_run = u64::from(self.in_flight().is_some_and(|f| f.alloc));
+        let ok = (self.fences + 1..=self.fences + 1 + fresh_run).contains(&fence);
+        if self.ready.is_some() && !ok {
             return Err(HistoryError::CrashFence {
                 fence,
                 last: self.fences,
@@ -1088,7 +1095,7 @@ mod tests {
             HistoryError::BadValue { op: 0, value: root }
         );
         assert!(matches!(
-            history(&[lines[0], op0(0x9000_0000, fences + 2)], 20),
+            history(&[lines[0], op0(0x9000_0000, fences + 3)], 20),
             Err(HistoryError::Fences { op: 0, .. })
         ));
         let wrong_field = HeapLine::Op {
@@ -1108,9 +1115,9 @@ mod tests {
         };
         assert!(h.check_crash_fence(last + 1).is_ok());
         assert_eq!(
-            h.check_crash_fence(last + 2),
+            h.check_crash_fence(last + 3),
             Err(HistoryError::CrashFence {
-                fence: last + 2,
+                fence: last + 3,
                 last
             })
         );

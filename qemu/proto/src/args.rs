@@ -2,12 +2,12 @@
 //!
 //! | key | values | default | meaning |
 //! |---|---|---|---|
-//! | `suite` | `all`, `persist`, `verify`, `log`, `log-verify`, `pmalloc`, `pool-create`, `pool-verify`, `heap`, `heap-verify` | `all` | what the boot runs |
+//! | `suite` | `all`, `persist`, `verify`, `log`, `log-verify`, `pmalloc`, `pool-create`, `pool-verify`, `heap`, `heap-verify`, `pmrt`, `tx`, `tx-verify` | `all` | what the boot runs |
 //! | `seed` | decimal or `0x` hex `u64` | 0 | seeds every pattern |
-//! | `mode` | `direct`, `adr` | `direct` | media of the log and heap workloads: the NVDIMM itself, or a DRAM copy flushed line by line (ADR model) |
-//! | `crash_at` | `u64` >= 1 | none | stop without cleanup at that fence (log and heap workloads) |
+//! | `mode` | `direct`, `adr` | `direct` | media of the log, heap and tx workloads: the NVDIMM itself, or a DRAM copy flushed line by line (ADR model) |
+//! | `crash_at` | `u64` >= 1 | none | stop without cleanup at that fence (log, heap and tx workloads) |
 //! | `records` | 1..=[`MAX_RECORDS`] | [`DEFAULT_RECORDS`] | records the log workload appends |
-//! | `ops` | 1..=[`MAX_OPS`] | [`DEFAULT_OPS`] | allocations and frees the heap workload runs |
+//! | `ops` | 1..=[`MAX_OPS`] | [`DEFAULT_OPS`] | allocations and frees the heap workload runs; transactions the tx workload runs |
 //! | `nvdimms` | `u32` | none | how many NVDIMMs the kernel must find |
 //! | `skip_flush` | `u64` | none | fault injection: the log writer stores record n with ordinary stores and never flushes it (ADR mode must then lose it; direct mode cannot tell) |
 //!
@@ -55,10 +55,19 @@ pub enum Suite {
     Heap,
     /// The heap crash-cycle verifier: opens (recovers) the pool and reports its state.
     HeapVerify,
+    /// The runtime (`pmrt`) on NVDIMM pools: transactions, coalescing, recovery,
+    /// collections, raw and ADR media, and a pool on each of two NVDIMMs.
+    Pmrt,
+    /// The transaction crash-cycle writer: seeded transactions on slots and a hash
+    /// map in all three modes, reporting each as its commit returns.
+    Tx,
+    /// The transaction crash-cycle verifier: opens (recovers) the pool, checks it
+    /// against the seed's model and reports its state.
+    TxVerify,
 }
 
 impl Suite {
-    const ALL: [Suite; 10] = [
+    const ALL: [Suite; 13] = [
         Suite::All,
         Suite::Persist,
         Suite::Verify,
@@ -69,6 +78,9 @@ impl Suite {
         Suite::PoolVerify,
         Suite::Heap,
         Suite::HeapVerify,
+        Suite::Pmrt,
+        Suite::Tx,
+        Suite::TxVerify,
     ];
 
     /// The name used on the command line.
@@ -84,6 +96,9 @@ impl Suite {
             Suite::PoolVerify => "pool-verify",
             Suite::Heap => "heap",
             Suite::HeapVerify => "heap-verify",
+            Suite::Pmrt => "pmrt",
+            Suite::Tx => "tx",
+            Suite::TxVerify => "tx-verify",
         }
     }
 
@@ -93,7 +108,7 @@ impl Suite {
     }
 }
 
-/// Which media the log and heap workloads run on.
+/// Which media the log, heap and tx workloads run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
     /// Straight on the NVDIMM: a kill keeps every store made before it.
@@ -134,7 +149,8 @@ pub struct BootArgs {
     pub crash_at: Option<u64>,
     /// Records the log workload appends.
     pub records: u32,
-    /// Allocations and frees the heap workload runs.
+    /// Allocations and frees the heap workload runs; transactions the tx workload
+    /// runs.
     pub ops: u32,
     /// How many NVDIMMs the kernel must find, if set.
     pub nvdimms: Option<u32>,

@@ -27,6 +27,7 @@
 
 use core::fmt;
 
+use crate::words::{keyed, small, Keyed};
 use crate::{mix64, SplitMix64};
 
 /// Pointer fields in the root object.
@@ -185,39 +186,6 @@ impl fmt::Display for HeapLine {
     }
 }
 
-/// A decimal or `0x` hex number.
-fn number(s: &str) -> Option<u64> {
-    match s.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => s.parse().ok(),
-    }
-}
-
-/// The words of a line after its keyword, each either `value` or `key=value`.
-struct Words<'a>(core::str::Split<'a, char>);
-
-impl Words<'_> {
-    /// The next word, a bare number.
-    fn num(&mut self) -> Option<u64> {
-        number(self.0.next()?)
-    }
-
-    /// The next word, `key=<number>`.
-    fn key(&mut self, key: &str) -> Option<u64> {
-        let (k, v) = self.0.next()?.split_once('=')?;
-        (k == key).then(|| number(v))?
-    }
-
-    /// The end of the line: nothing may follow.
-    fn end<T>(mut self, value: T) -> Option<T> {
-        self.0.next().is_none().then_some(value)
-    }
-}
-
-fn small(v: u64) -> Option<u32> {
-    u32::try_from(v).ok()
-}
-
 fn field_index(v: u64) -> Option<usize> {
     usize::try_from(v).ok().filter(|&i| i < FIELDS)
 }
@@ -226,12 +194,10 @@ impl HeapLine {
     /// Recognises one line (without its line end); `None` for anything else, including
     /// a line cut short by a kill.
     pub fn parse(line: &str) -> Option<Self> {
-        let line = line.trim_end_matches('\r');
-        if let Some(rest) = line.strip_prefix("heap no-pool") {
-            return (rest.is_empty() || rest.starts_with(':')).then_some(HeapLine::NoPool);
-        }
-        let (kind, rest) = line.strip_prefix("heap ")?.split_once(' ')?;
-        let mut w = Words(rest.split(' '));
+        let (kind, mut w) = match keyed(line, "heap")? {
+            Keyed::NoPool => return Some(HeapLine::NoPool),
+            Keyed::Kind(kind, w) => (kind, w),
+        };
         match kind {
             "ready" => {
                 let root = w.key("root")?;

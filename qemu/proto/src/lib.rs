@@ -12,6 +12,7 @@
 //!   and its scanner, run by the kernel's verifier boot and by the runner on the image;
 //! * [`heap`]: the heap crash-cycle workload: its ops as a function of the seed, and
 //!   the lines its writer and verifier print;
+//! * [`tx`]: the transaction crash-cycle workload's lines;
 //! * [`SplitMix64`]: the seeded generator behind every pattern, so a seed replays.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -24,6 +25,8 @@ pub mod heap;
 pub mod log;
 pub mod report;
 mod rng;
+pub mod tx;
+mod words;
 
 pub use args::{
     ArgError, BootArgs, Mode, Suite, DEFAULT_OPS, DEFAULT_RECORDS, MAX_OPS, MAX_RECORDS,

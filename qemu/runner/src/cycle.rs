@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use pm_qemu_proto::{BootArgs, GuestExit, Mode, SplitMix64};
+use pm_qemu_proto::{BootArgs, GuestExit, Mode, SplitMix64, Suite};
 
 use crate::{boot, BootOutcome, BootSpec, Exit, Images, Kernel, RunnerError, IMAGE_SIZE};
 
@@ -45,6 +45,26 @@ pub struct CycleRun<'a> {
     pub verifier: &'a BootOutcome,
     /// The images both ran on.
     pub images: &'a Images,
+}
+
+impl CycleRun<'_> {
+    /// The fence the writer stopped itself at (`crash_at`), if it did.
+    pub fn fence_crash(&self) -> Option<u64> {
+        match (self.crash, self.writer.exit) {
+            (Crash::AtFence(fence), Exit::Guest(GuestExit::Crash)) => Some(fence),
+            _ => None,
+        }
+    }
+
+    /// The verifier boot's lines that `parse` recognises, if it passed.
+    pub fn verifier_lines<L>(&self, parse: fn(&str) -> Option<L>) -> Result<Vec<L>, CycleFailure> {
+        if !self.verifier.passed() {
+            return Err(CycleFailure::VerifierFailed {
+                exit: self.verifier.exit,
+            });
+        }
+        Ok(self.verifier.serial.lines().filter_map(parse).collect())
+    }
 }
 
 /// Why a workload's check failed.
@@ -92,6 +112,11 @@ pub enum CycleFailure {
     /// The runner's own open of the pool in the image failed where the kernel's had
     /// succeeded, or its `check()` failed.
     HostPool(HostPoolError),
+    /// The tx workload's oracle: the writer's reports or the recovered state broke an
+    /// invariant.
+    Tx(pm_qemu_pool::tx::TxHistoryError),
+    /// The runner's own verification of the tx pool in the image failed.
+    HostTx(pm_qemu_pool::tx::TxWorkloadError),
     /// The kernel's view of the recovered pool and the runner's view of the image
     /// differ.
     HostView {
@@ -152,6 +177,8 @@ impl fmt::Display for CycleFailure {
             CycleFailure::Runner(e) => write!(f, "{e}"),
             CycleFailure::Heap(e) => write!(f, "{e}"),
             CycleFailure::HostPool(e) => write!(f, "{e}"),
+            CycleFailure::Tx(e) => write!(f, "{e}"),
+            CycleFailure::HostTx(e) => write!(f, "the runner's verification of the image: {e}"),
             CycleFailure::HostView {
                 what,
                 index,
@@ -176,11 +203,22 @@ pub trait Workload {
     /// Its name, for reports.
     fn name(&self) -> &'static str;
 
-    /// The writer boot's arguments (the driver adds `crash_at`).
-    fn writer_args(&self, seed: u64, mode: Mode) -> BootArgs;
+    /// The suites of the writer boot and of the verifier boot.
+    fn suites(&self) -> (Suite, Suite);
+
+    /// The arguments of a boot running `suite` (the driver adds `crash_at` to the
+    /// writer's).
+    fn args(&self, suite: Suite, seed: u64, mode: Mode) -> BootArgs;
+
+    /// The writer boot's arguments.
+    fn writer_args(&self, seed: u64, mode: Mode) -> BootArgs {
+        self.args(self.suites().0, seed, mode)
+    }
 
     /// The verifier boot's arguments.
-    fn verifier_args(&self, seed: u64, mode: Mode) -> BootArgs;
+    fn verifier_args(&self, seed: u64, mode: Mode) -> BootArgs {
+        self.args(self.suites().1, seed, mode)
+    }
 
     /// The highest fence worth crashing at.
     fn fences(&self) -> u64;
@@ -206,6 +244,14 @@ pub trait Workload {
 pub const KILL_WINDOW: (Duration, Duration) =
     (Duration::from_millis(1), Duration::from_millis(110));
 
+/// Kill delays from 1 ms to a little past the end of a workload of `count` steps that
+/// take about `ms_per_1000` ms per thousand after the kernel's first output (TCG, idle
+/// machine; under load the guest runs slower, so the kills land earlier in it).
+pub fn kill_window_for(count: u32, ms_per_1000: u64) -> (Duration, Duration) {
+    let ms = 20 + u64::from(count) * ms_per_1000 / 1000;
+    (Duration::from_millis(1), Duration::from_millis(ms))
+}
+
 /// How many cycles, from which seed, in which mode.
 #[derive(Debug, Clone)]
 pub struct CycleConfig {
@@ -222,6 +268,9 @@ pub struct CycleConfig {
     pub kill_window: (Duration, Duration),
     /// Print each cycle (and each QEMU command) to stdout.
     pub verbose: bool,
+    /// Cycles before this one are skipped (their seeds and crashes are still drawn),
+    /// so `from_cycle: k, cycles: 1` replays cycle `k` of a base seed alone.
+    pub from_cycle: u32,
 }
 
 /// Serial lines shown per boot in a failure report (the writer's can be thousands).
@@ -238,6 +287,7 @@ impl CycleConfig {
             nvdimms: 1,
             kill_window: KILL_WINDOW,
             verbose: true,
+            from_cycle: 0,
         }
     }
 
@@ -350,7 +400,7 @@ pub fn crash_cycles<W: Workload>(
     let mut rng = SplitMix64::new(cfg.seed);
     let mut report = CyclesReport::default();
     let timeout = Duration::from_secs(30);
-    for cycle in 0..cfg.cycles {
+    for cycle in 0..cfg.from_cycle + cfg.cycles {
         let seed = rng.next_u64();
         let crash = if rng.next_u64().is_multiple_of(2) {
             let (lo, hi) = cfg.kill_window;
@@ -359,6 +409,9 @@ pub fn crash_cycles<W: Workload>(
         } else {
             Crash::AtFence(rng.in_range(1, workload.fences()))
         };
+        if cycle < cfg.from_cycle {
+            continue;
+        }
         let fail = |failure, writer: Option<&BootOutcome>, verifier: Option<&BootOutcome>| {
             Box::new(CycleError {
                 workload: workload.name(),

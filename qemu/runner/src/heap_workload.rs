@@ -10,11 +10,10 @@ use std::time::Duration;
 use arch::{FileMedia, FileOptions};
 use pm_qemu_pool::workload::{HeapView, History, Verdict};
 use pm_qemu_proto::heap::{HeapLine, LAYOUT, POOL_LEN};
-use pm_qemu_proto::{BootArgs, GuestExit, Mode, Suite, DEFAULT_OPS};
+use pm_qemu_proto::{BootArgs, Mode, Suite, DEFAULT_OPS};
 use pmalloc::{Heap, OpenError, OpenOptions};
 
-use crate::cycle::{Crash, CycleFailure, CycleRun, HostPoolError, Workload};
-use crate::Exit;
+use crate::cycle::{kill_window_for, CycleFailure, CycleRun, HostPoolError, Workload};
 
 /// Creates a pool over NVDIMM 0 (`POOL_LEN` bytes, the whole image) and runs `ops` seeded
 /// allocations and frees on its root's fields, reporting each as it returns; the
@@ -49,18 +48,6 @@ impl fmt::Display for HeapReport {
         match self.replayed {
             Some(n) => write!(f, "{}; recovery replayed {n}", self.verdict),
             None => write!(f, "{}; no pool", self.verdict),
-        }
-    }
-}
-
-impl HeapWorkload {
-    fn args(self, suite: Suite, seed: u64, mode: Mode) -> BootArgs {
-        BootArgs {
-            suite,
-            seed,
-            mode,
-            ops: self.ops,
-            ..BootArgs::default()
         }
     }
 }
@@ -125,12 +112,18 @@ impl Workload for HeapWorkload {
         "heap"
     }
 
-    fn writer_args(&self, seed: u64, mode: Mode) -> BootArgs {
-        self.args(Suite::Heap, seed, mode)
+    fn suites(&self) -> (Suite, Suite) {
+        (Suite::Heap, Suite::HeapVerify)
     }
 
-    fn verifier_args(&self, seed: u64, mode: Mode) -> BootArgs {
-        self.args(Suite::HeapVerify, seed, mode)
+    fn args(&self, suite: Suite, seed: u64, mode: Mode) -> BootArgs {
+        BootArgs {
+            suite,
+            seed,
+            mode,
+            ops: self.ops,
+            ..BootArgs::default()
+        }
     }
 
     fn fences(&self) -> u64 {
@@ -148,8 +141,7 @@ impl Workload for HeapWorkload {
     /// machine (TCG); kills are spread over 1 ms to a little past that, scaled with the
     /// op count (under load the guest runs slower, so the kills land earlier in it).
     fn kill_window(&self) -> (Duration, Duration) {
-        let ms = 20 + u64::from(self.ops) * 130 / 1000;
-        (Duration::from_millis(1), Duration::from_millis(ms))
+        kill_window_for(self.ops, 130)
     }
 
     /// * the writer's lines replay (`History`): ops in order on their planned fields,
@@ -163,23 +155,12 @@ impl Workload for HeapWorkload {
     fn check(&self, run: &CycleRun<'_>) -> Result<HeapReport, CycleFailure> {
         let history = History::from_serial(run.seed, self.ops, &run.writer.serial)
             .map_err(CycleFailure::Heap)?;
-        if let (Crash::AtFence(fence), Exit::Guest(GuestExit::Crash)) = (run.crash, run.writer.exit)
-        {
+        if let Some(fence) = run.fence_crash() {
             history
                 .check_crash_fence(fence)
                 .map_err(CycleFailure::Heap)?;
         }
-        if !run.verifier.passed() {
-            return Err(CycleFailure::VerifierFailed {
-                exit: run.verifier.exit,
-            });
-        }
-        let lines: Vec<HeapLine> = run
-            .verifier
-            .serial
-            .lines()
-            .filter_map(HeapLine::parse)
-            .collect();
+        let lines = run.verifier_lines(HeapLine::parse)?;
         let replayed = lines.iter().find_map(|l| match l {
             HeapLine::Opened { replayed, .. } => Some(*replayed),
             _ => None,
@@ -210,42 +191,22 @@ mod tests {
     use pm_qemu_pool::workload::{self, HistoryError};
 
     use super::*;
-    use crate::{BootOutcome, Images};
+    use crate::cycle::Crash;
+    use crate::test_support::{host_boots, judge, text};
+    use crate::Images;
 
     const SEED: u64 = 0x77;
     const OPS: u32 = 50;
 
-    fn outcome(exit: Exit, serial: String) -> BootOutcome {
-        BootOutcome {
-            command: String::new(),
-            exit,
-            serial,
-            stderr: String::new(),
-            elapsed: Duration::ZERO,
-        }
-    }
-
-    fn text(lines: &[HeapLine]) -> String {
-        lines.iter().fold(String::new(), |mut t, l| {
-            use std::fmt::Write as _;
-            let _ = writeln!(t, "{l}");
-            t
-        })
-    }
-
     /// An image whose pool went through the writer (`ops` ops, unclosed) and the
     /// verifier, as on the kernel, with both boots' serial text.
     fn images_after(ops: u32) -> (Images, String, String) {
-        let images = Images::create(1, POOL_LEN).unwrap();
-        let media = FileMedia::open(&images.paths()[0], FileOptions::default()).unwrap();
-        let mut writer = Vec::new();
-        let heap = workload::write(&media, SEED, ops, &|| 0, &mut |l| writer.push(l)).unwrap();
-        drop(heap);
-        let mut verifier = Vec::new();
-        workload::verify(&media, &mut |l| verifier.push(l)).unwrap();
-        drop(media);
-        let verifier = text(&verifier) + "test heap_recovered ... ok\n1 passed, 0 failed\n";
-        (images, text(&writer), verifier)
+        host_boots(
+            POOL_LEN,
+            "heap_recovered",
+            |media, out| drop(workload::write(media, SEED, ops, &|| 0, out).unwrap()),
+            |media, out| drop(workload::verify(media, out).unwrap()),
+        )
     }
 
     fn check(
@@ -254,16 +215,8 @@ mod tests {
         verifier: String,
         ops: u32,
     ) -> Result<HeapReport, CycleFailure> {
-        let writer = outcome(Exit::KilledAsPlanned, writer);
-        let verifier = outcome(Exit::Guest(GuestExit::Pass), verifier);
-        HeapWorkload { ops }.check(&CycleRun {
-            seed: SEED,
-            mode: Mode::Direct,
-            crash: Crash::Kill(Duration::ZERO),
-            writer: &writer,
-            verifier: &verifier,
-            images,
-        })
+        let crash = Crash::Kill(Duration::ZERO);
+        judge(&HeapWorkload { ops }, SEED, crash, images, writer, verifier)
     }
 
     /// Writer lines with the fence counts a one-fence-per-op media would report (the

@@ -8,7 +8,8 @@
 //! * [`run_suite`] boots a suite and demands a pass (exit 33 and `N passed, 0 failed`);
 //! * [`crash_cycles`] drives crash-reboot cycles of any [`Workload`]: boot on a fresh
 //!   image, crash (kill after a seeded delay, or `crash_at=<n>`), boot the verifier on
-//!   the same image, check; [`LogWorkload`] and [`HeapWorkload`] are the workloads.
+//!   the same image, check; [`LogWorkload`], [`HeapWorkload`] and [`TxWorkload`]
+//!   are the workloads.
 //!
 //! Everything random comes from a printed seed, so a failure replays.
 
@@ -24,11 +25,14 @@ mod images;
 mod log_workload;
 mod qemu;
 mod suite;
+#[cfg(test)]
+mod test_support;
+mod tx_workload;
 
 pub use build::Kernel;
 pub use cycle::{
-    crash_cycles, Crash, CycleConfig, CycleError, CycleFailure, CycleRun, CyclesReport,
-    HostPoolError, Workload, KILL_WINDOW,
+    crash_cycles, kill_window_for, Crash, CycleConfig, CycleError, CycleFailure, CycleRun,
+    CyclesReport, HostPoolError, Workload, KILL_WINDOW,
 };
 pub use error::RunnerError;
 pub use heap_workload::{host_view, HeapReport, HeapWorkload};
@@ -36,3 +40,4 @@ pub use images::Images;
 pub use log_workload::{LogReport, LogWorkload};
 pub use qemu::{boot, qemu_available, qemu_program, BootOutcome, BootSpec, Exit, IMAGE_SIZE};
 pub use suite::{run_suite, SuiteError};
+pub use tx_workload::{host_state, TxReport, TxWorkload, DEFAULT_TXS};

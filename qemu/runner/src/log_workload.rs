@@ -46,8 +46,18 @@ impl fmt::Display for LogReport {
     }
 }
 
-impl LogWorkload {
-    fn args(self, suite: Suite, seed: u64, mode: Mode) -> BootArgs {
+impl Workload for LogWorkload {
+    type Report = LogReport;
+
+    fn name(&self) -> &'static str {
+        "log"
+    }
+
+    fn suites(&self) -> (Suite, Suite) {
+        (Suite::Log, Suite::LogVerify)
+    }
+
+    fn args(&self, suite: Suite, seed: u64, mode: Mode) -> BootArgs {
         BootArgs {
             suite,
             seed,
@@ -56,22 +66,6 @@ impl LogWorkload {
             skip_flush: self.skip_flush.filter(|_| suite == Suite::Log),
             ..BootArgs::default()
         }
-    }
-}
-
-impl Workload for LogWorkload {
-    type Report = LogReport;
-
-    fn name(&self) -> &'static str {
-        "log"
-    }
-
-    fn writer_args(&self, seed: u64, mode: Mode) -> BootArgs {
-        self.args(Suite::Log, seed, mode)
-    }
-
-    fn verifier_args(&self, seed: u64, mode: Mode) -> BootArgs {
-        self.args(Suite::LogVerify, seed, mode)
     }
 
     fn fences(&self) -> u64 {
@@ -149,19 +143,10 @@ mod tests {
     use pm_qemu_proto::GuestExit;
 
     use super::*;
-    use crate::{BootOutcome, Images};
+    use crate::test_support::outcome;
+    use crate::Images;
 
     const SEED: u64 = 99;
-
-    fn outcome(exit: Exit, serial: String) -> BootOutcome {
-        BootOutcome {
-            command: String::new(),
-            exit,
-            serial,
-            stderr: String::new(),
-            elapsed: Duration::ZERO,
-        }
-    }
 
     /// Images whose log holds records `0..n`, plus `extra` raw bytes after them.
     fn images_with(n: u64, extra: &[u8]) -> Images {

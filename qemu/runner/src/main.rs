@@ -1,14 +1,16 @@
 //! `pm-qemu`: build the test kernel and run its suites and crash cycles under QEMU.
 //!
 //! ```text
-//! pm-qemu all [--seed S] [--cycles N]   suites (1 and 2 NVDIMMs), pmalloc suite,
-//!                                       persistence and pool pairs, log and heap cycles
+//! pm-qemu all [--seed S] [--cycles N]   suites (1 and 2 NVDIMMs), pmalloc and pmrt
+//!                                       suites, persistence and pool pairs, log, heap
+//!                                       and tx cycles
 //! pm-qemu suite [--nvdimms N] [--suite NAME] [--seed S]
-//! pm-qemu cycles [--workload log|heap] [--mode direct|adr] [--seed S] [--cycles N]
-//!                [--records N] [--ops N]
+//! pm-qemu cycles [--workload log|heap|tx] [--mode direct|adr] [--seed S] [--cycles N]
+//!                [--from-cycle K] [--records N] [--ops N] [--txs N]
 //! ```
 //!
-//! Every QEMU command is printed; seeds are printed so a failure replays.
+//! Every QEMU command is printed; seeds are printed so a failure replays: `--seed S`
+//! runs the same cycles again, `--from-cycle K --cycles 1` only cycle `K` of them.
 
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use pm_qemu_proto::{BootArgs, Mode, Suite, DEFAULT_OPS};
 use pm_qemu_runner::{
     crash_cycles, qemu_available, run_suite, CycleConfig, HeapWorkload, Images, Kernel,
-    LogWorkload, Workload, IMAGE_SIZE,
+    LogWorkload, TxWorkload, Workload, DEFAULT_TXS, IMAGE_SIZE,
 };
 
 /// Which crash-cycle workload.
@@ -24,6 +26,7 @@ use pm_qemu_runner::{
 enum Which {
     Log,
     Heap,
+    Tx,
 }
 
 /// Command-line options (all optional).
@@ -37,6 +40,8 @@ struct Options {
     workload: Option<Which>,
     records: u32,
     ops: u32,
+    txs: u32,
+    from_cycle: u32,
 }
 
 fn parse(args: &[String]) -> Option<Options> {
@@ -51,6 +56,8 @@ fn parse(args: &[String]) -> Option<Options> {
         workload: None,
         records: 4096,
         ops: DEFAULT_OPS,
+        txs: DEFAULT_TXS,
+        from_cycle: 0,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -67,10 +74,13 @@ fn parse(args: &[String]) -> Option<Options> {
             "--nvdimms" => o.nvdimms = usize::try_from(number()?).ok()?,
             "--records" => o.records = u32::try_from(number()?).ok()?,
             "--ops" => o.ops = u32::try_from(number()?).ok()?,
+            "--txs" => o.txs = u32::try_from(number()?).ok()?,
+            "--from-cycle" => o.from_cycle = u32::try_from(number()?).ok()?,
             "--workload" => {
                 o.workload = Some(match value.as_str() {
                     "log" => Which::Log,
                     "heap" => Which::Heap,
+                    "tx" => Which::Tx,
                     _ => return None,
                 });
             }
@@ -128,13 +138,21 @@ fn pair(kernel: &Kernel, nvdimms: usize, seed: u64, first: Suite, second: Suite)
 }
 
 fn cycles_of<W: Workload>(kernel: &Kernel, o: &Options, mode: Mode, workload: &W) -> bool {
-    let cfg = CycleConfig::of(workload, o.seed, o.cycles, mode);
+    let cfg = CycleConfig {
+        from_cycle: o.from_cycle,
+        ..CycleConfig::of(workload, o.seed, o.cycles, mode)
+    };
     println!(
-        "crash cycles: workload {}, mode {}, seed {:#x}, {} cycles",
+        "crash cycles: workload {}, mode {}, seed {:#x}, {} cycles from cycle {} \
+         (replay: pm-qemu cycles --workload {} --mode {} --seed {:#x})",
         workload.name(),
         mode.name(),
         o.seed,
-        o.cycles
+        o.cycles,
+        o.from_cycle,
+        workload.name(),
+        mode.name(),
+        o.seed
     );
     report(crash_cycles(kernel, workload, &cfg), |r| println!("{r}"))
 }
@@ -143,13 +161,14 @@ fn cycles(kernel: &Kernel, o: &Options, mode: Mode, which: Which) -> bool {
     match which {
         Which::Log => cycles_of(kernel, o, mode, &LogWorkload::new(o.records)),
         Which::Heap => cycles_of(kernel, o, mode, &HeapWorkload { ops: o.ops }),
+        Which::Tx => cycles_of(kernel, o, mode, &TxWorkload { txs: o.txs }),
     }
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(task), Some(o)) = (args.first(), parse(args.get(1..).unwrap_or_default())) else {
-        eprintln!("usage: pm-qemu <all|suite|cycles> [--seed S] [--cycles N] [--nvdimms N] [--suite NAME] [--mode direct|adr] [--workload log|heap] [--records N] [--ops N]");
+        eprintln!("usage: pm-qemu <all|suite|cycles> [--seed S] [--cycles N] [--nvdimms N] [--suite NAME] [--mode direct|adr] [--workload log|heap|tx] [--records N] [--ops N] [--txs N] [--from-cycle K]");
         return ExitCode::FAILURE;
     };
     if !qemu_available() {
@@ -185,9 +204,17 @@ fn main() -> ExitCode {
                     ..seed_args(2)
                 },
             );
+            ok &= suite(
+                &kernel,
+                2,
+                BootArgs {
+                    suite: Suite::Pmrt,
+                    ..seed_args(2)
+                },
+            );
             ok &= pair(&kernel, 2, o.seed, Suite::Persist, Suite::Verify);
             ok &= pair(&kernel, 1, o.seed, Suite::PoolCreate, Suite::PoolVerify);
-            for which in [Which::Log, Which::Heap] {
+            for which in [Which::Log, Which::Heap, Which::Tx] {
                 for mode in [Mode::Direct, Mode::Adr] {
                     if o.mode.is_none_or(|m| m == mode) && o.workload.is_none_or(|w| w == which) {
                         ok &= cycles(&kernel, &o, mode, which);

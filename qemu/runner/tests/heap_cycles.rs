@@ -7,23 +7,14 @@
 mod common;
 
 use pm_qemu_proto::Mode;
-use pm_qemu_runner::{CycleConfig, HeapWorkload};
-
-fn cycles(mode: Mode, default_seed: u64) {
-    let Some(kernel) = common::kernel() else {
-        return;
-    };
-    let workload = HeapWorkload::default();
-    let cfg = CycleConfig::of(&workload, default_seed, 20, mode);
-    common::twenty_cycles(kernel, &workload, &cfg);
-}
+use pm_qemu_runner::HeapWorkload;
 
 #[test]
 fn heap_ops_survive_crashes_all_or_nothing_in_direct_mode() {
-    cycles(Mode::Direct, 0x4ea9_0001);
+    common::twenty_cycles_of(&HeapWorkload::default(), Mode::Direct, 0x4ea9_0001);
 }
 
 #[test]
 fn heap_ops_survive_crashes_all_or_nothing_in_adr_mode() {
-    cycles(Mode::Adr, 0x4ea9_0002);
+    common::twenty_cycles_of(&HeapWorkload::default(), Mode::Adr, 0x4ea9_0002);
 }

@@ -13,19 +13,18 @@ fn pmalloc_suite_passes_on_raw_and_adr_media_with_two_nvdimms() {
     let Some(kernel) = common::kernel() else {
         return;
     };
-    let images = Images::create(2, IMAGE_SIZE).unwrap();
-    let o =
-        run_suite(kernel, &images, args(Suite::Pmalloc, 31, 2)).unwrap_or_else(|e| panic!("{e}"));
-    let s = o.summary().unwrap();
-    assert!(s.passed >= 19, "{}", o.serial);
-    for name in [
-        "two_nvdimms_hold_two_independent_pools",
-        "sizes_from_1_byte_to_multi_chunk_extents_adr",
-        "pool_dropped_unclosed_recovers_from_the_nvdimm_adr",
-    ] {
-        assert!(o.serial.contains(&format!("test {name} ... ok")), "{name}");
-    }
-    println!("pmalloc suite: {s} in {} ms", o.elapsed.as_millis());
+    common::suite_passes(
+        kernel,
+        Suite::Pmalloc,
+        31,
+        2,
+        19,
+        &[
+            "two_nvdimms_hold_two_independent_pools",
+            "sizes_from_1_byte_to_multi_chunk_extents_adr",
+            "pool_dropped_unclosed_recovers_from_the_nvdimm_adr",
+        ],
+    );
 }
 
 #[test]
@@ -33,15 +32,11 @@ fn pmalloc_suite_with_one_nvdimm_fails_only_the_two_pool_test() {
     let Some(kernel) = common::kernel() else {
         return;
     };
-    let images = Images::create(1, IMAGE_SIZE).unwrap();
-    let o = common::expect_failed(
-        run_suite(kernel, &images, args(Suite::Pmalloc, 32, 1)),
-        &["two_nvdimms_hold_two_independent_pools"],
-    );
-    assert!(
-        o.serial.contains("expected 2 NVDIMMs, found 1"),
-        "{}",
-        o.serial
+    common::only_the_two_nvdimm_test_fails_with_one(
+        kernel,
+        Suite::Pmalloc,
+        32,
+        "two_nvdimms_hold_two_independent_pools",
     );
 }
 

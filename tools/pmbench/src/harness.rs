@@ -355,6 +355,7 @@ pub fn run_workload(
     }
     if id == WorkloadId::Open {
         let _ = std::fs::remove_file(&pool);
+        crate::ours::open::remove_built_pool();
     }
     WorkloadRuns {
         workload: id,

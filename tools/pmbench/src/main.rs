@@ -298,6 +298,8 @@ fn child(args: &ChildArgs) -> Result<(), Error> {
         RoundResult {
             timings: Vec::new(),
             counters: None,
+            tx: None,
+            by_metric: Vec::new(),
         }
     } else {
         let mark: pmdk::Mark = if args.marks {

@@ -296,6 +296,8 @@ fn op_timing(ns: u64, units: u64) -> RoundResult {
             units,
         }],
         counters: None,
+        tx: None,
+        by_metric: Vec::new(),
     }
 }
 
@@ -400,6 +402,8 @@ fn run_open(path: &Path, mark: Mark) -> Result<RoundResult, PmdkError> {
             },
         ],
         counters: None,
+        tx: None,
+        by_metric: Vec::new(),
     })
 }
 
@@ -433,5 +437,7 @@ fn run_recover(j: &RecoverJob, path: &Path, mark: Mark) -> Result<RoundResult, P
             },
         ],
         counters: None,
+        tx: None,
+        by_metric: Vec::new(),
     })
 }

@@ -117,19 +117,23 @@ impl PerUnit {
     }
 
     #[allow(clippy::cast_precision_loss)] // report arithmetic on counts far below 2^53
-    fn from_ours(id: WorkloadId, side: &SideRuns) -> Option<PerUnit> {
+    fn from_ours(id: WorkloadId, metric: Metric, side: &SideRuns) -> Option<PerUnit> {
         let SideRuns::Measured { rounds } = side else {
             return None;
         };
         let mut total = RoundCounters::default();
         let mut units = 0;
         for r in rounds {
-            let c = r.counters?;
+            let c = if metric == Metric::Op {
+                r.counters?
+            } else {
+                r.by_metric.iter().find(|(m, _)| *m == metric)?.1
+            };
             total.fences += c.fences;
             total.lines_flushed += c.lines_flushed;
             total.nt_bytes += c.nt_bytes;
             total.bytes_persisted += c.bytes_persisted;
-            units += r.timings.iter().find(|t| t.metric == Metric::Op)?.units;
+            units += r.timings.iter().find(|t| t.metric == metric)?.units;
         }
         let u = units.max(1) as f64;
         Some(PerUnit {
@@ -138,6 +142,7 @@ impl PerUnit {
             nt_lines: total.nt_bytes as f64 / 64.0 / u,
             write_amplification: id
                 .user_bytes_per_op()
+                .filter(|_| metric == Metric::Op)
                 .map(|b| total.bytes_persisted as f64 / u / b as f64),
         })
     }
@@ -242,9 +247,7 @@ impl Report {
                     ratio: ratio(ours.per_s(), pmdk.per_s()),
                     ratio_eadr: ratio(ours_eadr.per_s(), pmdk_no_flush.per_s()),
                     pmdk_no_flush_speedup: ratio(pmdk_no_flush.per_s(), pmdk.per_s()),
-                    ours_counts: (metric == Metric::Op)
-                        .then(|| PerUnit::from_ours(id, &run.ours))
-                        .flatten(),
+                    ours_counts: PerUnit::from_ours(id, metric, &run.ours),
                     pmdk_counts: find(id, metric, PmdkMode::Flush),
                     pmdk_no_flush_counts: find(id, metric, PmdkMode::NoFlush),
                     ours,

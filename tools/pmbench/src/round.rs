@@ -54,4 +54,56 @@ pub struct RoundResult {
     pub timings: Vec<Timing>,
     /// Counts over the [`Metric::Op`] region, when the stack counts them itself.
     pub counters: Option<RoundCounters>,
+    /// Our transaction layer's own counts over the [`Metric::Op`] region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx: Option<TxCounters>,
+    /// Counts over the regions of other metrics (open, first allocation, ...), when
+    /// the stack counts them itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_metric: Vec<(Metric, RoundCounters)>,
+}
+
+/// What `pmrt` reports about a round's transactions: the split between the commit
+/// path and deferred home write-back (coalescing), which `arch`'s counters cannot
+/// tell apart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxCounters {
+    /// Committed transactions.
+    pub commits: u64,
+    /// Lines flushed by commits (records, write-through homes).
+    pub commit_lines: u64,
+    /// Fences issued by commits.
+    pub commit_fences: u64,
+    /// Home lines written back by coalescing.
+    pub writeback_lines: u64,
+    /// Home lines write-back at every commit would have flushed.
+    pub eager_lines: u64,
+    /// Data bytes logged.
+    pub logged_bytes: u64,
+    /// Bytes the user changed.
+    pub user_bytes: u64,
+    /// Coalescing rounds.
+    pub coalesce_rounds: u64,
+    /// Largest pending volume of one object (bytes), over the pool's life.
+    pub pending_hwm: u64,
+    /// Largest excess of an object's pending volume over its volume threshold.
+    pub over_threshold_max: u64,
+}
+
+impl TxCounters {
+    /// The growth from `a` to `b` (high-water marks: `b`'s).
+    pub fn between(a: &pmrt::PoolStats, b: &pmrt::PoolStats) -> Self {
+        TxCounters {
+            commits: b.commits - a.commits,
+            commit_lines: b.commit_lines_flushed - a.commit_lines_flushed,
+            commit_fences: b.commit_fences - a.commit_fences,
+            writeback_lines: b.coalescing.lines_written_back - a.coalescing.lines_written_back,
+            eager_lines: b.coalescing.lines_eager - a.coalescing.lines_eager,
+            logged_bytes: b.logged_bytes - a.logged_bytes,
+            user_bytes: b.user_bytes - a.user_bytes,
+            coalesce_rounds: b.coalescing.rounds - a.coalescing.rounds,
+            pending_hwm: b.coalescing.pending_hwm,
+            over_threshold_max: b.coalescing.over_threshold_max,
+        }
+    }
 }

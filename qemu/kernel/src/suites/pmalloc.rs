@@ -18,6 +18,7 @@ use pmalloc::{
     PtrError,
 };
 
+use super::Kind;
 use crate::adr::AdrMedia;
 use crate::nvdimm::Nvdimm;
 use crate::testing::{expect_eq, Env, Test, TestFailure};
@@ -29,25 +30,10 @@ const LAYOUT: &str = "pm-kernel-suite";
 /// The largest object a run slot holds; larger objects are extents.
 const MAX_RUN_OBJECT: usize = 128 << 10;
 
-/// Test entries `<name>_raw` and `<name>_adr` for a body taking the pool media.
-macro_rules! on_both {
-    ($($body:ident: $raw:literal, $adr:literal;)*) => {
-        &[$(
-            Test {
-                name: $raw,
-                run: |env| $body(env, &*pool_media(env, Kind::Raw)?),
-            },
-            Test {
-                name: $adr,
-                run: |env| $body(env, &*pool_media(env, Kind::Adr)?),
-            },
-        )*]
-    };
-}
-
 /// The suite.
 pub fn tests() -> &'static [Test] {
     const TESTS: &[Test] = on_both! {
+        with_media;
         reopen: "pool_reopens_with_its_root_and_objects_raw",
             "pool_reopens_with_its_root_and_objects_adr";
         sizes: "sizes_from_1_byte_to_multi_chunk_extents_raw",
@@ -81,15 +67,6 @@ pub fn tests() -> &'static [Test] {
     ALL.call_once(|| TESTS.iter().chain(MORE).copied().collect())
 }
 
-/// Which media a pool runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// The whole NVDIMM, flushes and fences for real.
-    Raw,
-    /// A DRAM working copy of the NVDIMM's first [`ADR_POOL`] bytes.
-    Adr,
-}
-
 /// The media of a suite pool on NVDIMM 0.
 fn pool_media(env: &Env, kind: Kind) -> Result<Box<dyn Media>, TestFailure> {
     let nv = &env.nvdimms()?[0];
@@ -97,6 +74,15 @@ fn pool_media(env: &Env, kind: Kind) -> Result<Box<dyn Media>, TestFailure> {
         Kind::Raw => Box::new(nv.media()),
         Kind::Adr => Box::new(AdrMedia::new(nv.window(0, ADR_POOL)?)?),
     })
+}
+
+/// Runs `body` on the media of a suite pool of `kind`.
+fn with_media(
+    env: &Env,
+    kind: Kind,
+    body: fn(&Env, &dyn Media) -> Result<(), TestFailure>,
+) -> Result<(), TestFailure> {
+    body(env, &*pool_media(env, kind)?)
 }
 
 /// The UUID of a suite pool: from the seed and a salt, so pools never share one.

@@ -3,10 +3,10 @@
 //! `dead_code` allowance).
 #![allow(dead_code)]
 
-use pm_qemu_proto::{BootArgs, Suite};
+use pm_qemu_proto::{BootArgs, Mode, Suite};
 use pm_qemu_runner::{
-    crash_cycles, qemu_available, qemu_program, BootOutcome, CycleConfig, CyclesReport, Kernel,
-    SuiteError, Workload,
+    crash_cycles, qemu_available, qemu_program, run_suite, BootOutcome, CycleConfig, CyclesReport,
+    Images, Kernel, SuiteError, Workload, IMAGE_SIZE,
 };
 
 /// The kernel, or `None` (with the reason printed) when QEMU is not installed. CI
@@ -82,4 +82,57 @@ pub fn twenty_cycles<W: Workload>(
     );
     println!("{report}");
     report
+}
+
+/// Boots `suite` on `nvdimms` fresh images and demands a pass with at least `min`
+/// tests, each of `names` among them.
+pub fn suite_passes(
+    kernel: &Kernel,
+    suite: Suite,
+    seed: u64,
+    nvdimms: u32,
+    min: u32,
+    names: &[&str],
+) -> BootOutcome {
+    let images = Images::create(nvdimms as usize, IMAGE_SIZE).unwrap();
+    let o =
+        run_suite(kernel, &images, args(suite, seed, nvdimms)).unwrap_or_else(|e| panic!("{e}"));
+    let s = o.summary().unwrap();
+    assert!(s.passed >= min, "{}", o.serial);
+    for name in names {
+        assert!(o.serial.contains(&format!("test {name} ... ok")), "{name}");
+    }
+    println!(
+        "{} suite: {s} in {} ms",
+        suite.name(),
+        o.elapsed.as_millis()
+    );
+    o
+}
+
+/// Boots a suite that needs two NVDIMMs with one: only `test` (its two-NVDIMM test)
+/// may fail, and it must say why.
+pub fn only_the_two_nvdimm_test_fails_with_one(
+    kernel: &Kernel,
+    suite: Suite,
+    seed: u64,
+    test: &str,
+) {
+    let images = Images::create(1, IMAGE_SIZE).unwrap();
+    let o = expect_failed(run_suite(kernel, &images, args(suite, seed, 1)), &[test]);
+    assert!(
+        o.serial.contains("expected 2 NVDIMMs, found 1"),
+        "{}",
+        o.serial
+    );
+}
+
+/// [`twenty_cycles`] of `workload` in `mode` from `default_seed` (or `PM_QEMU_SEED`),
+/// kills in the workload's own window; nothing without QEMU.
+pub fn twenty_cycles_of<W: Workload>(workload: &W, mode: Mode, default_seed: u64) {
+    let Some(kernel) = kernel() else {
+        return;
+    };
+    let cfg = CycleConfig::of(workload, default_seed, 20, mode);
+    twenty_cycles(kernel, workload, &cfg);
 }

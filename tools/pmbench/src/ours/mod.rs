@@ -144,3 +144,36 @@ pub fn timed<M: Media + ?Sized, R>(
     let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
     (r, ns, media.counters().since(&before).into())
 }
+
+/// A fresh `pmrt` pool named `name` of `size` bytes (PMDK's pool size for the same
+/// workload), with `lanes` transaction lanes.
+pub fn fresh_pool(
+    cfg: &OursConfig,
+    workload: WorkloadId,
+    name: &str,
+    size: u64,
+    lanes: u32,
+) -> Result<pmrt::Pool<FileMedia>, EngineError> {
+    let media = pool_media(cfg, name, size)?;
+    let mut opts = pmrt::PoolOptions::new("pmbench", *b"pmbench-ours-pmr");
+    opts.lanes = lanes;
+    pmrt::Pool::create(media, &opts).map_err(|e| failed(workload, 0, e))
+}
+
+/// An [`EngineError::Failed`] for `workload` at op `op`.
+pub fn failed(
+    workload: WorkloadId,
+    op: u64,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> EngineError {
+    EngineError::Failed {
+        workload,
+        op,
+        source: Box::new(e),
+    }
+}
+
+/// The pool file name of `id` for this configuration (eADR rounds get their own).
+pub fn round_name(id: WorkloadId, cfg: &OursConfig) -> String {
+    format!("{id}-ours{}", if cfg.eadr { "-eadr" } else { "" })
+}
