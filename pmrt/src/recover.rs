@@ -11,8 +11,11 @@
 //!    transactions (their old bytes, applied in reverse).
 //! 4. Replay: metadata groups one at a time in commit order, then data groups, objects
 //!    in parallel on std threads (feature `std`); each group only where a transaction
-//!    could have written (`target`: inside its allocated object; its key's own
-//!    allocation metadata), else counted in the report and skipped. Flush, fence.
+//!    could have written (its key's own allocation metadata, checked in `target`; data
+//!    inside its allocated object), else listed as [`LogDamage`] and skipped; data of
+//!    an earlier incarnation of its object skipped as superseded. Lookups read the
+//!    chunk table on media: the heap's span map is rebuilt only after this. Flush,
+//!    fence.
 //! 5. Mark every scanned record dead and clear the line at the end of each scan (so a
 //!    scan starting there stops at once instead of meeting a stale record), fence; move
 //!    every tail to the end of its scan, fence.
@@ -55,17 +58,126 @@ pub struct RecoveryReport {
     pub bytes_replayed: u64,
     /// Lanes whose tail word was damaged (scanned from 0).
     pub bad_tails: u32,
-    /// Entries that a record's check passed but that write where no transaction could
-    /// have: data outside its object, metadata that is not its key's allocation
-    /// metadata (see `recover::target`). Skipped.
+    /// Entries of groups that a record's check passed but that write where no
+    /// transaction could have (see [`LogFault`]): not applied. Each refused group is
+    /// listed in `damage` (the first [`MAX_DAMAGE`]).
     pub bad_entries: u64,
-    /// Data groups of objects that are not allocated once the metadata is replayed
-    /// (freed later in the log, or no object at all): skipped.
+    /// Data groups of an earlier incarnation of their object (freed, or freed and
+    /// allocated again, by metadata later in the log): not applied, as the later
+    /// metadata supersedes them.
     pub groups_stale: u64,
     /// The area's sequence reservation was damaged, missing (an area formatted before
     /// it existed), or below a scanned record: after replay the logs were cleared so
     /// no old record can be mistaken for a new one, and numbering started over.
     pub seq_reset: bool,
+    /// Log groups refused as damaged, in the order found (the first [`MAX_DAMAGE`];
+    /// `bad_entries` counts them all). Empty after any crash of a working pool: a
+    /// listed group means the log was damaged or forged.
+    pub damage: Vec<LogDamage>,
+}
+
+/// How many refused groups a [`RecoveryReport`] lists.
+pub const MAX_DAMAGE: usize = 64;
+
+/// A log group that recovery refused to apply although its record passed its check:
+/// where it is and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogDamage {
+    /// Lane of the record.
+    pub lane: u32,
+    /// Byte position of the record in the lane log.
+    pub pos: usize,
+    /// Index of the group in the record.
+    pub group: usize,
+    /// The group's key (the object it belongs to, or the root slot).
+    pub key: u64,
+    /// Why it was refused.
+    pub fault: LogFault,
+}
+
+/// Why recovery refused a log group (see `docs/transactions.md`, Recovery).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LogFault {
+    /// A data entry reaches outside its object: the entry's pool range.
+    OutsideObject {
+        /// Pool offset of the entry.
+        offset: u64,
+        /// Its length.
+        len: u64,
+    },
+    /// Data for a key that is no allocated object, and that no metadata in the log
+    /// freed.
+    NoObject,
+    /// Absolute entries that are not one object header plus chunk-entry words (or, for
+    /// the root slot, one 8-byte pointer): the first entry that does not fit.
+    MetaShape {
+        /// Pool offset of the entry.
+        offset: u64,
+    },
+    /// A header not at its key's header location, or chunk words that are not exactly
+    /// the key's extent over chunks that are free or its own.
+    MetaPlacement {
+        /// Pool offset of the header or of the first chunk word.
+        offset: u64,
+    },
+    /// A header that is not valid for its key, or whose kind, size or allocation state
+    /// disagrees with where it is and the chunk words beside it.
+    MetaHeader {
+        /// Pool offset of the header.
+        offset: u64,
+    },
+    /// A root pointer that is neither null nor an allocated object.
+    BadRoot {
+        /// The pointer.
+        value: u64,
+    },
+    /// Metadata in an undo record (undo records hold old data only; old metadata is
+    /// never rolled back).
+    UndoMetadata,
+}
+
+impl core::fmt::Display for LogFault {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            LogFault::OutsideObject { offset, len } => {
+                write!(f, "data entry {offset:#x}+{len} outside its object")
+            }
+            LogFault::NoObject => write!(f, "data for no allocated object"),
+            LogFault::MetaShape { offset } => write!(f, "malformed metadata entry at {offset:#x}"),
+            LogFault::MetaPlacement { offset } => {
+                write!(f, "metadata at {offset:#x} is not its object's")
+            }
+            LogFault::MetaHeader { offset } => write!(f, "bad object header at {offset:#x}"),
+            LogFault::BadRoot { value } => write!(f, "root pointer {value:#x} names no object"),
+            LogFault::UndoMetadata => write!(f, "metadata in an undo record"),
+        }
+    }
+}
+
+impl core::fmt::Display for LogDamage {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "lane {} record at {:#x} group {} (key {:#x}): {}",
+            self.lane, self.pos, self.group, self.key, self.fault
+        )
+    }
+}
+
+/// Lists `d` unless `list` already holds [`MAX_DAMAGE`].
+fn note(list: &mut Vec<LogDamage>, d: LogDamage) {
+    if list.len() < MAX_DAMAGE {
+        list.push(d);
+    }
+}
+
+impl RecoveryReport {
+    /// Counts a refused group of `entries` entries and lists it.
+    fn refuse(&mut self, d: LogDamage, entries: usize) {
+        self.bad_entries += entries as u64;
+        note(&mut self.damage, d);
+    }
 }
 
 /// A record a scan found: its lane, its position in the lane log, its bytes (a valid
@@ -263,26 +375,45 @@ fn plan(recs: &[ScannedRecord], salt: u64, report: &mut RecoveryReport) -> Vec<V
     work
 }
 
+/// A group's key and entries (reversed for undo: old bytes go back newest first).
+fn entries_of<'r>(
+    recs: &'r [ScannedRecord],
+    it: &Item,
+    salt: u64,
+) -> Option<(u64, Vec<Entry<'r>>)> {
+    let rec = &recs[it.rec];
+    let p = parse(&rec.bytes, rec.lane, salt).ok()?;
+    let g = p.groups().get(it.group)?;
+    let mut entries: Vec<Entry<'r>> = g.entries().collect();
+    if it.undo {
+        entries.reverse();
+    }
+    Some((g.key, entries))
+}
+
+impl Item {
+    fn damage(&self, recs: &[ScannedRecord], key: u64, fault: LogFault) -> LogDamage {
+        LogDamage {
+            lane: recs[self.rec].lane,
+            pos: recs[self.rec].pos,
+            group: self.group,
+            key,
+            fault,
+        }
+    }
+}
+
 /// Step 4: writes the groups to the homes, flushes, fences. Metadata groups first, one
-/// at a time in commit order, each checked against what the metadata is then
-/// (`target`); then data groups, objects in parallel, each entry inside its object.
+/// at a time in commit order, each checked against the metadata on media then
+/// (`target`); then data groups, objects in parallel, each against its object as the
+/// metadata left it.
 fn replay<M: Media>(
     heap: &Heap<M>,
     recs: &[ScannedRecord],
     work: &[Vec<Item>],
     report: &mut RecoveryReport,
 ) {
-    let media = heap.media();
-    let group = |it: &Item| -> Option<(u64, Vec<Entry<'_>>)> {
-        let rec = &recs[it.rec];
-        let p = parse(&rec.bytes, rec.lane, heap.salt()).ok()?;
-        let g = p.groups().get(it.group)?;
-        let mut entries: Vec<Entry<'_>> = g.entries().collect();
-        if it.undo {
-            entries.reverse();
-        }
-        Some((g.key, entries))
-    };
+    let (media, salt) = (heap.media(), heap.salt());
     let mut touched: Vec<(usize, usize)> = Vec::new();
     let mut meta: Vec<Item> = work
         .iter()
@@ -291,13 +422,20 @@ fn replay<M: Media>(
         .copied()
         .collect();
     meta.sort_by_key(|it| (it.seq, it.rec, it.group));
+    // Each key's newest applied metadata: data of the key older than it belongs to an
+    // earlier incarnation (freed since, perhaps allocated again).
+    let mut incarnation: BTreeMap<u64, u64> = BTreeMap::new();
     for it in &meta {
-        let Some((key, entries)) = group(it) else {
+        let Some((key, entries)) = entries_of(recs, it, salt) else {
             continue;
         };
-        // Old metadata is never rolled back: undo records hold data only.
-        if it.undo || !target::meta_group_ok(heap, key, &entries) {
-            report.bad_entries += entries.len() as u64;
+        let checked = if it.undo {
+            Err(LogFault::UndoMetadata)
+        } else {
+            target::check_meta(heap, key, &entries)
+        };
+        if let Err(fault) = checked {
+            report.refuse(it.damage(recs, key, fault), entries.len());
             continue;
         }
         for e in &entries {
@@ -306,39 +444,56 @@ fn replay<M: Media>(
             report.bytes_replayed += e.data.len() as u64;
         }
         report.groups_replayed += 1;
+        incarnation.insert(key, it.seq);
     }
     let data: Vec<Vec<Item>> = work
         .iter()
-        .map(|items| {
-            items
-                .iter()
-                .filter(|it| !it.meta)
-                .copied()
-                .collect::<Vec<_>>()
-        })
-        .filter(|items| !items.is_empty())
+        .map(|items| items.iter().filter(|it| !it.meta).copied().collect())
+        .filter(|items: &Vec<Item>| !items.is_empty())
         .collect();
     let replay_key = |items: &[Item], out: &mut Vec<(usize, usize)>| -> Totals {
         let mut t = Totals::default();
+        // Every item of a key: the object as the metadata replay left it (on media:
+        // the heap re-indexes only after recovery).
+        let Some(key) = items
+            .first()
+            .and_then(|it| entries_of(recs, it, salt))
+            .map(|g| g.0)
+        else {
+            return t;
+        };
+        let object = heap.info_on_media(key).ok();
+        let newest_meta = incarnation.get(&key).copied();
         for it in items {
-            let Some((key, entries)) = group(it) else {
+            let Some((_, entries)) = entries_of(recs, it, salt) else {
                 continue;
             };
-            let Some((start, end)) = target::object_bounds(heap, key) else {
-                // Not allocated after the metadata replay: freed later in the log (its
-                // data is moot), or not an object at all.
+            let superseded =
+                newest_meta.is_some_and(|m| it.seq < m || (it.seq == m && object.is_none()));
+            if superseded {
                 t.stale += 1;
                 continue;
+            }
+            let Some(o) = object else {
+                t.refuse(it.damage(recs, key, LogFault::NoObject), entries.len());
+                continue;
             };
-            for e in entries {
-                let inside = e.off >= start
-                    && e.off
+            let end = key + o.size;
+            let outside = entries.iter().find(|e| {
+                e.off < key
+                    || e.off
                         .checked_add(e.data.len() as u64)
-                        .is_some_and(|x| x <= end);
-                if !inside {
-                    t.bad += 1;
-                    continue;
-                }
+                        .is_none_or(|x| x > end)
+            });
+            if let Some(e) = outside {
+                let fault = LogFault::OutsideObject {
+                    offset: e.off,
+                    len: e.data.len() as u64,
+                };
+                t.refuse(it.damage(recs, key, fault), entries.len());
+                continue;
+            }
+            for e in entries {
                 media.write(e.off as usize, e.data);
                 out.push((e.off as usize, e.data.len()));
                 t.bytes += e.data.len() as u64;
@@ -350,8 +505,11 @@ fn replay<M: Media>(
     let t = replay_all(&data, &replay_key, &mut touched);
     report.groups_replayed += t.groups;
     report.bytes_replayed += t.bytes;
-    report.bad_entries += t.bad;
     report.groups_stale += t.stale;
+    report.bad_entries += t.bad;
+    for d in t.damage {
+        note(&mut report.damage, d);
+    }
     for (o, l) in &touched {
         media.flush(*o, *l);
     }
@@ -390,12 +548,21 @@ fn reset<M: Media>(heap: &Heap<M>, area: &Area, recs: &[ScannedRecord], heads: &
 }
 
 /// What replaying some objects did.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Totals {
     groups: u64,
     bytes: u64,
     bad: u64,
     stale: u64,
+    /// Refused groups (the first [`MAX_DAMAGE`]; `bad` counts their entries).
+    damage: Vec<LogDamage>,
+}
+
+impl Totals {
+    fn refuse(&mut self, d: LogDamage, entries: usize) {
+        self.bad += entries as u64;
+        note(&mut self.damage, d);
+    }
 }
 
 const DEAD: usize = usize::MAX;
@@ -406,11 +573,15 @@ fn replay_all<F>(work: &[Vec<Item>], replay_key: &F, touched: &mut Vec<(usize, u
 where
     F: Fn(&[Item], &mut Vec<(usize, usize)>) -> Totals + Sync,
 {
-    let add = |a: Totals, b: Totals| Totals {
-        groups: a.groups + b.groups,
-        bytes: a.bytes + b.bytes,
-        bad: a.bad + b.bad,
-        stale: a.stale + b.stale,
+    let add = |mut a: Totals, b: Totals| {
+        a.groups += b.groups;
+        a.bytes += b.bytes;
+        a.bad += b.bad;
+        a.stale += b.stale;
+        for d in b.damage {
+            note(&mut a.damage, d);
+        }
+        a
     };
     #[cfg(feature = "std")]
     {

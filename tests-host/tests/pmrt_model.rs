@@ -495,6 +495,11 @@ impl Run {
         };
         let (copy, report) = open(img, self.cfg);
         debug(|| format!("crash recovery: {report:?}"));
+        // A crash image of a working pool holds no damaged log group: a refusal here is
+        // recovery's validation rejecting a real transaction.
+        if report.bad_entries != 0 || !report.damage.is_empty() {
+            return Err(format!("recovery refused valid log groups: {report:?}"));
+        }
         check(&copy, self.root, &self.model, true).map_err(|e| format!("after a crash: {e}"))?;
         if continue_on_copy {
             self.pool = Some(copy);
