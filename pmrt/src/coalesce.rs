@@ -278,6 +278,35 @@ pub(crate) struct RecId {
     pub pos: usize,
 }
 
+/// The lazy dead-marks. A tail move flushes other lanes' entries and drops its own
+/// lane's passed ones; when every entry is the moving lane's, that scan only trims, so
+/// it is put off until the list has doubled (a passed entry kept longer costs at most
+/// a needless flush of a line later).
+#[derive(Debug, Default)]
+struct Lazy {
+    ids: Vec<RecId>,
+    /// Entries of more than one lane may be present.
+    mixed: bool,
+    /// Length at which a tail move scans its own lane's entries anyway.
+    compact_at: usize,
+}
+
+impl Lazy {
+    fn push(&mut self, id: RecId) {
+        if self.ids.first().is_some_and(|f| f.lane != id.lane) {
+            self.mixed = true;
+        }
+        self.ids.push(id);
+    }
+
+    /// Whether a tail move on `lane` can skip the scan.
+    fn only_lane(&self, lane: u32) -> bool {
+        !self.mixed
+            && self.ids.first().is_none_or(|f| f.lane == lane)
+            && self.ids.len() < self.compact_at
+    }
+}
+
 /// Counters of coalescing rounds (per round, not per commit: shared atomics are fine).
 /// Per-commit counts live in the lanes' [`LaneStats`].
 #[derive(Debug, Default)]
@@ -296,8 +325,10 @@ pub struct Coalescer {
     batch: AtomicUsize,
     eager: AtomicBool,
     queue: spin::Mutex<heapless::BinaryHeap<(u32, u64), heapless::binary_heap::Max, 256>>,
+    /// The queue's length as of its last change (read without its lock).
+    queue_len: AtomicUsize,
     /// Dead-marks written in the cache but not flushed (lazy), in any lane.
-    unflushed: spin::Mutex<Vec<RecId>>,
+    unflushed: spin::Mutex<Lazy>,
     c: Counters,
 }
 
@@ -317,13 +348,21 @@ impl Default for Coalescer {
             batch: AtomicUsize::new(CoalesceConfig::default().batch),
             eager: AtomicBool::new(CoalesceConfig::default().eager),
             queue: spin::Mutex::new(heapless::BinaryHeap::new()),
-            unflushed: spin::Mutex::new(Vec::new()),
+            queue_len: AtomicUsize::new(0),
+            unflushed: spin::Mutex::new(Lazy::default()),
             c: Counters::default(),
         }
     }
 }
 
 impl Coalescer {
+    /// Empties the queue (everything in it is about to be written back).
+    fn clear_queue(&self) {
+        let mut q = self.queue.lock();
+        q.clear();
+        self.queue_len.store(0, Relaxed);
+    }
+
     /// The configuration.
     pub fn config(&self) -> CoalesceConfig {
         CoalesceConfig {
@@ -477,7 +516,9 @@ impl<M: Media> Pool<M> {
     ) -> Trigger {
         let co = &self.coalescer;
         let volume = !batch.is_empty();
-        if !queued.is_empty() || volume || v.free_q8 < 32 {
+        // Back-pressure alone only pops the queue: skip its lock when it is empty.
+        let pop = v.free_q8 < 32 && co.queue_len.load(Relaxed) > 0;
+        if !queued.is_empty() || volume || pop {
             let mut q = co.queue.lock();
             for &item in queued {
                 if q.push(item).is_err() && batch.push(item.1).is_err() {
@@ -496,6 +537,7 @@ impl<M: Media> Pool<M> {
                     }
                 }
             }
+            co.queue_len.store(q.len(), Relaxed);
         }
         if v.now.is_multiple_of(65_536) {
             self.pending.trim(1 << 20, v.now);
@@ -582,9 +624,10 @@ impl<M: Media> Pool<M> {
         if durable {
             // Earlier lazy marks must be durable too (a superset of this round's
             // objects' marks: the list is not kept per object).
-            for id in uf.drain(..) {
+            for id in uf.ids.drain(..) {
                 media.flush(self.area.log_off(id.lane) + id.pos + LIVE_OFF, 8);
             }
+            uf.mixed = false;
             media.fence();
         }
         drop(uf);
@@ -655,7 +698,12 @@ impl<M: Media> Pool<M> {
         {
             let mut uf = self.coalescer.unflushed.lock();
             let mut flushed = false;
-            uf.retain(|id| {
+            if uf.only_lane(log.idx) {
+                drop(uf);
+                log.persist_tail(media, &self.area, vt);
+                return true;
+            }
+            uf.ids.retain(|id| {
                 if id.lane == log.idx {
                     // This lane's: before `front` it leaves the log now; after it, it is
                     // newer than everything passed here, so replaying it cannot undo
@@ -669,6 +717,8 @@ impl<M: Media> Pool<M> {
                     false
                 }
             });
+            uf.mixed = false;
+            uf.compact_at = (uf.ids.len() * 2).max(256);
             if flushed {
                 media.fence();
             }
@@ -679,7 +729,7 @@ impl<M: Media> Pool<M> {
 
     /// Writes back everything queued and pending, now.
     pub fn coalesce(&self) {
-        self.coalescer.queue.lock().clear();
+        self.coalescer.clear_queue();
         let keys = self.pending.keys();
         for chunk in keys.chunks(256) {
             self.coalesce_keys(chunk, Trigger::Explicit, false);
@@ -689,7 +739,7 @@ impl<M: Media> Pool<M> {
     /// Writes back everything and makes every dead-mark durable (close, or before
     /// handing the pool to another program).
     pub(crate) fn coalesce_all(&self) {
-        self.coalescer.queue.lock().clear();
+        self.coalescer.clear_queue();
         let keys = self.pending.keys();
         self.coalesce_keys(&keys, Trigger::Explicit, true);
         for (k, lane) in self.lanes.iter().enumerate() {

@@ -39,8 +39,9 @@ fn verified(media: &SimMedia, txs: u32) -> Model {
     }
 }
 
-fn state(m: &Model) -> Option<(u64, u64)> {
-    Some((m.count, m.digest()))
+/// The recovered state `check` takes for a pool holding `m`.
+fn state(m: &Model) -> (u64, u64) {
+    (m.count, m.digest())
 }
 
 #[test]
@@ -54,7 +55,7 @@ fn a_crashed_writer_recovers_to_its_last_commit_and_its_lines_replay() {
         "some plans abort: {}",
         m.count
     );
-    let v = h.check(state(&m)).unwrap();
+    let v = h.check(Some(state(&m))).unwrap();
     assert!(v.ready && v.in_flight.is_none() && !v.applied, "{v}");
     assert_eq!(Some(m.clone()), Model::replay(SEED, 150, m.count));
     // Serial text replays; a cut last line is ignored.
@@ -80,16 +81,16 @@ fn the_transaction_in_flight_may_be_applied_or_not_and_nothing_else() {
         .unwrap();
     // Forget the last commit's report: it is in flight, and found applied.
     let h = history(&lines[..last_commit], 60).unwrap();
-    let v = h.check(state(&m)).unwrap();
+    let v = h.check(Some(state(&m))).unwrap();
     assert!(v.applied && v.in_flight.is_some_and(|i| i.commits), "{v}");
     // The state before it is allowed too.
     let before = Model::replay(SEED, 60, m.count - 1).unwrap();
-    assert!(!h.check(state(&before)).unwrap().applied);
+    assert!(!h.check(Some(state(&before))).unwrap().applied);
     // With every report kept: one commit fewer is a lost commit, one more a phantom,
     // and a state the model does not have (a partly applied transaction) a bad digest.
     let h = history(&lines, 60).unwrap();
     assert!(matches!(
-        h.check(state(&before)),
+        h.check(Some(state(&before))),
         Err(TxHistoryError::Lost { .. })
     ));
     assert!(matches!(
@@ -99,7 +100,7 @@ fn the_transaction_in_flight_may_be_applied_or_not_and_nothing_else() {
     let mut partial = m.clone();
     partial.map.insert(KEYS + 7, 1);
     assert!(matches!(
-        h.check(state(&partial)),
+        h.check(Some(state(&partial))),
         Err(TxHistoryError::Digest { .. })
     ));
     // A ready pool must not vanish.
@@ -234,10 +235,10 @@ fn before_ready_only_no_pool_or_the_empty_state_is_allowed() {
     ));
     let h = TxHistory::new(SEED, 10);
     assert!(!h.check(None).unwrap().ready);
-    assert!(h.check(state(&Model::default())).is_ok());
+    assert!(h.check(Some(state(&Model::default()))).is_ok());
     let one = Model::replay(SEED, 10, 1).unwrap();
     assert!(matches!(
-        h.check(state(&one)),
+        h.check(Some(state(&one))),
         Err(TxHistoryError::EarlyState { count: 1 })
     ));
 }
