@@ -679,11 +679,12 @@ impl<M: Media> Pool<M> {
 
     /// Moves lane `log`'s persisted tail over its dead records. First makes every
     /// lazy dead-mark still in the logs durable: an older group of an object must never
-    /// outlive a newer one the tail passes. The lazy list stays locked through the
-    /// fence and the tail's own persist, so no other lane can see it emptied before the
-    /// marks it lost are durable or passed by the tail (a durable round that releases a
-    /// freed object, or precedes an in-place write, relies on that: a mark dropped here
-    /// but not yet passed could otherwise let recovery replay old bytes there).
+    /// outlive a newer one the tail passes. When it drops marks from the lazy list, the
+    /// list stays locked through the fence and the tail's own persist, so no other lane
+    /// can see it emptied before the marks it lost are durable or passed by the tail (a
+    /// durable round that releases a freed object, or precedes an in-place write,
+    /// relies on that: a mark dropped here but not yet passed could otherwise let
+    /// recovery replay old bytes there).
     /// False if the tail could not move.
     pub(crate) fn advance_tail(&self, log: &mut LaneLog, lane: &Lane) -> bool {
         let (vt, front) = {
