@@ -165,21 +165,6 @@ impl core::fmt::Display for LogDamage {
     }
 }
 
-/// Lists `d` unless `list` already holds [`MAX_DAMAGE`].
-fn note(list: &mut Vec<LogDamage>, d: LogDamage) {
-    if list.len() < MAX_DAMAGE {
-        list.push(d);
-    }
-}
-
-impl RecoveryReport {
-    /// Counts a refused group of `entries` entries and lists it.
-    fn refuse(&mut self, d: LogDamage, entries: usize) {
-        self.bad_entries += entries as u64;
-        note(&mut self.damage, d);
-    }
-}
-
 /// A record a scan found: its lane, its position in the lane log, its bytes (a valid
 /// record: its check passed).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -425,6 +410,7 @@ fn replay<M: Media>(
     // Each key's newest applied metadata: data of the key older than it belongs to an
     // earlier incarnation (freed since, perhaps allocated again).
     let mut incarnation: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut meta_totals = Totals::default();
     for it in &meta {
         let Some((key, entries)) = entries_of(recs, it, salt) else {
             continue;
@@ -435,15 +421,15 @@ fn replay<M: Media>(
             target::check_meta(heap, key, &entries)
         };
         if let Err(fault) = checked {
-            report.refuse(it.damage(recs, key, fault), entries.len());
+            meta_totals.refuse(it.damage(recs, key, fault), entries.len());
             continue;
         }
         for e in &entries {
             media.write(e.off as usize, e.data);
             touched.push((e.off as usize, e.data.len()));
-            report.bytes_replayed += e.data.len() as u64;
+            meta_totals.bytes += e.data.len() as u64;
         }
-        report.groups_replayed += 1;
+        meta_totals.groups += 1;
         incarnation.insert(key, it.seq);
     }
     let data: Vec<Vec<Item>> = work
@@ -502,14 +488,13 @@ fn replay<M: Media>(
         }
         t
     };
-    let t = replay_all(&data, &replay_key, &mut touched);
+    let mut t = meta_totals;
+    t.absorb(replay_all(&data, &replay_key, &mut touched));
     report.groups_replayed += t.groups;
     report.bytes_replayed += t.bytes;
     report.groups_stale += t.stale;
     report.bad_entries += t.bad;
-    for d in t.damage {
-        note(&mut report.damage, d);
-    }
+    report.damage = t.damage;
     for (o, l) in &touched {
         media.flush(*o, *l);
     }
@@ -559,9 +544,23 @@ struct Totals {
 }
 
 impl Totals {
+    /// Counts a refused group of `entries` entries and lists it (unless the list holds
+    /// [`MAX_DAMAGE`] already).
     fn refuse(&mut self, d: LogDamage, entries: usize) {
         self.bad += entries as u64;
-        note(&mut self.damage, d);
+        if self.damage.len() < MAX_DAMAGE {
+            self.damage.push(d);
+        }
+    }
+
+    /// Adds `b`'s counts and refused groups (metadata, then data, keep that order).
+    fn absorb(&mut self, b: Totals) {
+        self.groups += b.groups;
+        self.bytes += b.bytes;
+        self.bad += b.bad;
+        self.stale += b.stale;
+        let room = MAX_DAMAGE.saturating_sub(self.damage.len());
+        self.damage.extend(b.damage.into_iter().take(room));
     }
 }
 
@@ -574,13 +573,7 @@ where
     F: Fn(&[Item], &mut Vec<(usize, usize)>) -> Totals + Sync,
 {
     let add = |mut a: Totals, b: Totals| {
-        a.groups += b.groups;
-        a.bytes += b.bytes;
-        a.bad += b.bad;
-        a.stale += b.stale;
-        for d in b.damage {
-            note(&mut a.damage, d);
-        }
+        a.absorb(b);
         a
     };
     #[cfg(feature = "std")]

@@ -1675,6 +1675,20 @@ enum Cut {
     SeqBackwards,
 }
 
+impl Cut {
+    const ALL: [Cut; 9] = [
+        Cut::Flip,
+        Cut::Torn,
+        Cut::HugeLines,
+        Cut::TooManyGroups,
+        Cut::HugeEntry,
+        Cut::BadKind,
+        Cut::UnknownFlag,
+        Cut::SeqZero,
+        Cut::SeqBackwards,
+    ];
+}
+
 fn cut(r: &ScannedRecord, how: Cut, prev_seq: Option<u64>, salt: u64) -> Option<Vec<u8>> {
     let mut p = r.bytes.clone();
     let h = record::peek(&p);
@@ -1721,7 +1735,6 @@ fn cut(r: &ScannedRecord, how: Cut, prev_seq: Option<u64>, salt: u64) -> Option<
 
 #[test]
 fn damaged_records_end_their_lane_exactly_like_a_clean_end_of_log() {
-    use Cut::*;
     for b in Base::all() {
         let mut w = Work::new(b);
         let mut tried = 0;
@@ -1738,17 +1751,7 @@ fn damaged_records_end_their_lane_exactly_like_a_clean_end_of_log() {
             let what = format!("{}: record {i} (lane {} at {:#x})", b.name, r.lane, r.pos);
             let (o, want) = w.recover(&format!("{what} cut cleanly"));
             let clean = o.report(&what);
-            for how in [
-                Flip,
-                Torn,
-                HugeLines,
-                TooManyGroups,
-                HugeEntry,
-                BadKind,
-                UnknownFlag,
-                SeqZero,
-                SeqBackwards,
-            ] {
+            for how in Cut::ALL {
                 let Some(bytes) = cut(r, how, prev_seq, b.salt) else {
                     continue;
                 };
