@@ -255,9 +255,10 @@ pub struct CoalesceStats {
     pub lines_written_back: u64,
     /// Home lines write-back at every commit would have flushed.
     pub lines_eager: u64,
-    /// Largest pending volume of any object seen (bytes).
+    /// Largest pending volume of any object seen (bytes), queued objects included.
     pub pending_hwm: u64,
-    /// Largest amount by which an object's pending volume exceeded its volume threshold.
+    /// Largest amount by which an object's pending volume exceeded its volume threshold
+    /// (also under count-only, where the threshold is computed but not acted on).
     pub over_threshold_max: u64,
     /// Largest single record seen (bytes).
     pub largest_record: u64,
@@ -460,42 +461,55 @@ impl<M: Media> Pool<M> {
         st.freq = (st.freq >> (age / 1024).min(31)).saturating_add(256);
         st.last_tick = v.now;
         st.monitor.push(OpKind::of(g.volume, g.size), g.volume);
-        if v.cfg.eager || st.queued || st.chain.groups.is_empty() {
+        if v.cfg.eager || st.chain.groups.is_empty() {
             return Sched::Wait;
         }
+        // The statistics see every chain, queued ones too (they keep growing until
+        // their batch runs), and the threshold is computed under count-only as well,
+        // where it is only observed: so the two policies can be compared.
         LaneStats::max(&ls.pending_hwm, st.chain.volume);
-        if v.cfg.volume {
-            // The threshold moves slowly (sizes are averaged over up to 256 records),
-            // so it is recomputed every 16 writes, when the free share of the log
-            // changes by 1/8, on new reads, and whenever the volume is within 80% of
-            // it: the decision at the threshold always uses a fresh value.
-            let bucket = (v.free_q8 >> 5) as u8;
-            let stale = st.thresh == 0
-                || st.thresh_free != bucket
-                || st.thresh_reads != st.reads
-                || st.writes.is_multiple_of(16)
-                || st.chain.volume + st.chain.volume / 4 >= st.thresh;
-            if stale {
-                st.thresh = volume_threshold(&ThresholdInput {
-                    monitor: st.monitor,
-                    count: v.cfg.count_threshold,
-                    free_q8: v.free_q8,
-                    reads: st.reads,
-                    writes: st.writes,
-                    max: v.max,
-                });
-                st.thresh_free = bucket;
-                st.thresh_reads = st.reads;
+        if st.queued {
+            // Queued by count and waiting for its batch: the volume bound still holds
+            // (cached threshold), so a chain that reaches it is written back now.
+            if st.thresh != 0 && st.chain.volume > st.thresh {
+                LaneStats::max(&ls.over_threshold_max, st.chain.volume - st.thresh);
             }
-            let t = st.thresh;
-            if st.chain.volume > t {
-                LaneStats::max(&ls.over_threshold_max, st.chain.volume - t);
-            }
-            if st.chain.volume >= t {
-                st.queued = true;
+            if v.cfg.volume && st.thresh != 0 && st.chain.volume >= st.thresh {
                 LaneStats::add(&ls.by_volume, 1);
                 return Sched::Now;
             }
+            return Sched::Wait;
+        }
+        // The threshold moves slowly (sizes are averaged over up to 256 records),
+        // so it is recomputed every 16 writes, when the free share of the log
+        // changes by 1/8, on new reads, and whenever the volume is within 80% of
+        // it: the decision at the threshold always uses a fresh value.
+        let bucket = (v.free_q8 >> 5) as u8;
+        let stale = st.thresh == 0
+            || st.thresh_free != bucket
+            || st.thresh_reads != st.reads
+            || st.writes.is_multiple_of(16)
+            || st.chain.volume + st.chain.volume / 4 >= st.thresh;
+        if stale {
+            st.thresh = volume_threshold(&ThresholdInput {
+                monitor: st.monitor,
+                count: v.cfg.count_threshold,
+                free_q8: v.free_q8,
+                reads: st.reads,
+                writes: st.writes,
+                max: v.max,
+            });
+            st.thresh_free = bucket;
+            st.thresh_reads = st.reads;
+        }
+        let t = st.thresh;
+        if st.chain.volume > t {
+            LaneStats::max(&ls.over_threshold_max, st.chain.volume - t);
+        }
+        if v.cfg.volume && st.chain.volume >= t {
+            st.queued = true;
+            LaneStats::add(&ls.by_volume, 1);
+            return Sched::Now;
         }
         if st.chain.count >= v.cfg.count_threshold {
             st.queued = true;
@@ -820,6 +834,104 @@ mod tests {
         // Clamped to the maximum.
         let huge = monitor(&[(OpKind::Rewrite, 1 << 30); 4]);
         assert_eq!(volume_threshold(&input(huge)), 1 << 20);
+    }
+
+    /// One commit of a `volume`-byte group to `st`'s chain (as the commit path adds it),
+    /// then the scheduling step, with `free_q8`/256 of the log free.
+    fn commit(
+        st: &mut ObjState,
+        volume: u64,
+        cfg: CoalesceConfig,
+        free_q8: u32,
+        ls: &LaneStats,
+    ) -> Sched {
+        st.chain.groups.push(GroupRef {
+            lane: 0,
+            recno: 0,
+            group: 0,
+        });
+        st.chain.count += 1;
+        st.chain.volume += volume;
+        let view = CommitView {
+            cfg,
+            now: 1,
+            free_q8,
+            max: 1 << 20,
+        };
+        let g = Committed {
+            volume,
+            lines: 1,
+            size: 1024,
+        };
+        Pool::<arch::sim::SimMedia>::schedule(st, &g, &view, ls)
+    }
+
+    #[test]
+    fn count_only_reports_the_excess_over_the_volume_threshold_it_does_not_act_on() {
+        // A nearly full log: the threshold of steady 8-byte updates is 64 bytes.
+        let both = CoalesceConfig::default();
+        let count_only = CoalesceConfig {
+            volume: false,
+            ..both
+        };
+        let ls = LaneStats::default();
+        let mut st = ObjState::default();
+        let fired = (1..=16)
+            .find(|_| commit(&mut st, 8, both, 0, &ls) == Sched::Now)
+            .unwrap();
+        assert_eq!(fired, 8, "count+volume serves the object at its threshold");
+        assert_eq!(ls.by_volume.load(Relaxed), 1);
+        assert_eq!(ls.over_threshold_max.load(Relaxed), 0);
+
+        let ls = LaneStats::default();
+        let mut st = ObjState::default();
+        for _ in 0..15 {
+            assert_eq!(commit(&mut st, 8, count_only, 0, &ls), Sched::Wait);
+        }
+        assert_eq!(
+            ls.by_volume.load(Relaxed),
+            0,
+            "count-only never triggers by volume"
+        );
+        assert_eq!(ls.over_threshold_max.load(Relaxed), 15 * 8 - 64);
+    }
+
+    #[test]
+    fn pending_high_water_mark_sees_chains_waiting_in_the_queue() {
+        let cfg = CoalesceConfig {
+            count_threshold: 4,
+            volume: false,
+            ..CoalesceConfig::default()
+        };
+        let ls = LaneStats::default();
+        let mut st = ObjState::default();
+        for _ in 0..3 {
+            assert_eq!(commit(&mut st, 8, cfg, 256, &ls), Sched::Wait);
+        }
+        assert!(matches!(commit(&mut st, 8, cfg, 256, &ls), Sched::Queue(_)));
+        // Queued, not yet written back: a rewrite lands in the chain meanwhile.
+        assert_eq!(commit(&mut st, 1024, cfg, 256, &ls), Sched::Wait);
+        assert_eq!(ls.pending_hwm.load(Relaxed), 32 + 1024);
+        assert_eq!(ls.over_threshold_max.load(Relaxed), 32 + 1024 - 64);
+    }
+
+        #[test]
+    fn a_queued_chain_that_reaches_its_volume_threshold_is_written_back_now() {
+        let cfg = CoalesceConfig {
+            count_threshold: 4,
+            volume: true,
+            ..CoalesceConfig::default()
+        };
+        let ls = LaneStats::default();
+        let mut st = ObjState::default();
+        for _ in 0..3 {
+            assert_eq!(commit(&mut st, 8, cfg, 256, &ls), Sched::Wait);
+        }
+        assert!(matches!(commit(&mut st, 8, cfg, 256, &ls), Sched::Queue(_)));
+        // Waiting in the queue, a rewrite pushes the chain past its threshold: it
+        // does not wait for the queue's batch.
+        assert_eq!(commit(&mut st, 1024, cfg, 256, &ls), Sched::Now);
+        assert_eq!(ls.by_volume.load(Relaxed), 1);
     }
 
     #[test]

@@ -180,16 +180,22 @@ pmb_pool_close(pmb_pool *p)
 	free(p);
 }
 
+/* op_len -- bytes op i updates: lens[i], or len for one-size workloads */
+static inline uint32_t
+op_len(const uint32_t *lens, uint32_t len, uint64_t i)
+{
+	return lens != NULL ? lens[i] : len;
+}
+
 /* check_updates -- every range [off, off + len) lies inside its object */
 static int
 check_updates(const pmb_pool *p, const uint32_t *obj, const uint32_t *off,
-		uint64_t n, uint32_t len)
+		const uint32_t *lens, uint64_t n, uint32_t len)
 {
-	if (len == 0 || len % 8 != 0)
-		return PMB_E_ARG;
 	for (uint64_t i = 0; i < n; i++) {
-		if (obj[i] >= p->nslots || off[i] % 8 != 0 ||
-				(uint64_t)off[i] + len > p->sizes[obj[i]]) {
+		uint32_t l = op_len(lens, len, i);
+		if (l == 0 || l % 8 != 0 || obj[i] >= p->nslots || off[i] % 8 != 0 ||
+				(uint64_t)off[i] + l > p->sizes[obj[i]]) {
 			last_op = i;
 			return PMB_E_ARG;
 		}
@@ -219,12 +225,12 @@ update_one(PMEMobjpool *pop, uint64_t *dst, uint32_t len, uint64_t v)
 
 /* update_loop -- the transactions of one thread; returns 0 or PMB_E_TX */
 static int
-update_loop(pmb_pool *p, const uint32_t *obj, const uint32_t *off, uint64_t n,
-		uint32_t len, uint64_t first_value)
+update_loop(pmb_pool *p, const uint32_t *obj, const uint32_t *off,
+		const uint32_t *lens, uint64_t n, uint32_t len, uint64_t first_value)
 {
 	for (uint64_t i = 0; i < n; i++) {
 		uint64_t *dst = (uint64_t *)(p->ptrs[obj[i]] + off[i]);
-		if (update_one(p->pop, dst, len, first_value + i))
+		if (update_one(p->pop, dst, op_len(lens, len, i), first_value + i))
 			return fail(PMB_E_TX, i);
 	}
 	return 0;
@@ -253,7 +259,7 @@ worker_main(void *arg)
 		sched_yield();
 	if (go < 0)
 		return NULL;
-	w->rc = update_loop(w->p, w->obj, w->off, w->n, w->len, w->first_value);
+	w->rc = update_loop(w->p, w->obj, w->off, NULL, w->n, w->len, w->first_value);
 	/* the failure record is thread-local: hand it to the caller's thread */
 	w->msg = last_msg;
 	w->op = last_op;
@@ -355,19 +361,20 @@ pmb_tx_realloc(pmb_pool *p, const uint32_t *slot, uint64_t n, uint32_t size,
 }
 
 int
-pmb_tx_update(pmb_pool *p, const uint32_t *obj, const uint32_t *off, uint64_t n,
-		uint32_t len, uint32_t threads, uint64_t first_value,
-		uint64_t *elapsed_ns)
+pmb_tx_update(pmb_pool *p, const uint32_t *obj, const uint32_t *off,
+		const uint32_t *lens, uint64_t n, uint32_t len, uint32_t threads,
+		uint64_t first_value, uint64_t *elapsed_ns)
 {
-	int rc = check_updates(p, obj, off, n, len);
+	int rc = check_updates(p, obj, off, lens, n, len);
 	if (rc != 0)
 		return rc;
-	if (threads == 2)
+	/* the two-thread workload (w7) has one size */
+	if (threads == 2 && lens == NULL)
 		return update_2threads(p, obj, off, n, len, first_value, elapsed_ns);
 	if (threads != 1)
 		return PMB_E_ARG;
 	uint64_t t0 = now_ns();
-	rc = update_loop(p, obj, off, n, len, first_value);
+	rc = update_loop(p, obj, off, lens, n, len, first_value);
 	*elapsed_ns = now_ns() - t0;
 	return rc;
 }

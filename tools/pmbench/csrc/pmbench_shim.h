@@ -35,14 +35,15 @@ int pmb_pool_create(const char *path, uint64_t pool_size, uint32_t nslots,
 void pmb_pool_close(pmb_pool *p);
 
 /*
- * w1, w2, w3, w6, w7: n transactions; op i adds [off[i], off[i] + len) of object
- * obj[i] to the transaction and stores 8-byte words of value first_value + i over it.
+ * w1, w2, w3, w6, w7, mixed: n transactions; op i adds [off[i], off[i] + l) of object
+ * obj[i] to the transaction and stores 8-byte words of value first_value + i over it,
+ * where l is lens[i] when lens is not NULL (mixed) and len otherwise.
  * threads is 1, or 2 (w7): ops [0, n/2) and [n/2, n) then run concurrently, and the
  * clock runs until both threads are done.
  */
-int pmb_tx_update(pmb_pool *p, const uint32_t *obj, const uint32_t *off, uint64_t n,
-		uint32_t len, uint32_t threads, uint64_t first_value,
-		uint64_t *elapsed_ns);
+int pmb_tx_update(pmb_pool *p, const uint32_t *obj, const uint32_t *off,
+		const uint32_t *lens, uint64_t n, uint32_t len, uint32_t threads,
+		uint64_t first_value, uint64_t *elapsed_ns);
 /* w4: n atomic pairs: pmemobj_free(slot[i]) then pmemobj_alloc(size[i]) into it. */
 int pmb_atomic_realloc(pmb_pool *p, const uint32_t *slot, const uint32_t *size,
 		uint64_t n, uint64_t *elapsed_ns);

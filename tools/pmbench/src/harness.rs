@@ -307,6 +307,7 @@ pub fn run_workload(
         pool_dir: opts.pool_dir.clone(),
         eadr,
         params,
+        coalesce: None,
     };
     let (cfg_adr, cfg_eadr) = (cfg(false), cfg(true));
     let pmdk_off = (!cfg!(feature = "pmdk")).then_some(SideRuns::FeatureOff);

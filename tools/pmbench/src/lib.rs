@@ -7,7 +7,9 @@
 //! * `pmdk` (feature `pmdk`): the C shim that runs PMDK's timed loops;
 //! * [`harness`]: interleaved rounds, PMDK in child processes per configuration;
 //! * [`count`]: PMDK's fences and flushed lines per operation, counted natively;
-//! * [`report`]: the table, JSON and SVG.
+//! * [`report`]: the table, JSON and SVG;
+//! * [`ablation`]: `pmbench ablation`, what coalescing buys (our stack only), with
+//!   [`fit`] for the recovery-time line.
 //!
 //! See `docs/benchmarks.md` for the method.
 
@@ -15,7 +17,9 @@
 #![warn(missing_docs)]
 #![deny(missing_debug_implementations)]
 
+pub mod ablation;
 pub mod count;
+pub mod fit;
 pub mod harness;
 pub mod ours;
 #[cfg(feature = "pmdk")]

@@ -1,12 +1,14 @@
 //! `pmbench`: runs the named workloads on our stack and on PMDK, interleaved, and
 //! writes the table (`pmbench.md`), the data (`pmbench.json`) and, with `--plot`, a chart
-//! (`pmbench.svg`). See `docs/benchmarks.md`.
+//! (`pmbench.svg`); `pmbench ablation` measures what coalescing buys on our stack
+//! (`ablation.{md,json}`, `recovery-vs-pending.svg`). See `docs/benchmarks.md`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use pmbench::ablation::{self, AblationOptions};
 use pmbench::count::{self, CountCache, PmdkCount};
 use pmbench::harness::{self, PmdkMode, RunOptions};
 use pmbench::ours::Ours;
@@ -77,10 +79,35 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
+    /// Our stack only: w6 with coalescing vs write-back at every commit, mixed with
+    /// count + volume thresholds vs count only, and recovery time against pending
+    /// volume with a fitted line (writes ablation.{md,json} and recovery-vs-pending.svg).
+    Ablation {
+        /// Rounds per configuration and per recovery point (interleaved).
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Internal: one PMDK round in this process (run by pmbench itself with PMDK's
     /// environment set before the library loads).
     #[command(name = "__pmdk", hide = true)]
     Pmdk(ChildArgs),
+    /// Internal: the crashing child of our recover workload (dies inside the commit).
+    #[command(name = "__ours-crash", hide = true)]
+    OursCrash(CrashArgs),
+}
+
+#[derive(Debug, Args)]
+struct CrashArgs {
+    #[arg(long)]
+    pool: PathBuf,
+    #[arg(long)]
+    log_bytes: u64,
+    #[arg(long)]
+    chunk: u64,
+    #[arg(long)]
+    eadr: bool,
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +130,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Some(Cmd::Pmdk(args)) => child(&args),
+        Some(Cmd::OursCrash(a)) => {
+            match pmbench::ours::recover::crash_child(&a.pool, a.log_bytes, a.chunk, a.eadr) {
+                Ok(never) => match never {},
+                Err(e) => Err(e.into()),
+            }
+        }
+        Some(Cmd::Ablation { rounds, common }) => run_ablation(rounds, &common),
         Some(Cmd::CountPmdk {
             workloads,
             ops,
@@ -128,7 +162,7 @@ fn run(args: &RunArgs) -> Result<(), Error> {
         args.workloads.clone()
     };
     if workloads.is_empty() {
-        return Err("name workloads (w1 .. w7, open, recover) or pass --all".into());
+        return Err("name workloads (w1 .. w7, open, recover, mixed) or pass --all".into());
     }
     if args.rounds == 0 {
         return Err("--rounds must be at least 1".into());
@@ -164,6 +198,27 @@ fn run(args: &RunArgs) -> Result<(), Error> {
         "wrote {}/pmbench.{{json,md{}}}",
         c.out.display(),
         if args.plot { ",svg" } else { "" }
+    );
+    Ok(())
+}
+
+fn run_ablation(rounds: u32, c: &Common) -> Result<(), Error> {
+    if rounds == 0 {
+        return Err("--rounds must be at least 1".into());
+    }
+    let opts = AblationOptions {
+        rounds,
+        quick: c.quick,
+        pool_dir: c.pool_dir.clone(),
+    };
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let result = ablation::run(command, &opts, &mut |line| eprintln!("{line}"))?;
+    println!("{}", result.markdown());
+    result.write(&c.out)?;
+    eprintln!(
+        "wrote {}/ablation.{{json,md}} and {}/recovery-vs-pending.svg",
+        c.out.display(),
+        c.out.display()
     );
     Ok(())
 }
@@ -316,4 +371,50 @@ fn child(args: &ChildArgs) -> Result<(), Error> {
 #[cfg(not(feature = "pmdk"))]
 fn child(_args: &ChildArgs) -> Result<(), Error> {
     Err("pmdk feature off".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ablation_takes_rounds_and_the_common_options() {
+        let cli = Cli::try_parse_from(["pmbench", "ablation", "--quick", "--rounds", "2"]).unwrap();
+        let Some(Cmd::Ablation { rounds, common }) = cli.cmd else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(rounds, 2);
+        assert!(common.quick);
+        assert_eq!(common.out, PathBuf::from("bench-results"));
+    }
+
+    #[test]
+    fn the_new_workloads_parse_by_name() {
+        let cli = Cli::try_parse_from(["pmbench", "w5", "recover", "mixed"]).unwrap();
+        assert!(cli.cmd.is_none());
+        assert_eq!(
+            cli.run.workloads,
+            [WorkloadId::W5, WorkloadId::Recover, WorkloadId::Mixed]
+        );
+    }
+
+    #[test]
+    fn the_crash_child_needs_its_pool_and_sizes() {
+        let cli = Cli::try_parse_from([
+            "pmbench",
+            "__ours-crash",
+            "--pool",
+            "/dev/shm/x.pool",
+            "--log-bytes",
+            "1048576",
+            "--chunk",
+            "65536",
+        ])
+        .unwrap();
+        let Some(Cmd::OursCrash(a)) = cli.cmd else {
+            panic!("{cli:?}")
+        };
+        assert_eq!((a.log_bytes, a.chunk, a.eadr), (1 << 20, 1 << 16, false));
+        assert!(Cli::try_parse_from(["pmbench", "__ours-crash", "--pool", "p"]).is_err());
+    }
 }

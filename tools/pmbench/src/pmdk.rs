@@ -31,6 +31,7 @@ mod ffi {
             p: *mut Pool,
             obj: *const u32,
             off: *const u32,
+            lens: *const u32,
             n: u64,
             len: u32,
             threads: u32,
@@ -220,18 +221,27 @@ impl Pool {
     }
 
     /// Runs the update loop over the warm-up or the timed operations (on two threads
-    /// when `j.threads == 2`).
+    /// when `j.threads == 2`; per-operation lengths when the job has them).
     fn update(&mut self, j: &UpdateJob, warm: bool, first_value: u64) -> Result<u64, PmdkError> {
         let ops = if warm { &j.warm } else { &j.timed };
+        let mut n = ops.obj.len().min(ops.off.len());
+        let lens = if ops.lens.is_empty() {
+            std::ptr::null()
+        } else {
+            n = n.min(ops.lens.len());
+            ops.lens.as_ptr()
+        };
         let mut ns = 0;
-        // SAFETY: `self.0` is a live pool from `pmb_pool_create`; `obj` and `off` hold
-        // `n` values each (the shim checks every index and range before using them).
+        // SAFETY: `self.0` is a live pool from `pmb_pool_create`; `obj`, `off` and (when
+        // not null) `lens` hold at least `n` values each (the shim checks every index
+        // and range before using them).
         check(unsafe {
             ffi::pmb_tx_update(
                 self.0,
                 ops.obj.as_ptr(),
                 ops.off.as_ptr(),
-                ops.obj.len().min(ops.off.len()) as u64,
+                lens,
+                n as u64,
                 j.len,
                 j.threads,
                 first_value,

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::count::PmdkCount;
 use crate::harness::{PmdkMode, SideRuns, WorkloadRuns};
-use crate::round::RoundCounters;
+use crate::round::{RoundCounters, TxPerTx};
 use crate::stats::Summary;
 use crate::workload::{Metric, Params, WorkloadId};
 
@@ -129,10 +129,7 @@ impl PerUnit {
             } else {
                 r.by_metric.iter().find(|(m, _)| *m == metric)?.1
             };
-            total.fences += c.fences;
-            total.lines_flushed += c.lines_flushed;
-            total.nt_bytes += c.nt_bytes;
-            total.bytes_persisted += c.bytes_persisted;
+            total += c;
             units += r.timings.iter().find(|t| t.metric == metric)?.units;
         }
         let u = units.max(1) as f64;
@@ -143,7 +140,7 @@ impl PerUnit {
             write_amplification: id
                 .user_bytes_per_op()
                 .filter(|_| metric == Metric::Op)
-                .map(|b| total.bytes_persisted as f64 / u / b as f64),
+                .map(|b| total.bytes_persisted as f64 / u / b),
         })
     }
 }
@@ -175,6 +172,9 @@ pub struct Row {
     pub pmdk_no_flush_speedup: Option<f64>,
     /// Our persistence work per unit (from `arch` counters).
     pub ours_counts: Option<PerUnit>,
+    /// Our transactions' work per committed transaction (from `pmrt`'s statistics),
+    /// for workloads made of transactions.
+    pub ours_tx: Option<TxPerTx>,
     /// PMDK's, flush path (counted by the tracer).
     pub pmdk_counts: Option<PerUnit>,
     /// PMDK's, no-flush path.
@@ -248,6 +248,12 @@ impl Report {
                     ratio_eadr: ratio(ours_eadr.per_s(), pmdk_no_flush.per_s()),
                     pmdk_no_flush_speedup: ratio(pmdk_no_flush.per_s(), pmdk.per_s()),
                     ours_counts: PerUnit::from_ours(id, metric, &run.ours),
+                    ours_tx: match &run.ours {
+                        SideRuns::Measured { rounds } if metric == Metric::Op => {
+                            TxPerTx::of(rounds)
+                        }
+                        _ => None,
+                    },
                     pmdk_counts: find(id, metric, PmdkMode::Flush),
                     pmdk_no_flush_counts: find(id, metric, PmdkMode::NoFlush),
                     ours,
@@ -309,6 +315,7 @@ impl Report {
             );
         }
         s.push('\n');
+        tx_table(&mut s, &self.rows);
         for r in &self.rows {
             if let Some(n) = &r.note {
                 let _ = writeln!(s, "* {} {:?}: {n}", r.workload, r.metric);
@@ -367,6 +374,44 @@ impl Report {
     }
 }
 
+/// The footnote table of our transactions' own counters (rows that have them).
+fn tx_table(s: &mut String, rows: &[Row]) {
+    let rows: Vec<(&Row, TxPerTx)> = rows
+        .iter()
+        .filter_map(|r| r.ours_tx.map(|t| (r, t)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    s.push_str(
+        "Ours, per committed transaction (`pmrt` statistics over the timed region, flush \
+         path; write-back = home lines flushed by coalescing, eager = what write-back at \
+         every commit would flush; all lines and fences from `arch`; WA = bytes made \
+         durable / bytes the user changed):\n\n\
+         | workload | commit lines/tx | commit fences/tx | write-back lines/tx | \
+         eager lines/tx | all lines/tx | all fences/tx | logged B/tx | user B/tx | WA |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let f = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.2}"));
+    for (r, t) in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} | {:.1} | {} |",
+            label(r),
+            t.commit_lines,
+            t.commit_fences,
+            t.writeback_lines,
+            t.eager_lines,
+            f(t.flushed_lines),
+            f(t.fences),
+            t.logged_bytes,
+            t.user_bytes,
+            f(t.write_amplification),
+        );
+    }
+    s.push('\n');
+}
+
 /// Log bytes per nanosecond (= GB/s) of each side's recovering open, over the whole
 /// open and net of the clean open of the same pool.
 fn recover_note(log_bytes: u64, sides: &[(&str, &Cell, Cell)]) -> String {
@@ -404,9 +449,12 @@ fn label(r: &Row) -> String {
     format!("{}: {metric}", r.workload)
 }
 
-/// `812.3 ns`, `12.30 µs`, `45.60 ms`, `1.20 s`.
+/// `812.3 ns`, `12.30 µs`, `45.60 ms`, `1.20 s` (`-5.20 ms` below zero: a fitted
+/// intercept can be).
 pub fn fmt_ns(ns: f64) -> String {
-    if ns < 1e3 {
+    if ns < 0.0 {
+        format!("-{}", fmt_ns(-ns))
+    } else if ns < 1e3 {
         format!("{ns:.1} ns")
     } else if ns < 1e6 {
         format!("{:.2} µs", ns / 1e3)
@@ -428,7 +476,8 @@ pub fn fmt_rate(per_s: f64) -> String {
     }
 }
 
-fn machine() -> String {
+/// CPU, cores and kernel, for report headers.
+pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -531,4 +580,82 @@ pub fn svg(report: &Report, file: &Path) -> Result<(), Box<dyn std::error::Error
     }
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::round::{RoundResult, Timing, TxCounters};
+
+    fn runs(id: WorkloadId, tx: Option<TxCounters>) -> WorkloadRuns {
+        let r = RoundResult {
+            timings: vec![Timing {
+                metric: Metric::Op,
+                ns: 2000,
+                units: 2,
+            }],
+            counters: Some(RoundCounters {
+                lines_flushed: 3,
+                fences: 2,
+                nt_bytes: 0,
+                bytes_persisted: 192,
+            }),
+            tx,
+            by_metric: Vec::new(),
+        };
+        WorkloadRuns {
+            workload: id,
+            ours: SideRuns::Measured { rounds: vec![r] },
+            ours_eadr: SideRuns::NotBuilt,
+            pmdk: SideRuns::FeatureOff,
+            pmdk_no_flush: SideRuns::FeatureOff,
+        }
+    }
+
+    #[test]
+    fn our_transaction_counters_get_a_row_in_the_footnote_table() {
+        let tx = TxCounters {
+            commits: 2,
+            commit_lines: 2,
+            commit_fences: 2,
+            writeback_lines: 1,
+            eager_lines: 2,
+            logged_bytes: 16,
+            user_bytes: 16,
+            ..TxCounters::default()
+        };
+        let report = Report::build(
+            "test".into(),
+            1,
+            Params::quick(),
+            &[runs(WorkloadId::W1, Some(tx)), runs(WorkloadId::W4, None)],
+            None,
+        );
+        let md = report.markdown();
+        assert!(
+            md.contains("| w1 | 1.00 | 1.00 | 0.50 | 1.00 | 1.50 | 1.00 | 8.0 | 8.0 | 12.00 |"),
+            "{md}"
+        );
+        // w4 is atomic allocation: no transactions, no row.
+        assert!(!md.contains("| w4 | 1.00"), "{md}");
+    }
+
+    #[test]
+    fn durations_keep_their_unit_below_zero() {
+        assert_eq!(fmt_ns(812.34), "812.3 ns");
+        assert_eq!(fmt_ns(45.6e6), "45.60 ms");
+        assert_eq!(fmt_ns(-5.2e6), "-5.20 ms");
+    }
+
+    #[test]
+    fn without_transaction_counters_there_is_no_footnote_table() {
+        let report = Report::build(
+            "test".into(),
+            1,
+            Params::quick(),
+            &[runs(WorkloadId::W4, None)],
+            None,
+        );
+        assert!(!report.markdown().contains("per committed transaction"));
+    }
 }

@@ -42,6 +42,8 @@ pub enum WorkloadId {
     Open,
     /// Open after a crash inside a transaction that had logged 16 MiB.
     Recover,
+    /// W1's objects, 90% 8-byte updates and 10% whole-object rewrites (issue 6).
+    Mixed,
 }
 
 /// A timed quantity of a workload; most workloads have one ([`Metric::Op`]).
@@ -76,7 +78,7 @@ impl Metric {
 
 impl WorkloadId {
     /// Every workload, in report order.
-    pub const ALL: [WorkloadId; 9] = [
+    pub const ALL: [WorkloadId; 10] = [
         WorkloadId::W1,
         WorkloadId::W2,
         WorkloadId::W3,
@@ -86,6 +88,7 @@ impl WorkloadId {
         WorkloadId::W7,
         WorkloadId::Open,
         WorkloadId::Recover,
+        WorkloadId::Mixed,
     ];
 
     /// The command-line name.
@@ -100,6 +103,7 @@ impl WorkloadId {
             WorkloadId::W7 => "w7",
             WorkloadId::Open => "open",
             WorkloadId::Recover => "recover",
+            WorkloadId::Mixed => "mixed",
         }
     }
 
@@ -115,6 +119,7 @@ impl WorkloadId {
             WorkloadId::W7 => "tx: 8 B update, 2 threads on disjoint halves",
             WorkloadId::Open => "1 GiB pool, 1,000,000 objects: open / first alloc / walk",
             WorkloadId::Recover => "open after a crash in a tx that logged 16 MiB",
+            WorkloadId::Mixed => "tx: 90% 8 B updates, 10% 1 KiB rewrites, uniform object",
         }
     }
 
@@ -128,12 +133,17 @@ impl WorkloadId {
     }
 
     /// Bytes the user changes per operation, the denominator of write amplification;
-    /// `None` where the operation changes no user bytes (allocation, open).
-    pub fn user_bytes_per_op(self) -> Option<u64> {
+    /// `None` where the operation changes no user bytes (allocation, open). Exact for
+    /// mixed too: every block of [`MIXED_BLOCK`] operations holds one rewrite.
+    pub fn user_bytes_per_op(self) -> Option<f64> {
         match self {
-            WorkloadId::W1 | WorkloadId::W6 | WorkloadId::W7 => Some(8),
-            WorkloadId::W2 => Some(256),
-            WorkloadId::W3 => Some(1024),
+            WorkloadId::W1 | WorkloadId::W6 | WorkloadId::W7 => Some(8.0),
+            WorkloadId::W2 => Some(256.0),
+            WorkloadId::W3 => Some(1024.0),
+            WorkloadId::Mixed => {
+                let block = u32::try_from(MIXED_BLOCK).unwrap_or(u32::MAX);
+                Some(f64::from((block - 1) * 8 + MIXED_REWRITE) / f64::from(block))
+            }
             _ => None,
         }
     }
@@ -226,19 +236,38 @@ impl Params {
 }
 
 /// The operations of one thread of an update workload: op `i` stores over
-/// `[off[i], off[i] + len)` of object `obj[i]`.
+/// `[off[i], off[i] + len)` of object `obj[i]`, where `len` is `lens[i]` when the job
+/// mixes sizes and [`UpdateJob::len`] when `lens` is empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UpdateOps {
     /// Object index per operation.
     pub obj: Vec<u32>,
     /// Byte offset in the object per operation (8-byte aligned).
     pub off: Vec<u32>,
+    /// Bytes per operation (multiples of 8), for mixed; empty for one size.
+    pub lens: Vec<u32>,
 }
 
-/// w1, w2, w3, w6, w7.
+impl UpdateOps {
+    /// Bytes op `i` updates in a job whose fixed length is `len`.
+    pub fn len_of(&self, i: usize, len: u32) -> u32 {
+        self.lens.get(i).copied().unwrap_or(len)
+    }
+}
+
+/// The mixed workload puts one whole-object rewrite at a random position in every block
+/// of this many operations (so exactly 10% are rewrites, and the user bytes per
+/// operation are exact for any multiple of the block).
+pub const MIXED_BLOCK: u64 = 10;
+
+/// Bytes of mixed's rewrites: the whole 1 KiB object.
+const MIXED_REWRITE: u32 = 1024;
+
+/// w1, w2, w3, w6, w7, mixed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpdateJob {
-    /// Bytes updated per transaction (a multiple of 8).
+    /// Bytes updated per transaction (a multiple of 8); for mixed, the largest (the
+    /// per-operation lengths are in [`UpdateOps::lens`]).
     pub len: u32,
     /// 1, or 2 for w7: ops `[0, n/2)` run on one thread, `[n/2, n)` on the other.
     pub threads: u32,
@@ -299,7 +328,7 @@ pub struct RecoverJob {
 /// Everything one round of a workload runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Job {
-    /// w1, w2, w3, w6, w7.
+    /// w1, w2, w3, w6, w7, mixed.
     Update(UpdateJob),
     /// w4.
     Alloc(AllocJob),
@@ -374,6 +403,19 @@ impl Job {
                 log_bytes: p.log_bytes,
                 chunk: p.log_chunk,
             }),
+            WorkloadId::Mixed => {
+                let mut gen = |count: u64| mixed_ops(count, p, &mut rng);
+                let warm = gen(n_warm);
+                let timed = gen(n);
+                Job::Update(UpdateJob {
+                    len: MIXED_REWRITE.min(p.object_size),
+                    threads: 1,
+                    objects: p.objects,
+                    object_size: p.object_size,
+                    warm,
+                    timed,
+                })
+            }
         }
     }
 
@@ -410,6 +452,31 @@ fn update_ops(
         };
         ops.obj.push(obj);
         ops.off.push(rng.below(slots) * 8);
+    }
+    ops
+}
+
+/// `count` mixed operations on uniformly chosen objects: in every block of
+/// [`MIXED_BLOCK`] operations one, at a random position, rewrites the whole object
+/// (offset 0); the others update 8 bytes at a random 8-aligned offset.
+fn mixed_ops(count: u64, p: &Params, rng: &mut SplitMix64) -> UpdateOps {
+    let mut ops = UpdateOps::default();
+    let block = u32::try_from(MIXED_BLOCK).unwrap_or(u32::MAX);
+    let rewrite = MIXED_REWRITE.min(p.object_size);
+    let mut at = 0;
+    for i in 0..count {
+        let k = (i % MIXED_BLOCK) as u32;
+        if k == 0 {
+            at = rng.below(block);
+        }
+        ops.obj.push(rng.below(p.objects));
+        if k == at {
+            ops.off.push(0);
+            ops.lens.push(rewrite);
+        } else {
+            ops.off.push(rng.below(p.object_size / 8) * 8);
+            ops.lens.push(8);
+        }
     }
     ops
 }
@@ -465,6 +532,33 @@ mod tests {
         };
         assert!(j.timed.1.iter().all(|s| (64..=4096).contains(s)));
         assert!(j.timed.0.iter().all(|&s| s < p.objects));
+    }
+
+    #[test]
+    fn mixed_has_one_whole_object_rewrite_in_every_block_of_ten() {
+        let p = Params::quick().with_ops(2000);
+        let Job::Update(j) = Job::build(WorkloadId::Mixed, &p) else {
+            panic!()
+        };
+        let ops = &j.timed;
+        assert_eq!(ops.lens.len(), 2000);
+        for block in ops.lens.chunks(10) {
+            assert_eq!(block.iter().filter(|&&l| l == 1024).count(), 1);
+            assert_eq!(block.iter().filter(|&&l| l == 8).count(), 9);
+        }
+        for (i, &o) in ops.obj.iter().enumerate() {
+            let (off, len) = (ops.off[i], ops.len_of(i, j.len));
+            assert!(o < j.objects);
+            assert_eq!(off % 8, 0);
+            assert!(off + len <= j.object_size);
+            if len == 1024 {
+                assert_eq!(off, 0);
+            }
+        }
+        let user: u64 = ops.lens.iter().map(|&l| u64::from(l)).sum();
+        #[allow(clippy::cast_precision_loss)] // small exact integers
+        let per_op = user as f64 / 2000.0;
+        assert!((per_op - WorkloadId::Mixed.user_bytes_per_op().unwrap()).abs() < 1e-9);
     }
 
     #[test]

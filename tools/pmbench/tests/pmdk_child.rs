@@ -47,6 +47,7 @@ fn a_round_times_exactly_the_operations_it_was_given() {
             WorkloadId::W4,
             WorkloadId::W5,
             WorkloadId::W7,
+            WorkloadId::Mixed,
         ] {
             let p = pool(id.name());
             let r = run_child(&spec(id, p.clone()), PmdkMode::Flush).unwrap();

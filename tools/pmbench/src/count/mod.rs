@@ -146,8 +146,8 @@ impl PmdkCount {
     }
 
     /// Bytes made durable per user byte changed.
-    pub fn write_amplification(&self, user_bytes_per_unit: u64) -> f64 {
-        self.per_unit(self.lines_flushed * 64 + self.nt_bytes) / user_bytes_per_unit as f64
+    pub fn write_amplification(&self, user_bytes_per_unit: f64) -> f64 {
+        self.per_unit(self.lines_flushed * 64 + self.nt_bytes) / user_bytes_per_unit
     }
 }
 

@@ -3,20 +3,22 @@
 //! [`OursEngine`] is the one entry point the harness calls; [`Ours`] implements it by
 //! dispatching to one module per workload family:
 //!
-//! | module | workloads | fill in with |
+//! | module | workloads | runs on |
 //! |---|---|---|
-//! | [`update`] | w1, w2, w3, w6, w7 | `pmrt` transactions over `pmalloc` objects |
+//! | [`update`] | w1, w2, w3, w6, w7, mixed | `pmrt` transactions over `pmalloc` objects |
 //! | [`alloc`] | w4, w5 | `pmalloc` atomic allocation; `pmrt` transactional allocation |
-//! | [`open`] | open, recover | `pmalloc` pool open and walk; `pmrt` recovery |
+//! | [`open`] | open | `pmalloc` pool open and walk |
+//! | [`recover`] | recover | `pmrt` recovery after a crash in a child process |
 //!
-//! Until `pmalloc` and `pmrt` exist each function returns [`EngineError::NotBuilt`]
-//! and the report says "not built yet". To plug a stack in, replace a body: create the
-//! pool with [`pool_media`], run the job's `warm` operations untimed, then time the
-//! `timed` operations with [`timed`], which also takes the `arch` counters of the
-//! region (flushed lines, fences, non-temporal bytes) for the report.
+//! A workload whose stack is missing returns [`EngineError::NotBuilt`] and the report
+//! says "not built yet" (none today). Each body creates the pool with [`pool_media`]
+//! or [`fresh_pool`], runs the job's `warm` operations untimed, then times the `timed`
+//! operations with [`timed`], which also takes the `arch` counters of the region
+//! (flushed lines, fences, non-temporal bytes) for the report.
 
 pub mod alloc;
 pub mod open;
+pub mod recover;
 pub mod update;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +38,9 @@ pub struct OursConfig {
     pub eadr: bool,
     /// The workload's sizes.
     pub params: Params,
+    /// Coalescing configuration of `pmrt` pools; `None`: the pool's default (the
+    /// ablation sets eager write-back or count-only here).
+    pub coalesce: Option<pmrt::CoalesceConfig>,
 }
 
 /// Why our side produced no result.
@@ -105,7 +110,7 @@ impl OursEngine for Ours {
             Job::Alloc(j) => alloc::run_atomic(j, cfg),
             Job::TxAlloc(j) => alloc::run_tx(j, cfg),
             Job::Open(j) => open::run_open(j, cfg),
-            Job::Recover(j) => open::run_recover(j, cfg),
+            Job::Recover(j) => recover::run(j, cfg),
         }
     }
 }
@@ -145,8 +150,12 @@ pub fn timed<M: Media + ?Sized, R>(
     (r, ns, media.counters().since(&before).into())
 }
 
+/// Layout name of our pools.
+pub const LAYOUT: &str = "pmbench";
+
 /// A fresh `pmrt` pool named `name` of `size` bytes (PMDK's pool size for the same
-/// workload), with `lanes` transaction lanes.
+/// workload), with `lanes` transaction lanes, the default runtime area (1/16 of the
+/// pool) and `cfg.coalesce` applied.
 pub fn fresh_pool(
     cfg: &OursConfig,
     workload: WorkloadId,
@@ -154,10 +163,83 @@ pub fn fresh_pool(
     size: u64,
     lanes: u32,
 ) -> Result<pmrt::Pool<FileMedia>, EngineError> {
+    fresh_pool_with_log(cfg, workload, name, size, lanes, None)
+}
+
+/// As [`fresh_pool`], with a runtime area of `runtime_len` bytes (the lane logs share
+/// it) when given.
+pub fn fresh_pool_with_log(
+    cfg: &OursConfig,
+    workload: WorkloadId,
+    name: &str,
+    size: u64,
+    lanes: u32,
+    runtime_len: Option<usize>,
+) -> Result<pmrt::Pool<FileMedia>, EngineError> {
     let media = pool_media(cfg, name, size)?;
-    let mut opts = pmrt::PoolOptions::new("pmbench", *b"pmbench-ours-pmr");
+    let mut opts = pmrt::PoolOptions::new(LAYOUT, *b"pmbench-ours-pmr");
     opts.lanes = lanes;
-    pmrt::Pool::create(media, &opts).map_err(|e| failed(workload, 0, e))
+    opts.heap.runtime_len = runtime_len;
+    let pool = pmrt::Pool::create(media, &opts).map_err(|e| failed(workload, 0, e))?;
+    if let Some(c) = cfg.coalesce {
+        pool.set_coalesce_config(c);
+    }
+    Ok(pool)
+}
+
+/// Runs `f` on a fresh pool (as [`fresh_pool_with_log`]), then closes the pool and
+/// removes its file whether or not `f` succeeded.
+pub fn on_fresh_pool<R>(
+    cfg: &OursConfig,
+    workload: WorkloadId,
+    lanes: u32,
+    runtime_len: Option<usize>,
+    f: impl FnOnce(&pmrt::Pool<FileMedia>) -> Result<R, EngineError>,
+) -> Result<R, EngineError> {
+    let name = round_name(workload, cfg);
+    let pool = fresh_pool_with_log(
+        cfg,
+        workload,
+        &name,
+        cfg.params.pool_size,
+        lanes,
+        runtime_len,
+    )?;
+    let result = f(&pool);
+    drop(pool.close());
+    let _ = std::fs::remove_file(pool_path(&cfg.pool_dir, &name));
+    result
+}
+
+/// Maps the existing pool file `name` afresh and opens it with `pmrt` (recovering it),
+/// as `pmemobj_open` maps and opens: returns the pool, its recovery report and the
+/// nanoseconds of the mapping plus the open.
+pub fn open_pool(
+    cfg: &OursConfig,
+    workload: WorkloadId,
+    name: &str,
+) -> Result<(pmrt::Pool<FileMedia>, pmrt::RecoveryReport, u64), EngineError> {
+    let start = Instant::now();
+    let media = FileMedia::open(
+        &pool_path(&cfg.pool_dir, name),
+        FileOptions {
+            create_len: None,
+            force_pmem: true,
+            eadr: cfg.eadr,
+        },
+    )?;
+    let (pool, _, report) = pmrt::Pool::open(
+        media,
+        &pmalloc::OpenOptions {
+            layout: Some(LAYOUT),
+        },
+    )
+    .map_err(|e| failed(workload, 0, e))?;
+    let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    if let Some(c) = cfg.coalesce {
+        pool.set_coalesce_config(c);
+    }
+    Ok((pool, report, ns))
 }
 
 /// An [`EngineError::Failed`] for `workload` at op `op`.

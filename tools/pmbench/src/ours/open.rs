@@ -1,4 +1,4 @@
-//! open and recover on our stack.
+//! open on our stack (recover is in [`super::recover`]).
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -6,16 +6,14 @@ use std::sync::Mutex;
 use arch::{FileMedia, FileOptions, Media};
 use pmalloc::{CreateOptions, Heap, Init, OpenOptions};
 
-use super::alloc::failed;
-use super::{pool_path, timed, EngineError, OursConfig};
+use super::{failed, pool_path, timed, EngineError, OursConfig, LAYOUT};
 use crate::round::{RoundResult, Timing};
-use crate::workload::{Metric, OpenJob, RecoverJob, WorkloadId};
+use crate::workload::{Metric, OpenJob, WorkloadId};
 
 /// Type number of the open workload's objects (PMDK's side uses 1 as well).
 const TYPE_NUM: u32 = 1;
 /// Type number of its root (one slot for the first allocation after open).
 const ROOT_TYPE: u32 = 2;
-const LAYOUT: &str = "pmbench";
 
 /// The open workload's pool, built once per process and kept for every round (and
 /// both configurations: the pool bytes do not depend on eADR).
@@ -175,13 +173,3 @@ impl std::fmt::Display for NotClean {
 }
 
 impl std::error::Error for NotClean {}
-
-/// recover: a pool of `job.pool_size` bytes with one object of `job.log_bytes` bytes
-/// holding a committed pattern; a child process adds it to a transaction in
-/// `job.chunk`-byte ranges, overwrites it and dies before the commit. Time the open
-/// that recovers (check the pattern is back, untimed), then a clean open. This is a
-/// transaction's recovery: it waits for `pmrt` (pmalloc alone has no transactions;
-/// its own recovery replays at most two 64-byte op records per lane).
-pub fn run_recover(_job: &RecoverJob, _cfg: &OursConfig) -> Result<RoundResult, EngineError> {
-    Err(EngineError::NotBuilt)
-}

@@ -1,9 +1,9 @@
-//! w1, w2, w3, w6, w7 on our stack: transactional updates of existing objects.
+//! w1, w2, w3, w6, w7 and mixed on our stack: transactional updates of existing objects.
 
 use arch::FileMedia;
 use pmrt::{PPtr, Pool};
 
-use super::{failed, fresh_pool, round_name, timed, EngineError, OursConfig};
+use super::{failed, on_fresh_pool, timed, EngineError, OursConfig};
 use crate::round::{RoundResult, Timing, TxCounters};
 use crate::workload::{Metric, UpdateJob, UpdateOps, WorkloadId};
 
@@ -12,22 +12,19 @@ const TYPE_NUM: u32 = 1;
 
 /// One round: allocate `job.objects` objects of `job.object_size` bytes in a pool of
 /// `cfg.params.pool_size`, run `job.warm` untimed, then time `job.timed`. Operation `i`
-/// is one transaction that updates `[off[i], off[i] + job.len)` of object `obj[i]` with
+/// is one transaction that updates `[off[i], off[i] + len)` (`len` = `job.len`, or the
+/// operation's own length for mixed) of object `obj[i]` with
 /// 8-byte words of value `first + i` (`first` = 1 for warm-up, warm-up length + 1 for
 /// the timed ops), as the PMDK shim does: `Tx::write_bytes`, the counterpart of
 /// `pmemobj_tx_add_range_direct` plus the stores. With `job.threads == 2` the first
 /// half of the operations runs on one thread and the second half on another,
 /// concurrently; the region then lasts until both finish.
 ///
-/// After the round every object is compared with a DRAM model of the updates, so a
-/// round that lost or misplaced a write fails instead of reporting a time.
+/// The allocations are written back (`Pool::coalesce`) before the warm-up. After the
+/// round every object is compared with a DRAM model of the updates, so a round that
+/// lost or misplaced a write fails instead of reporting a time.
 pub fn run(id: WorkloadId, job: &UpdateJob, cfg: &OursConfig) -> Result<RoundResult, EngineError> {
-    let name = round_name(id, cfg);
-    let pool = fresh_pool(cfg, id, &name, cfg.params.pool_size, 8)?;
-    let result = run_on(id, &pool, job);
-    drop(pool.close());
-    let _ = std::fs::remove_file(super::pool_path(&cfg.pool_dir, &name));
-    result
+    on_fresh_pool(cfg, id, 8, None, |pool| run_on(id, pool, job))
 }
 
 fn run_on(
@@ -36,6 +33,9 @@ fn run_on(
     job: &UpdateJob,
 ) -> Result<RoundResult, EngineError> {
     let objs = alloc_objects(id, pool, job.objects, job.object_size)?;
+    // The allocations' records are written back now, as PMDK's allocations are durable
+    // when they return: the timed region measures the updates, not the setup's debt.
+    pool.coalesce();
     let mut model = vec![0u64; job.objects as usize * job.object_size as usize / 8];
     let warm_n = job.warm.obj.len() as u64;
     updates(id, pool, &objs, job, &job.warm, 1)?;
@@ -83,7 +83,7 @@ pub(crate) fn alloc_objects(
 }
 
 /// Runs `ops` (split over `job.threads` threads); op `i` stores `first + i`.
-fn updates(
+pub(crate) fn updates(
     id: WorkloadId,
     pool: &Pool<FileMedia>,
     objs: &[PPtr<()>],
@@ -117,25 +117,29 @@ fn update_range(
     let mut buf = vec![0u8; len as usize];
     for i in range {
         let v = first + i as u64;
-        for w in buf.chunks_exact_mut(8) {
+        let data = &mut buf[..ops.len_of(i, len) as usize];
+        for w in data.chunks_exact_mut(8) {
             w.copy_from_slice(&v.to_le_bytes());
         }
         let p = objs[ops.obj[i] as usize];
-        pool.transaction(|tx| tx.write_bytes(p, ops.off[i] as usize, &buf))
+        pool.transaction(|tx| tx.write_bytes(p, ops.off[i] as usize, data))
             .map_err(|e| failed(id, i as u64, pmrt::Error::from(e)))?;
     }
     Ok(())
 }
 
-fn apply(model: &mut [u64], job: &UpdateJob, ops: &UpdateOps, first: u64) {
+/// Applies `ops` (op `i` stores `first + i`) to `model`, the DRAM image of the objects
+/// (`job.object_size / 8` words each).
+pub(crate) fn apply(model: &mut [u64], job: &UpdateJob, ops: &UpdateOps, first: u64) {
     let words = job.object_size as usize / 8;
     for (i, (&o, &off)) in ops.obj.iter().zip(&ops.off).enumerate() {
         let at = o as usize * words + off as usize / 8;
-        model[at..at + job.len as usize / 8].fill(first + i as u64);
+        model[at..at + ops.len_of(i, job.len) as usize / 8].fill(first + i as u64);
     }
 }
 
-fn verify(
+/// Compares every object with `model`.
+pub(crate) fn verify(
     id: WorkloadId,
     pool: &Pool<FileMedia>,
     objs: &[PPtr<()>],
