@@ -915,7 +915,7 @@ mod tests {
         assert_eq!(ls.over_threshold_max.load(Relaxed), 32 + 1024 - 64);
     }
 
-        #[test]
+    #[test]
     fn a_queued_chain_that_reaches_its_volume_threshold_is_written_back_now() {
         let cfg = CoalesceConfig {
             count_threshold: 4,
