@@ -143,6 +143,30 @@ pub struct ObjInfo {
     pub extent: bool,
 }
 
+impl ObjInfo {
+    pub(crate) fn of(ptr: u64, h: &ObjHeader) -> Self {
+        ObjInfo {
+            ptr,
+            size: h.size,
+            type_num: h.type_num,
+            extent: h.extent(),
+        }
+    }
+}
+
+/// Where an object's header lives and how many bytes its slot or extent holds
+/// ([`Heap::slot_on_media`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjSlot {
+    /// Pool offset of its 16-byte header (in its run's header array, or in its
+    /// extent's head chunk descriptor).
+    pub hdr_off: u64,
+    /// Bytes the slot or extent holds from the object's start.
+    pub capacity: u64,
+    /// Whether it is an extent (whole chunks) rather than a run slot.
+    pub extent: bool,
+}
+
 /// A crash-consistent persistent heap over a [`Media`].
 ///
 /// Atomic allocation ([`Heap::alloc_into`]) and free ([`Heap::free_from`]) publish to
@@ -462,12 +486,16 @@ impl<M: Media> Heap<M> {
 
     /// The object starting exactly at `off`.
     pub(crate) fn slot_at(&self, off: u64) -> Result<Loc, PtrError> {
+        Self::starting_at(off, self.slot_containing(off))
+    }
+
+    /// `loc` (the slot or extent holding `off`) if it starts exactly at `off`.
+    #[inline]
+    fn starting_at(off: u64, loc: Option<Loc>) -> Result<Loc, PtrError> {
         if off == 0 {
             return Err(PtrError::Null);
         }
-        let loc = self
-            .slot_containing(off)
-            .ok_or(PtrError::OutOfRange { offset: off })?;
+        let loc = loc.ok_or(PtrError::OutOfRange { offset: off })?;
         if loc.obj != off {
             return Err(PtrError::NotAnObject { offset: off });
         }
@@ -486,7 +514,12 @@ impl<M: Media> Heap<M> {
 
     /// The allocated object at `off` and its header.
     pub(crate) fn object_at(&self, off: u64) -> Result<(Loc, ObjHeader), PtrError> {
-        let loc = self.slot_at(off)?;
+        self.allocated_in(off, self.slot_at(off)?)
+    }
+
+    /// `loc`'s header, if it is valid and allocated and fits `loc`.
+    #[inline]
+    fn allocated_in(&self, off: u64, loc: Loc) -> Result<(Loc, ObjHeader), PtrError> {
         match self.read_header(&loc) {
             HeaderState::Valid(h) if h.allocated() => {
                 if h.extent() != matches!(loc.home, Home::Extent { .. }) || h.size > loc.capacity {
@@ -546,12 +579,7 @@ impl<M: Media> Heap<M> {
                 align: core::mem::align_of::<T>(),
             });
         }
-        Ok(ObjInfo {
-            ptr: p.raw(),
-            size: h.size,
-            type_num: h.type_num,
-            extent: h.extent(),
-        })
+        Ok(ObjInfo::of(p.raw(), &h))
     }
 
     /// Reads the `T` that `p` points to (validated first).
@@ -632,11 +660,28 @@ impl<M: Media> Heap<M> {
     /// Allocated objects' generations etc.: the header of `p`.
     pub fn info(&self, p: u64) -> Result<ObjInfo, PtrError> {
         let (_, h) = self.object_at(p)?;
-        Ok(ObjInfo {
-            ptr: p,
-            size: h.size,
-            type_num: h.type_num,
-            extent: h.extent(),
+        Ok(ObjInfo::of(p, &h))
+    }
+
+    /// As [`Heap::info`], but locating `p` by the chunk table on media instead of the
+    /// span map: for a layer above that replays chunk-table words from its own log
+    /// before the heap re-indexes ([`Heap::reindex`]).
+    pub fn info_on_media(&self, p: u64) -> Result<ObjInfo, PtrError> {
+        let loc = Self::starting_at(p, self.slot_containing_on_media(p))?;
+        let (_, h) = self.allocated_in(p, loc)?;
+        Ok(ObjInfo::of(p, &h))
+    }
+
+    /// Where the object starting at `p` keeps its header and how many bytes it may
+    /// hold, by the chunk table on media (see [`Heap::info_on_media`]), whether or not
+    /// it is allocated. `None` if `p` is not the start of a slot of a valid run or the
+    /// head of a valid extent.
+    pub fn slot_on_media(&self, p: u64) -> Option<ObjSlot> {
+        let loc = Self::starting_at(p, self.slot_containing_on_media(p)).ok()?;
+        Some(ObjSlot {
+            hdr_off: loc.hdr_off as u64,
+            capacity: loc.capacity,
+            extent: matches!(loc.home, Home::Extent { .. }),
         })
     }
 }

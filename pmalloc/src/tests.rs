@@ -532,3 +532,39 @@ fn alloc_without_destination_is_found_by_iteration_and_freed_by_pointer() {
     assert_eq!(h.alloc(0, 8, 0, Init::Uninit), Err(AllocError::ZeroSize));
     h.check().unwrap();
 }
+
+/// A layer that logs allocation metadata replays it from its log at recovery, before
+/// the heap re-indexes: in between, only the `_on_media` lookups see an extent whose
+/// chunk words exist on media alone (the span map was built before them).
+#[test]
+fn on_media_lookups_find_an_extent_the_span_map_does_not_know_yet() {
+    let h = fresh(8 << 20);
+    let r = h.reserve(300_000, 8, 5).unwrap();
+    assert_eq!(r.chunk_words.len(), 2, "an extent of two chunks");
+    for &(off, w) in &r.chunk_words {
+        h.media().write_u64(off as usize, w);
+    }
+    h.media().write(r.hdr_off as usize, &r.header);
+    assert!(h.info(r.obj).is_err(), "the span map does not know it");
+    let info = h.info_on_media(r.obj).unwrap();
+    assert_eq!((info.size, info.type_num, info.extent), (300_000, 5, true));
+    let slot = h.slot_on_media(r.obj).unwrap();
+    assert_eq!(
+        slot,
+        ObjSlot {
+            hdr_off: r.hdr_off,
+            capacity: 2 * CHUNK as u64,
+            extent: true
+        }
+    );
+    assert_eq!(h.slot_on_media(r.obj + 64), None, "not an object's start");
+    // A run slot: its header in the run's header array, its class's slot size.
+    let s = h.reserve(100, 8, 5).unwrap();
+    h.store_reserved(&s);
+    let slot = h.slot_on_media(s.obj).unwrap();
+    assert_eq!(
+        (slot.hdr_off, slot.capacity, slot.extent),
+        (s.hdr_off, s.capacity, false)
+    );
+    assert_eq!(h.info_on_media(s.obj), h.info(s.obj));
+}

@@ -93,12 +93,7 @@ impl<M: Media> Iterator for Objects<'_, M> {
                                 && hd.size <= g.slot as u64
                                 && filter.is_none_or(|t| t == hd.type_num)
                             {
-                                pending.push(ObjInfo {
-                                    ptr: obj,
-                                    size: hd.size,
-                                    type_num: hd.type_num,
-                                    extent: false,
-                                });
+                                pending.push(ObjInfo::of(obj, &hd));
                             }
                         }
                     });
@@ -115,12 +110,7 @@ impl<M: Media> Iterator for Objects<'_, M> {
                             && hd.size <= u64::from(len) * CHUNK as u64
                             && self.filter.is_none_or(|t| t == hd.type_num)
                         {
-                            return Some(ObjInfo {
-                                ptr: obj,
-                                size: hd.size,
-                                type_num: hd.type_num,
-                                extent: true,
-                            });
+                            return Some(ObjInfo::of(obj, &hd));
                         }
                     }
                 }

@@ -2,7 +2,8 @@
 //! per-lane logs. See `docs/transactions.md` for the byte tables.
 //!
 //! ```text
-//! +0                    area header (64 B): magic, version, lanes, lane log bytes, check
+//! +0                    area header (32 B): magic, version, lanes, lane log bytes, check
+//! +32                   sequence reservation word (see [`encode_seq_word`])
 //! +4096                 lane k tail word at +4096 + 64 k (own line each)
 //! +logs_off             lane k log at logs_off + k * lane_bytes
 //! ```
@@ -18,6 +19,11 @@ pub const AREA_VERSION: u32 = 1;
 pub const TAILS_OFF: usize = 4096;
 /// Log line size.
 pub const LINE: usize = 64;
+/// Offset of the sequence reservation word from the area start.
+pub const SEQ_OFF: usize = 32;
+/// Sequence numbers reserved at a time: a session persists a new reservation once per
+/// this many transactions (and once at open).
+pub const SEQ_BLOCK: u64 = 1 << 32;
 
 /// Where things are in the runtime area.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,20 +101,44 @@ impl Area {
     /// pool made again over an old one with the same UUID (so the same salt) would
     /// otherwise find the old pool's records, still valid, right after its own, and a
     /// scan would take them for its own transactions (an old commit record completing
-    /// a new transaction's undo record, or replaying into the new pool).
+    /// a new transaction's undo record, or replaying into the new pool). Sequence
+    /// numbers below [`SEQ_BLOCK`] are reserved.
     pub fn format<M: Media>(&self, media: &M, salt: u64) {
         for k in 0..self.lanes {
             media.write_u64(self.tail_off(k), encode_tail(0, k, salt));
             media.flush(self.tail_off(k), 8);
-            media.fill(self.log_off(k), self.lane_bytes, 0);
-            media.flush(self.log_off(k), self.lane_bytes);
         }
-        media.fence();
+        // Fences the tails too.
+        self.clear_logs(media);
         let w = self.header_words(salt);
         for (i, v) in w.iter().enumerate() {
             media.write_u64(self.off + i * 8, *v);
         }
-        media.persist(self.off, 32);
+        media.write_u64(self.off + SEQ_OFF, encode_seq_word(SEQ_BLOCK, salt));
+        media.persist(self.off, SEQ_OFF + 8);
+    }
+
+    /// The persisted sequence reservation: every sequence number ever issued on this
+    /// pool is below it. `None` if the word is damaged (or the area predates it).
+    pub fn reserved_seq<M: Media>(&self, media: &M, salt: u64) -> Option<u64> {
+        decode_seq_word(media.read_u64(self.off + SEQ_OFF), salt)
+    }
+
+    /// Persists `reserved` (a multiple of 2^16) as the sequence reservation (one fence).
+    pub fn reserve_seq<M: Media>(&self, media: &M, salt: u64, reserved: u64) {
+        media.write_u64(self.off + SEQ_OFF, encode_seq_word(reserved, salt));
+        media.persist(self.off + SEQ_OFF, 8);
+    }
+
+    /// Zeroes every lane log and makes it durable: afterwards no old record, valid or
+    /// not, is left for a later scan to run into. For the rare opens whose sequence
+    /// reservation cannot be trusted (see `Pool::open`).
+    pub fn clear_logs<M: Media>(&self, media: &M) {
+        for k in 0..self.lanes {
+            media.fill(self.log_off(k), self.lane_bytes, 0);
+            media.flush(self.log_off(k), self.lane_bytes);
+        }
+        media.fence();
     }
 
     /// Reads and validates the header of the area at `off`, `len`.
@@ -139,6 +169,19 @@ pub fn decode_tail(w: u64, lane: u32, salt: u64) -> Option<u64> {
     (encode_tail(pos, lane, salt) == w).then_some(pos)
 }
 
+/// The sequence reservation word: `reserved >> 16` (48 bits; `reserved` is a multiple
+/// of 2^16) and a 16-bit check bound to the pool, so a damaged word reads as unknown.
+pub fn encode_seq_word(reserved: u64, salt: u64) -> u64 {
+    let v = reserved >> 16;
+    v | (u64::from(crc32c_words(&[v, 0x5345_5152, salt]) as u16) << 48)
+}
+
+/// Decodes a sequence reservation word; `None` if its check fails.
+pub fn decode_seq_word(w: u64, salt: u64) -> Option<u64> {
+    let v = w & ((1 << 48) - 1);
+    (encode_seq_word(v << 16, salt) == w).then_some(v << 16)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +201,22 @@ mod tests {
         assert_eq!(decode_tail(w, 3, 77), Some(4096));
         assert_eq!(decode_tail(w, 4, 77), None);
         assert_eq!(decode_tail(w ^ 1, 3, 77), None);
+    }
+
+    #[test]
+    fn sequence_words_round_trip_and_reject_damage() {
+        for r in [SEQ_BLOCK, 5 * SEQ_BLOCK, !0xFFFF] {
+            let w = encode_seq_word(r, 9);
+            assert_eq!(decode_seq_word(w, 9), Some(r));
+            assert_eq!(decode_seq_word(w, 10), None, "other pool");
+            for bit in 0..64 {
+                assert_eq!(decode_seq_word(w ^ (1 << bit), 9), None, "bit {bit}");
+            }
+        }
+        assert_eq!(
+            decode_seq_word(0, 9),
+            None,
+            "an area formatted before the word"
+        );
     }
 }

@@ -590,6 +590,11 @@ impl<M: Media> Pool<M> {
         if objects == 0 && !durable {
             return 0;
         }
+        // A freed object's space is released at the end of this round and may then be
+        // reused by writes that are not logged (a new run's chunk entry) or logged under
+        // another key. Recovery must never replay the free or older bytes over that, so
+        // the dead marks of such a round are made durable before the release.
+        let durable = durable || !freeing.is_empty();
         // 1. Write the homes back: one fence for every object of the round.
         let mut lines = 0u64;
         for &(off, len) in &ranges {
@@ -688,8 +693,12 @@ impl<M: Media> Pool<M> {
 
     /// Moves lane `log`'s persisted tail over its dead records. First makes every
     /// lazy dead-mark still in the logs durable: an older group of an object must never
-    /// outlive a newer one the tail passes. The lazy list stays locked through the
-    /// fence, so no other lane can see it emptied before the marks are durable.
+    /// outlive a newer one the tail passes. When it drops marks from the lazy list, the
+    /// list stays locked through the fence and the tail's own persist, so no other lane
+    /// can see it emptied before the marks it lost are durable or passed by the tail (a
+    /// durable round that releases a freed object, or precedes an in-place write,
+    /// relies on that: a mark dropped here but not yet passed could otherwise let
+    /// recovery replay old bytes there).
     /// False if the tail could not move.
     pub(crate) fn advance_tail(&self, log: &mut LaneLog, lane: &Lane) -> bool {
         let (vt, front) = {
@@ -728,8 +737,8 @@ impl<M: Media> Pool<M> {
             if flushed {
                 media.fence();
             }
+            log.persist_tail(media, &self.area, vt);
         }
-        log.persist_tail(media, &self.area, vt);
         true
     }
 
@@ -906,7 +915,7 @@ mod tests {
         assert_eq!(ls.over_threshold_max.load(Relaxed), 32 + 1024 - 64);
     }
 
-        #[test]
+    #[test]
     fn a_queued_chain_that_reaches_its_volume_threshold_is_written_back_now() {
         let cfg = CoalesceConfig {
             count_threshold: 4,

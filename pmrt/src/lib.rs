@@ -79,7 +79,7 @@ pub const fn type_num_of(path: &str) -> u32 {
     }
 }
 pub use pool::{Pool, PoolOptions, PoolStats};
-pub use recover::RecoveryReport;
+pub use recover::{LogDamage, LogFault, RecoveryReport};
 pub use tx::Tx;
 
 #[cfg(test)]

@@ -206,6 +206,24 @@ impl LaneLog {
         self.ptail = pos;
     }
 
+    /// Starts an empty log over at position 0 (the persisted tail already at the head,
+    /// no record live): a record larger than both the space to the end and the space
+    /// before the tail then still fits. False if the log is not empty or already at 0.
+    pub fn rewind_empty<M: Media>(
+        &mut self,
+        media: &M,
+        area: &Area,
+        recs: &spin::Mutex<LaneRecs>,
+    ) -> bool {
+        if self.head == 0 || self.ptail != self.head || !recs.lock().recs.is_empty() {
+            return false;
+        }
+        // persist_tail clears line 0 before the tail moves there.
+        self.head = 0;
+        self.persist_tail(media, area, 0);
+        true
+    }
+
     /// Appends `rec` (whole lines, already sealed), wrapping with a padding record if
     /// it does not fit before the end; flushes it (no fence). The caller checked
     /// [`LaneLog::room`]. Returns the record number and position; a padding record, if

@@ -2,12 +2,13 @@
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::AtomicU64;
+use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use arch::Media;
 use pmalloc::{CreateOptions, Heap, OpenOptions, OpenReport, PPtr, Persistent};
 
-use crate::area::Area;
+use crate::area::{Area, SEQ_BLOCK};
 use crate::coalesce::Coalescer;
 use crate::error::{Error, PoolError, TxError};
 use crate::log::{Lane, LaneLog, LaneRecs, LaneStats};
@@ -41,6 +42,10 @@ pub struct Pool<M: Media> {
     pub(crate) area: Area,
     pub(crate) lanes: Box<[Lane]>,
     pub(crate) seq: AtomicU64,
+    /// Sequence numbers below this are reserved durably (`area::SEQ_OFF`); the next
+    /// one at or above it persists a new reservation first.
+    seq_reserved: AtomicU64,
+    seq_lock: spin::Mutex<()>,
     pub(crate) pending: PendingIndex,
     pub(crate) coalescer: Coalescer,
     pub(crate) policy: Box<dyn ModePolicy>,
@@ -62,7 +67,7 @@ impl<M: Media> Pool<M> {
         let (off, len) = heap.runtime_area();
         let area = Area::compute(off, len, opts.lanes).map_err(PoolError::Area)?;
         area.format(heap.media(), heap.salt());
-        Ok(Self::assemble(heap, area, &[]))
+        Ok(Self::assemble(heap, area, &[], 1, SEQ_BLOCK))
     }
 
     /// Opens the pool on `media` and recovers it: the heap's own recovery, then the
@@ -75,11 +80,32 @@ impl<M: Media> Pool<M> {
         let (heap, heap_report) = Heap::open(media, opts).map_err(PoolError::Open)?;
         let (off, len) = heap.runtime_area();
         let area = Area::open(heap.media(), off, len, heap.salt()).map_err(PoolError::Area)?;
-        let (report, heads) = crate::recover::recover(&heap, &area);
-        Ok((Self::assemble(heap, area, &heads), heap_report, report))
+        let mut r = crate::recover::recover(&heap, &area);
+        let (media, salt) = (heap.media(), heap.salt());
+        // Sequence numbers must grow across sessions: a scan that runs past the newest
+        // record meets older records, and stops only because their numbers are lower.
+        // Every number issued so far is below the persisted reservation; this session
+        // starts there. If the reservation cannot be trusted (damaged, missing, below a
+        // scanned record, or about to overflow), the logs are cleared (recovery is done
+        // with them) and numbering starts over.
+        let start = area
+            .reserved_seq(media, salt)
+            .filter(|&s| s > r.max_seq && s.checked_add(2 * SEQ_BLOCK).is_some())
+            .unwrap_or_else(|| {
+                area.clear_logs(media);
+                r.report.seq_reset = true;
+                1
+            });
+        let reserved = (start + SEQ_BLOCK) & !0xFFFF;
+        area.reserve_seq(media, salt, reserved);
+        Ok((
+            Self::assemble(heap, area, &r.heads, start, reserved),
+            heap_report,
+            r.report,
+        ))
     }
 
-    fn assemble(heap: Heap<M>, area: Area, heads: &[usize]) -> Self {
+    fn assemble(heap: Heap<M>, area: Area, heads: &[usize], seq: u64, reserved: u64) -> Self {
         let lanes: Vec<Lane> = (0..area.lanes)
             .map(|k| {
                 let pos = heads.get(k as usize).copied().unwrap_or(0);
@@ -94,7 +120,9 @@ impl<M: Media> Pool<M> {
             heap,
             area,
             lanes: lanes.into_boxed_slice(),
-            seq: AtomicU64::new(1),
+            seq: AtomicU64::new(seq),
+            seq_reserved: AtomicU64::new(reserved),
+            seq_lock: spin::Mutex::new(()),
             pending: PendingIndex::new(),
             coalescer: Coalescer::default(),
             policy: Box::new(StaticPolicy::default()),
@@ -191,8 +219,20 @@ impl<M: Media> Pool<M> {
         .map_err(Error::from)
     }
 
+    /// The next sequence number, persisting a new reservation first when it reaches
+    /// the current one (once per `SEQ_BLOCK` transactions).
     pub(crate) fn next_seq(&self) -> u64 {
-        self.seq.fetch_add(1, Relaxed)
+        let s = self.seq.fetch_add(1, Relaxed);
+        if s >= self.seq_reserved.load(Acquire) {
+            let _g = self.seq_lock.lock();
+            let r = self.seq_reserved.load(Acquire);
+            if s >= r {
+                let next = (s + SEQ_BLOCK) & !0xFFFF;
+                self.area.reserve_seq(self.media(), self.salt(), next);
+                self.seq_reserved.store(next, Release);
+            }
+        }
+        s
     }
 
     pub(crate) fn media(&self) -> &M {

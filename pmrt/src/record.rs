@@ -34,6 +34,16 @@ pub const MAX_GROUPS: usize = 48;
 /// The group bits of a live word.
 pub const LIVE_MASK: u64 = (1 << 48) - 1;
 
+/// The live bits of `groups` groups (every bit for more than a record holds: a header
+/// that claims that many fails its parse anyway, and no shift may overflow on it).
+fn group_mask(groups: usize) -> u64 {
+    if groups >= MAX_GROUPS {
+        LIVE_MASK
+    } else {
+        (1u64 << groups) - 1
+    }
+}
+
 /// The tag bits of the live word of record `seq` on lane `lane`.
 pub fn live_tag(seq: u64, lane: u32, salt: u64) -> u64 {
     u64::from(pmalloc::checksum::crc32c_words(&[seq, u64::from(lane), salt, 0x4C49_5645]) as u16)
@@ -46,7 +56,7 @@ pub fn live_mask(head: &Head, lane: u32, salt: u64) -> u64 {
     let all = if head.flags & F_UNDO != 0 {
         1
     } else {
-        (1u64 << head.ngroups) - 1
+        group_mask(head.ngroups)
     };
     if head.live & !LIVE_MASK == live_tag(head.seq, lane, salt) || !crate::keep_step(4) {
         head.live & all
@@ -209,7 +219,7 @@ pub fn seal(p: &mut [u8], seq: u64, groups: usize, flags: u16, lane: u32, salt: 
     let mask = if flags & F_UNDO != 0 {
         1
     } else {
-        (1u64 << groups) - 1
+        group_mask(groups)
     };
     let live = mask | live_tag(seq, lane, salt);
     p[16..24].copy_from_slice(&live.to_le_bytes());
@@ -508,6 +518,15 @@ mod tests {
             RecFault::BadCheck,
             "other lane"
         );
+    }
+
+    #[test]
+    fn group_counts_beyond_a_record_never_overflow_the_live_mask() {
+        let mut p = alloc::vec![0u8; 64];
+        seal(&mut p, 1, 0xFFFF, 0, 0, 1);
+        assert_eq!(parse(&p, 0, 1).unwrap_err(), RecFault::BadShape);
+        let h = peek(&p);
+        assert_eq!(live_mask(&h, 0, 1), LIVE_MASK);
     }
 
     #[test]

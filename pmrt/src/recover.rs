@@ -9,7 +9,13 @@
 //!    after the object's newest *dead* group (older ones were written back, and a
 //!    newer write-back supersedes them), and the undo groups of uncommitted in-place
 //!    transactions (their old bytes, applied in reverse).
-//! 4. Replay objects (in parallel on std threads with feature `std`), flush, fence.
+//! 4. Replay: metadata groups one at a time in commit order, then data groups, objects
+//!    in parallel on std threads (feature `std`); each group only where a transaction
+//!    could have written (its key's own allocation metadata, checked in `target`; data
+//!    inside its allocated object), else listed as [`LogDamage`] and skipped; data of
+//!    an earlier incarnation of its object skipped as superseded. Lookups read the
+//!    chunk table on media: the heap's span map is rebuilt only after this. Flush,
+//!    fence.
 //! 5. Mark every scanned record dead and clear the line at the end of each scan (so a
 //!    scan starting there stops at once instead of meeting a stale record), fence; move
 //!    every tail to the end of its scan, fence.
@@ -22,11 +28,14 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use arch::Media;
-use pmalloc::layout::ROOT_SLOT;
 use pmalloc::Heap;
 
 use crate::area::{decode_tail, encode_tail, Area, LINE};
-use crate::record::{live_mask, live_tag, parse, peek, F_COMMIT, F_PAD, F_UNDO, LIVE_OFF};
+use crate::record::{
+    live_mask, live_tag, parse, peek, Entry, F_COMMIT, F_PAD, F_UNDO, G_ABS, LIVE_OFF,
+};
+
+mod target;
 
 /// What recovery found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,53 +58,198 @@ pub struct RecoveryReport {
     pub bytes_replayed: u64,
     /// Lanes whose tail word was damaged (scanned from 0).
     pub bad_tails: u32,
-    /// Entries that pointed outside the ranges a log may write (skipped).
+    /// Entries of groups that a record's check passed but that write where no
+    /// transaction could have (see [`LogFault`]): not applied. Each refused group is
+    /// listed in `damage` (the first [`MAX_DAMAGE`]).
     pub bad_entries: u64,
+    /// Data groups of an earlier incarnation of their object (freed, or freed and
+    /// allocated again, by metadata later in the log): not applied, as the later
+    /// metadata supersedes them.
+    pub groups_stale: u64,
+    /// The area's sequence reservation was damaged, missing (an area formatted before
+    /// it existed), or below a scanned record: after replay the logs were cleared so
+    /// no old record can be mistaken for a new one, and numbering started over.
+    pub seq_reset: bool,
+    /// Log groups refused as damaged, in the order found (the first [`MAX_DAMAGE`];
+    /// `bad_entries` counts them all). Empty after any crash of a working pool: a
+    /// listed group means the log was damaged or forged.
+    pub damage: Vec<LogDamage>,
 }
 
-struct Rec {
-    lane: u32,
-    pos: usize,
-    bytes: Vec<u8>,
+/// How many refused groups a [`RecoveryReport`] lists.
+pub const MAX_DAMAGE: usize = 64;
+
+/// A log group that recovery refused to apply although its record passed its check:
+/// where it is and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogDamage {
+    /// Lane of the record.
+    pub lane: u32,
+    /// Byte position of the record in the lane log.
+    pub pos: usize,
+    /// Index of the group in the record.
+    pub group: usize,
+    /// The group's key (the object it belongs to, or the root slot).
+    pub key: u64,
+    /// Why it was refused.
+    pub fault: LogFault,
 }
 
-/// One group to replay: its record, its index, its sequence number, undo or redo.
+/// Why recovery refused a log group (see `docs/transactions.md`, Recovery).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LogFault {
+    /// A data entry reaches outside its object: the entry's pool range.
+    OutsideObject {
+        /// Pool offset of the entry.
+        offset: u64,
+        /// Its length.
+        len: u64,
+    },
+    /// Data for a key that is no allocated object, and that no metadata in the log
+    /// freed.
+    NoObject,
+    /// Absolute entries that are not one object header plus chunk-entry words (or, for
+    /// the root slot, one 8-byte pointer): the first entry that does not fit.
+    MetaShape {
+        /// Pool offset of the entry.
+        offset: u64,
+    },
+    /// A header not at its key's header location, or chunk words that are not exactly
+    /// the key's extent over chunks that are free or its own.
+    MetaPlacement {
+        /// Pool offset of the header or of the first chunk word.
+        offset: u64,
+    },
+    /// A header that is not valid for its key, or whose kind, size or allocation state
+    /// disagrees with where it is and the chunk words beside it.
+    MetaHeader {
+        /// Pool offset of the header.
+        offset: u64,
+    },
+    /// A root pointer that is neither null nor an allocated object.
+    BadRoot {
+        /// The pointer.
+        value: u64,
+    },
+    /// Metadata in an undo record (undo records hold old data only; old metadata is
+    /// never rolled back).
+    UndoMetadata,
+}
+
+impl core::fmt::Display for LogFault {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            LogFault::OutsideObject { offset, len } => {
+                write!(f, "data entry {offset:#x}+{len} outside its object")
+            }
+            LogFault::NoObject => write!(f, "data for no allocated object"),
+            LogFault::MetaShape { offset } => write!(f, "malformed metadata entry at {offset:#x}"),
+            LogFault::MetaPlacement { offset } => {
+                write!(f, "metadata at {offset:#x} is not its object's")
+            }
+            LogFault::MetaHeader { offset } => write!(f, "bad object header at {offset:#x}"),
+            LogFault::BadRoot { value } => write!(f, "root pointer {value:#x} names no object"),
+            LogFault::UndoMetadata => write!(f, "metadata in an undo record"),
+        }
+    }
+}
+
+impl core::fmt::Display for LogDamage {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "lane {} record at {:#x} group {} (key {:#x}): {}",
+            self.lane, self.pos, self.group, self.key, self.fault
+        )
+    }
+}
+
+/// A record a scan found: its lane, its position in the lane log, its bytes (a valid
+/// record: its check passed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannedRecord {
+    /// Lane.
+    pub lane: u32,
+    /// Byte position in the lane log.
+    pub pos: usize,
+    /// The record (whole lines).
+    pub bytes: Vec<u8>,
+}
+
+/// What a scan of every lane found (recovery's step 1, without changing anything).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogScan {
+    /// Records of every lane, in log order, lane by lane (padding records excluded).
+    pub records: Vec<ScannedRecord>,
+    /// Each lane's end of scan (where its next record would go).
+    pub heads: Vec<usize>,
+    /// Log bytes scanned.
+    pub log_bytes: u64,
+    /// Lanes whose tail word was damaged (scanned from 0).
+    pub bad_tails: u32,
+}
+
+/// One group to replay: its record, its index, its sequence number, undo or redo,
+/// metadata (absolute entries) or data (relative to its object).
 #[derive(Clone, Copy)]
 struct Item {
     rec: usize,
     group: usize,
     seq: u64,
     undo: bool,
+    meta: bool,
 }
 
-/// Scans, replays and resets (module docs). Returns the report and each lane's head.
-pub(crate) fn recover<M: Media>(heap: &Heap<M>, area: &Area) -> (RecoveryReport, Vec<usize>) {
-    let mut report = RecoveryReport::default();
-    let (recs, heads) = scan(heap, area, &mut report);
+/// What recovery leaves for the pool: the report, each lane's head, and the highest
+/// sequence number scanned (0 if none).
+pub(crate) struct Recovered {
+    pub report: RecoveryReport,
+    pub heads: Vec<usize>,
+    pub max_seq: u64,
+}
+
+/// Scans, replays and resets (module docs).
+pub(crate) fn recover<M: Media>(heap: &Heap<M>, area: &Area) -> Recovered {
+    let LogScan {
+        records: recs,
+        heads,
+        log_bytes,
+        bad_tails,
+    } = scan_logs(heap.media(), area, heap.salt());
+    let mut report = RecoveryReport {
+        records: recs.len() as u64,
+        log_bytes,
+        bad_tails,
+        ..RecoveryReport::default()
+    };
+    let max_seq = recs.iter().map(|r| peek(&r.bytes).seq).max().unwrap_or(0);
     let work = plan(&recs, heap.salt(), &mut report);
     replay(heap, &recs, &work, &mut report);
     reset(heap, area, &recs, &heads);
     // The heap indexed its chunk table before the replay changed it.
     heap.reindex();
-    (report, heads)
+    Recovered {
+        report,
+        heads,
+        max_seq,
+    }
 }
 
-/// Step 1: the records of every lane, in log order; each lane's end of scan.
-fn scan<M: Media>(
-    heap: &Heap<M>,
-    area: &Area,
-    report: &mut RecoveryReport,
-) -> (Vec<Rec>, Vec<usize>) {
-    let (media, salt) = (heap.media(), heap.salt());
-    let mut recs: Vec<Rec> = Vec::new();
-    let mut heads = Vec::with_capacity(area.lanes as usize);
+/// Step 1: the records of every lane, in log order, and each lane's end of scan. Reads
+/// only; a tool can use it to list what recovery would see.
+pub fn scan_logs<M: Media>(media: &M, area: &Area, salt: u64) -> LogScan {
+    let mut out = LogScan {
+        heads: Vec::with_capacity(area.lanes as usize),
+        ..LogScan::default()
+    };
     for k in 0..area.lanes {
         let base = area.log_off(k);
         let len = area.lane_bytes;
         let tail = match decode_tail(media.read_u64(area.tail_off(k)), k, salt) {
             Some(t) if (t as usize) < len && (t as usize).is_multiple_of(LINE) => t as usize,
             _ => {
-                report.bad_tails += 1;
+                out.bad_tails += 1;
                 0
             }
         };
@@ -122,23 +276,22 @@ fn scan<M: Media>(
                 Ok(r) if r.head.seq >= last_seq => last_seq = r.head.seq,
                 _ => break,
             }
-            recs.push(Rec {
+            out.records.push(ScannedRecord {
                 lane: k,
                 pos,
                 bytes,
             });
-            report.records += 1;
             pos = (pos + h.lines * LINE) % len;
             scanned += h.lines * LINE;
         }
-        report.log_bytes += scanned as u64;
-        heads.push(pos);
+        out.log_bytes += scanned as u64;
+        out.heads.push(pos);
     }
-    (recs, heads)
+    out
 }
 
 /// Steps 2-3: per object, the groups to replay in order.
-fn plan(recs: &[Rec], salt: u64, report: &mut RecoveryReport) -> Vec<Vec<Item>> {
+fn plan(recs: &[ScannedRecord], salt: u64, report: &mut RecoveryReport) -> Vec<Vec<Item>> {
     let mut by_key: BTreeMap<u64, Vec<Item>> = BTreeMap::new();
     let mut i = 0;
     while i < recs.len() {
@@ -176,6 +329,7 @@ fn plan(recs: &[Rec], salt: u64, report: &mut RecoveryReport) -> Vec<Vec<Item>> 
                     group: g.index,
                     seq: p.head.seq,
                     undo,
+                    meta: g.kind == G_ABS,
                 };
                 // A dead group marks everything older of this object as written back.
                 by_key.entry(g.key).or_default().push(if live {
@@ -206,56 +360,155 @@ fn plan(recs: &[Rec], salt: u64, report: &mut RecoveryReport) -> Vec<Vec<Item>> 
     work
 }
 
-/// Entries at least this long are replayed with non-temporal stores.
+/// Data entries at least this long are replayed with non-temporal stores.
 const NT_MIN: usize = 1024;
 
-/// Step 4: writes the groups to the homes, flushes, fences.
-fn replay<M: Media>(heap: &Heap<M>, recs: &[Rec], work: &[Vec<Item>], report: &mut RecoveryReport) {
+/// Stores a data entry; lists it in `out` when it needs a flush. Large ranges (an undo
+/// image of a big in-place write) go straight to the media, durable at the replay's
+/// fence, without reading the old lines.
+fn store_data<M: Media>(media: &M, e: &Entry<'_>, out: &mut Vec<(usize, usize)>) {
+    if e.data.len() >= NT_MIN {
+        media.write_nt(e.off as usize, e.data);
+    } else {
+        media.write(e.off as usize, e.data);
+        out.push((e.off as usize, e.data.len()));
+    }
+}
+
+/// A group's key and entries (reversed for undo: old bytes go back newest first).
+fn entries_of<'r>(
+    recs: &'r [ScannedRecord],
+    it: &Item,
+    salt: u64,
+) -> Option<(u64, Vec<Entry<'r>>)> {
+    let rec = &recs[it.rec];
+    let p = parse(&rec.bytes, rec.lane, salt).ok()?;
+    let g = p.groups().get(it.group)?;
+    let mut entries: Vec<Entry<'r>> = g.entries().collect();
+    if it.undo {
+        entries.reverse();
+    }
+    Some((g.key, entries))
+}
+
+impl Item {
+    fn damage(&self, recs: &[ScannedRecord], key: u64, fault: LogFault) -> LogDamage {
+        LogDamage {
+            lane: recs[self.rec].lane,
+            pos: recs[self.rec].pos,
+            group: self.group,
+            key,
+            fault,
+        }
+    }
+}
+
+/// Step 4: writes the groups to the homes, flushes, fences. Metadata groups first, one
+/// at a time in commit order, each checked against the metadata on media then
+/// (`target`); then data groups, objects in parallel, each against its object as the
+/// metadata left it.
+fn replay<M: Media>(
+    heap: &Heap<M>,
+    recs: &[ScannedRecord],
+    work: &[Vec<Item>],
+    report: &mut RecoveryReport,
+) {
     let (media, salt) = (heap.media(), heap.salt());
-    let layout = *heap.layout();
-    let allowed = |off: u64, len: usize| -> bool {
-        let end = off.checked_add(len as u64);
-        let inside = |a: usize, b: usize| end.is_some_and(|e| off >= a as u64 && e <= b as u64);
-        inside(layout.chunks_off, layout.heap_end()) || inside(ROOT_SLOT, ROOT_SLOT + 8)
-    };
+    let mut touched: Vec<(usize, usize)> = Vec::new();
+    let mut meta: Vec<Item> = work
+        .iter()
+        .flatten()
+        .filter(|it| it.meta)
+        .copied()
+        .collect();
+    meta.sort_by_key(|it| (it.seq, it.rec, it.group));
+    // Each key's newest applied metadata: data of the key older than it belongs to an
+    // earlier incarnation (freed since, perhaps allocated again).
+    let mut incarnation: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut meta_totals = Totals::default();
+    for it in &meta {
+        let Some((key, entries)) = entries_of(recs, it, salt) else {
+            continue;
+        };
+        let checked = if it.undo {
+            Err(LogFault::UndoMetadata)
+        } else {
+            target::check_meta(heap, key, &entries)
+        };
+        if let Err(fault) = checked {
+            meta_totals.refuse(it.damage(recs, key, fault), entries.len());
+            continue;
+        }
+        for e in &entries {
+            media.write(e.off as usize, e.data);
+            touched.push((e.off as usize, e.data.len()));
+            meta_totals.bytes += e.data.len() as u64;
+        }
+        meta_totals.groups += 1;
+        incarnation.insert(key, it.seq);
+    }
+    let data: Vec<Vec<Item>> = work
+        .iter()
+        .map(|items| items.iter().filter(|it| !it.meta).copied().collect())
+        .filter(|items: &Vec<Item>| !items.is_empty())
+        .collect();
     let replay_key = |items: &[Item], out: &mut Vec<(usize, usize)>| -> Totals {
         let mut t = Totals::default();
+        // Every item of a key: the object as the metadata replay left it (on media:
+        // the heap re-indexes only after recovery).
+        let Some(key) = items
+            .first()
+            .and_then(|it| entries_of(recs, it, salt))
+            .map(|g| g.0)
+        else {
+            return t;
+        };
+        let object = heap.info_on_media(key).ok();
+        let newest_meta = incarnation.get(&key).copied();
         for it in items {
-            let rec = &recs[it.rec];
-            let Ok(p) = parse(&rec.bytes, rec.lane, salt) else {
+            let Some((_, entries)) = entries_of(recs, it, salt) else {
                 continue;
             };
-            let Some(g) = p.groups().get(it.group) else {
+            let superseded =
+                newest_meta.is_some_and(|m| it.seq < m || (it.seq == m && object.is_none()));
+            if superseded {
+                t.stale += 1;
+                continue;
+            }
+            let Some(o) = object else {
+                t.refuse(it.damage(recs, key, LogFault::NoObject), entries.len());
                 continue;
             };
-            let mut entries: Vec<_> = g.entries().collect();
-            if it.undo {
-                entries.reverse();
+            let end = key + o.size;
+            let outside = entries.iter().find(|e| {
+                e.off < key
+                    || e.off
+                        .checked_add(e.data.len() as u64)
+                        .is_none_or(|x| x > end)
+            });
+            if let Some(e) = outside {
+                let fault = LogFault::OutsideObject {
+                    offset: e.off,
+                    len: e.data.len() as u64,
+                };
+                t.refuse(it.damage(recs, key, fault), entries.len());
+                continue;
             }
             for e in entries {
-                if !allowed(e.off, e.data.len()) {
-                    t.bad += 1;
-                    continue;
-                }
-                                if e.data.len() >= NT_MIN {
-                    // Large ranges (an undo image of a big in-place write): straight to
-                    // the media, durable at the fence below, no read of the old lines.
-                    media.write_nt(e.off as usize, e.data);
-                } else {
-                    media.write(e.off as usize, e.data);
-                    out.push((e.off as usize, e.data.len()));
-                }
+                store_data(media, &e, out);
                 t.bytes += e.data.len() as u64;
             }
             t.groups += 1;
         }
         t
     };
-    let mut touched: Vec<(usize, usize)> = Vec::new();
-    let t = replay_all(work, &replay_key, &mut touched);
+    let mut t = meta_totals;
+    t.absorb(replay_all(&data, &replay_key, &mut touched));
     report.groups_replayed += t.groups;
     report.bytes_replayed += t.bytes;
+    report.groups_stale += t.stale;
     report.bad_entries += t.bad;
+    report.damage = t.damage;
     for (o, l) in &touched {
         media.flush(*o, *l);
     }
@@ -264,7 +517,7 @@ fn replay<M: Media>(heap: &Heap<M>, recs: &[Rec], work: &[Vec<Item>], report: &m
 }
 
 /// Step 5: every scanned record dead, then every tail at the end of its scan.
-fn reset<M: Media>(heap: &Heap<M>, area: &Area, recs: &[Rec], heads: &[usize]) {
+fn reset<M: Media>(heap: &Heap<M>, area: &Area, recs: &[ScannedRecord], heads: &[usize]) {
     let (media, salt) = (heap.media(), heap.salt());
     for rec in recs {
         let at = area.log_off(rec.lane) + rec.pos + LIVE_OFF;
@@ -294,11 +547,35 @@ fn reset<M: Media>(heap: &Heap<M>, area: &Area, recs: &[Rec], heads: &[usize]) {
 }
 
 /// What replaying some objects did.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Totals {
     groups: u64,
     bytes: u64,
     bad: u64,
+    stale: u64,
+    /// Refused groups (the first [`MAX_DAMAGE`]; `bad` counts their entries).
+    damage: Vec<LogDamage>,
+}
+
+impl Totals {
+    /// Counts a refused group of `entries` entries and lists it (unless the list holds
+    /// [`MAX_DAMAGE`] already).
+    fn refuse(&mut self, d: LogDamage, entries: usize) {
+        self.bad += entries as u64;
+        if self.damage.len() < MAX_DAMAGE {
+            self.damage.push(d);
+        }
+    }
+
+    /// Adds `b`'s counts and refused groups (metadata, then data, keep that order).
+    fn absorb(&mut self, b: Totals) {
+        self.groups += b.groups;
+        self.bytes += b.bytes;
+        self.bad += b.bad;
+        self.stale += b.stale;
+        let room = MAX_DAMAGE.saturating_sub(self.damage.len());
+        self.damage.extend(b.damage.into_iter().take(room));
+    }
 }
 
 const DEAD: usize = usize::MAX;
@@ -309,10 +586,9 @@ fn replay_all<F>(work: &[Vec<Item>], replay_key: &F, touched: &mut Vec<(usize, u
 where
     F: Fn(&[Item], &mut Vec<(usize, usize)>) -> Totals + Sync,
 {
-    let add = |a: Totals, b: Totals| Totals {
-        groups: a.groups + b.groups,
-        bytes: a.bytes + b.bytes,
-        bad: a.bad + b.bad,
+    let add = |mut a: Totals, b: Totals| {
+        a.absorb(b);
+        a
     };
     #[cfg(feature = "std")]
     {
@@ -335,9 +611,11 @@ where
                         })
                     })
                     .collect();
+                // A worker's panic is a bug, never a reaction to pool bytes: pass it on
+                // rather than finish recovery with that worker's objects not replayed.
                 handles
                     .into_iter()
-                    .map(|h| h.join().unwrap_or_default())
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
                     .collect()
             });
             let mut t = Totals::default();

@@ -42,7 +42,20 @@ fn crash_reopen(p: &Pool<SimMedia>) -> (Pool<SimMedia>, RecoveryReport) {
     let img = p.heap().media().durable_image();
     let (p, _, r) = Pool::open(SimMedia::from_image(img), &OpenOptions::default()).unwrap();
     p.heap().check().unwrap();
+    assert!(
+        r.bad_entries == 0 && r.damage.is_empty(),
+        "a crash of a working pool left a damaged log: {r:?}"
+    );
     (p, r)
+}
+
+/// Coalescing only by back-pressure (no count or volume trigger).
+fn coalesce_only_when_full(p: &Pool<SimMedia>) {
+    p.set_coalesce_config(CoalesceConfig {
+        count_threshold: 1 << 20,
+        volume: false,
+        ..CoalesceConfig::default()
+    });
 }
 
 fn account(id: u64) -> Account {
@@ -128,11 +141,7 @@ fn an_eight_byte_update_costs_one_fence_and_one_line() {
     let p = pool();
     let root = setup(&p);
     let a2 = p.read(root).unwrap().accounts[2];
-    p.set_coalesce_config(CoalesceConfig {
-        count_threshold: 1 << 20,
-        volume: false,
-        ..CoalesceConfig::default()
-    });
+    coalesce_only_when_full(&p);
     let before = p.heap().media().counters();
     let s0 = p.stats();
     let n = 100u64;
@@ -156,11 +165,7 @@ fn delta_logs_dirty_runs_full_logs_the_object_and_critical_sections_write_throug
     let p = pool();
     let root = setup(&p);
     let a = p.read(root).unwrap().accounts;
-    p.set_coalesce_config(CoalesceConfig {
-        count_threshold: 1 << 20,
-        volume: false,
-        ..CoalesceConfig::default()
-    });
+    coalesce_only_when_full(&p);
     let logged = |p: &Pool<SimMedia>| p.stats().logged_bytes;
     let l0 = logged(&p);
     p.transaction(|tx| {
@@ -221,17 +226,21 @@ fn frees_are_quarantined_until_written_back_then_reused() {
     assert_eq!(q.read(b).unwrap().id, 1);
 }
 
+/// A 200 000-byte object (an extent, written in place) in the root's `big` field.
+fn alloc_big(p: &Pool<SimMedia>, root: PPtr<Root>) -> PPtr<()> {
+    p.transaction(|tx| {
+        let b = tx.alloc_bytes(200_000, 64, 7, &[1; 64])?;
+        tx.write(root, 64, &b)?;
+        Ok::<_, Error>(b)
+    })
+    .unwrap()
+}
+
 #[test]
 fn large_objects_are_updated_in_place_with_undo() {
     let p = pool();
     let root = setup(&p);
-    let big = p
-        .transaction(|tx| {
-            let b = tx.alloc_bytes(200_000, 64, 7, &[1; 64])?;
-            tx.write(root, 64, &b)?;
-            Ok::<_, Error>(b)
-        })
-        .unwrap();
+    let big = alloc_big(&p, root);
     let before = p.heap().media().counters();
     p.transaction(|tx| {
         tx.write_bytes(big, 150_000, &[0xAB; 5000])?;
@@ -273,17 +282,7 @@ fn nested_transactions_flatten() {
 
 #[test]
 fn the_log_wraps_and_back_pressure_never_fails_a_transaction() {
-    let mut opts = PoolOptions::new("wrap", [8; 16]);
-    opts.heap.runtime_len = Some(8192 + 2 * 64 * 1024);
-    opts.lanes = 2;
-    let p = Pool::create(SimMedia::new(POOL), &opts).unwrap();
-    let root = setup(&p);
-    let a = p.read(root).unwrap().accounts;
-    p.set_coalesce_config(CoalesceConfig {
-        count_threshold: 1 << 20,
-        volume: false,
-        ..CoalesceConfig::default()
-    });
+    let (p, a) = small_log_pool(64);
     for i in 0..3000u64 {
         p.transaction(|tx| {
             let acc = tx.open_mut(a[(i % 8) as usize])?;
@@ -348,6 +347,135 @@ fn bad_pointers_and_bounds_are_typed_errors() {
     assert!(p.read(a0).is_ok(), "the failed transaction freed nothing");
 }
 
+/// Found by `tests-host/tests/pmrt_model.rs`: a coalescing round marked a freed
+/// extent's groups dead only in the cache, then released the extent; its chunk became a
+/// run of small objects (whose chunk entry the heap writes directly, not through the
+/// log). After a crash the lost dead mark made recovery replay the old free, whose
+/// chunk word (`Free`) erased the run: its objects were "outside the heap".
+#[test]
+fn a_released_extent_reused_as_a_run_survives_a_crash() {
+    let p = pool();
+    let root = setup(&p);
+    let big = alloc_big(&p, root);
+    p.coalesce();
+    p.transaction(|tx| {
+        tx.free(big)?;
+        tx.write(root, 64, &PPtr::<()>::NULL)
+    })
+    .unwrap();
+    p.coalesce();
+    // Small objects of a new class: a new run, in the first free chunk, the extent's.
+    let mut small = Vec::new();
+    for i in 0..4u64 {
+        small.push(
+            p.transaction(|tx| tx.alloc_bytes(4000, 8, 9, &i.to_le_bytes()))
+                .unwrap(),
+        );
+    }
+    let chunk = |o: u64| p.heap().layout().chunk_of(o as usize);
+    assert!(
+        small.iter().any(|s| chunk(s.raw()) == chunk(big.raw())),
+        "the test needs a run in the freed extent's chunk"
+    );
+    let (q, _) = crash_reopen(&p);
+    for (i, s) in small.iter().enumerate() {
+        let mut b = [0u8; 8];
+        q.read_bytes(s.cast::<u8>(), 0, &mut b).unwrap();
+        assert_eq!(u64::from_le_bytes(b), i as u64);
+    }
+}
+
+/// A pool with two lanes of `kib` KiB of log each, the accounts set up, and coalescing
+/// only when a log is short of space.
+fn small_log_pool(kib: usize) -> (Pool<SimMedia>, [PPtr<Account>; 8]) {
+    let mut opts = PoolOptions::new("wrap", [8; 16]);
+    opts.heap.runtime_len = Some(8192 + 2 * kib * 1024);
+    opts.lanes = 2;
+    let p = Pool::create(SimMedia::new(POOL), &opts).unwrap();
+    let root = setup(&p);
+    let a = p.read(root).unwrap().accounts;
+    coalesce_only_when_full(&p);
+    (p, a)
+}
+
+/// A lane that wrapped, with records of 1 line each, so a scan that runs past the
+/// newest record lands on an old record's header.
+fn wrapped_pool() -> (Pool<SimMedia>, [PPtr<Account>; 8]) {
+    let (p, a) = small_log_pool(40);
+    for i in 0..1000u64 {
+        p.transaction_in(0, |tx| tx.write(a[0], 8, &i)).unwrap();
+    }
+    (p, a)
+}
+
+/// Found by the pmrt model test (`Burst`, then `Reopen`): sequence numbers restarted at 1 on every
+/// open. After a clean reopen the first new records were followed in the log by the
+/// previous session's records, with higher numbers, so a scan after a crash ran on into
+/// them: 640 stale records, whose dead groups then hid the new ones (committed updates
+/// lost).
+#[test]
+fn transactions_after_a_reopen_survive_a_crash() {
+    let (p, a) = wrapped_pool();
+    let img = p.close().durable_image();
+    let (q, _, r) = Pool::open(SimMedia::from_image(img), &OpenOptions::default()).unwrap();
+    assert!(!r.seq_reset, "{r:?}");
+    for i in 0..3u64 {
+        q.transaction_in(0, |tx| tx.write(a[0], 8, &(5000 + i)))
+            .unwrap();
+    }
+    let (q2, r2) = crash_reopen(&q);
+    assert_eq!(r2.records, 3, "only this session's records: {r2:?}");
+    assert_eq!(q2.read(a[0]).unwrap().balance, 5002);
+}
+
+/// A damaged sequence reservation cannot say which old records are stale: the logs are
+/// cleared after recovery and numbering starts over, and new transactions still
+/// survive a crash.
+#[test]
+fn a_damaged_sequence_reservation_clears_the_logs() {
+    let (p, a) = wrapped_pool();
+    let mut img = p.heap().media().durable_image();
+    let at = p.area().off + area::SEQ_OFF;
+    img[at] ^= 0x40;
+    let (q, _, r) = Pool::open(SimMedia::from_image(img), &OpenOptions::default()).unwrap();
+    assert!(r.seq_reset, "{r:?}");
+    assert_eq!(
+        q.read(a[0]).unwrap().balance,
+        999,
+        "recovery ran before the reset"
+    );
+    for i in 0..3u64 {
+        q.transaction_in(0, |tx| tx.write(a[0], 8, &(7000 + i)))
+            .unwrap();
+    }
+    let (q2, r2) = crash_reopen(&q);
+    assert!(!r2.seq_reset, "{r2:?}");
+    assert_eq!(r2.records, 3, "{r2:?}");
+    assert_eq!(q2.read(a[0]).unwrap().balance, 7002);
+}
+
+/// Found by the pmrt model test: a record that fits in an empty lane log (with room
+/// for a wrap) failed with `TooLarge` when the empty log's head sat mid-ring, since
+/// neither the space to the end nor the space before the tail (both about half) could
+/// hold it, and an empty log has nothing to coalesce. An empty log now starts over at 0.
+#[test]
+fn a_record_that_fits_an_empty_log_never_fails_wherever_the_head_is() {
+    let (p, a) = small_log_pool(24);
+    // Head to the middle of lane 0's ring (one line per transaction), then all dead.
+    for i in 0..190u64 {
+        p.transaction_in(0, |tx| tx.write(a[0], 8, &i)).unwrap();
+    }
+    p.coalesce();
+    let big = p
+        .transaction_in(0, |tx| tx.alloc_bytes(10_000, 8, 5, &[7; 64]))
+        .unwrap();
+    let (q, _) = crash_reopen(&p);
+    let mut b = [0u8; 64];
+    q.read_bytes(big.cast::<u8>(), 0, &mut b).unwrap();
+    assert_eq!(b, [7; 64]);
+    assert_eq!(q.read(a[0]).unwrap().balance, 189);
+}
+
 #[test]
 fn a_pool_made_again_with_the_same_uuid_never_replays_the_old_pools_records() {
     // Pool A: the root, then a second transaction whose record follows the root's.
@@ -369,4 +497,28 @@ fn a_pool_made_again_with_the_same_uuid_never_replays_the_old_pools_records() {
         0,
         "A's second transaction replayed into B"
     );
+}
+
+/// Recovery replays allocation metadata before the heap re-indexes its chunk table, so
+/// its checks must read the table on media: a root that is an extent allocated in the
+/// log (its chunk words only there) is an object by then, though not in the heap's
+/// span map built at open.
+#[test]
+fn an_extent_root_allocated_in_the_log_survives_a_crash() {
+    let p = pool();
+    coalesce_only_when_full(&p);
+    let big = p
+        .transaction(|tx| {
+            let o = tx.alloc_bytes(300_000, 8, 9, &[0x5A; 64])?;
+            tx.set_root(o);
+            Ok::<_, Error>(o)
+        })
+        .unwrap();
+    assert!(p.heap().info(big.raw()).unwrap().extent);
+    let (q, r) = crash_reopen(&p);
+    assert!(r.groups_replayed >= 2, "the allocation was replayed: {r:?}");
+    assert_eq!(q.heap().root().map(PPtr::raw), Some(big.raw()));
+    let mut b = [0u8; 64];
+    q.read_bytes(big, 0, &mut b).unwrap();
+    assert_eq!(b, [0x5A; 64]);
 }

@@ -526,7 +526,7 @@ fn make_room<M: Media>(
         if let Room::Fits = log.room(bytes) {
             return Ok(());
         }
-        if pool.advance_tail(log, lane) {
+        if pool.advance_tail(log, lane) || log.rewind_empty(pool.media(), &pool.area, &lane.recs) {
             continue;
         }
         if !pool.coalesce_front(log.idx) {

@@ -7,7 +7,8 @@
 //! object into an empty slot or freeing one; some transactions abort; now and then the
 //! workload coalesces. Logs are small so they wrap and apply back-pressure.
 //!
-//! After recovery from any crash image the pool must open, pass the heap check, and
+//! After recovery from any crash image the pool must open with no log group refused as
+//! damaged (a well-formed log must pass recovery's validation), pass the heap check, and
 //! show exactly the state before the in-flight transaction or exactly the state after
 //! it (after, once its commit returned): every slot's pointer and every object's bytes,
 //! no leaked or missing object; it must then run a transaction; and crashing inside
@@ -116,6 +117,11 @@ impl Scenario for TxScenario {
         recovered.done();
         if std::env::var("PM_DEBUG").is_ok() {
             eprintln!("recovery: {rr:?}");
+        }
+        // Every crash state of a working pool has a well-formed log: a refused group
+        // is recovery's validation rejecting a real transaction.
+        if rr.bad_entries != 0 || !rr.damage.is_empty() {
+            return Err(format!("recovery refused valid log groups: {rr:?}"));
         }
         pool.heap().check().map_err(|e| e.to_string())?;
         if pool.heap().root().map(PPtr::raw) != Some(p.root) {
