@@ -517,19 +517,7 @@ impl<M: Media> Heap<M> {
         }
         // After the op's last locked instruction (see `alloc_into`).
         self.flush_pending(&lane);
-        let after = ObjHeader {
-            gen: next_gen(h.gen),
-            flags: h.flags & !F_ALLOCATED,
-            ..h
-        };
-        let chunk_op = match loc.home {
-            Home::Extent { head, len } => Some(ChunkOp {
-                start: head,
-                count: len,
-                to: SpanKind::Free,
-            }),
-            Home::Slot { .. } => None,
-        };
+        let (after, chunk_op) = Self::freed(&loc, &h);
         let (flags, container_gen) = match container {
             Some((_, c)) => (R_CONTAINER, c.gen),
             None => (0, 0),

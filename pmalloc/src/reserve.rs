@@ -56,6 +56,25 @@ pub struct Freeing {
 }
 
 impl<M: Media> Heap<M> {
+    /// What freeing the object at `loc` with header `h` changes: its header (not
+    /// allocated, next generation) and, for an extent, the chunk op that frees it.
+    pub(crate) fn freed(loc: &Loc, h: &ObjHeader) -> (ObjHeader, Option<ChunkOp>) {
+        let after = ObjHeader {
+            gen: next_gen(h.gen),
+            flags: h.flags & !F_ALLOCATED,
+            ..*h
+        };
+        let chunk_op = match loc.home {
+            Home::Extent { head, len } => Some(ChunkOp {
+                start: head,
+                count: len,
+                to: SpanKind::Free,
+            }),
+            Home::Slot { .. } => None,
+        };
+        (after, chunk_op)
+    }
+
     fn chunk_words(&self, op: Option<ChunkOp>) -> Vec<ChunkWord> {
         let Some(op) = op else { return Vec::new() };
         (0..op.count)
@@ -131,19 +150,7 @@ impl<M: Media> Heap<M> {
         if let Home::Slot { head, class, .. } = loc.home {
             self.ensure_run(head, class);
         }
-        let after = ObjHeader {
-            gen: next_gen(h.gen),
-            flags: h.flags & !F_ALLOCATED,
-            ..h
-        };
-        let chunk_op = match loc.home {
-            Home::Extent { head, len } => Some(ChunkOp {
-                start: head,
-                count: len,
-                to: SpanKind::Free,
-            }),
-            Home::Slot { .. } => None,
-        };
+        let (after, chunk_op) = Self::freed(&loc, &h);
         Ok(Freeing {
             obj,
             hdr_off: loc.hdr_off as u64,

@@ -896,6 +896,16 @@ mod tests {
         assert_eq!(ls.over_threshold_max.load(Relaxed), 15 * 8 - 64);
     }
 
+    /// An object whose fourth 8-byte record queues it by count (`cfg`'s threshold 4).
+    fn queued_by_count(cfg: CoalesceConfig, ls: &LaneStats) -> ObjState {
+        let mut st = ObjState::default();
+        for _ in 0..3 {
+            assert_eq!(commit(&mut st, 8, cfg, 256, ls), Sched::Wait);
+        }
+        assert!(matches!(commit(&mut st, 8, cfg, 256, ls), Sched::Queue(_)));
+        st
+    }
+
     #[test]
     fn pending_high_water_mark_sees_chains_waiting_in_the_queue() {
         let cfg = CoalesceConfig {
@@ -904,11 +914,7 @@ mod tests {
             ..CoalesceConfig::default()
         };
         let ls = LaneStats::default();
-        let mut st = ObjState::default();
-        for _ in 0..3 {
-            assert_eq!(commit(&mut st, 8, cfg, 256, &ls), Sched::Wait);
-        }
-        assert!(matches!(commit(&mut st, 8, cfg, 256, &ls), Sched::Queue(_)));
+        let mut st = queued_by_count(cfg, &ls);
         // Queued, not yet written back: a rewrite lands in the chain meanwhile.
         assert_eq!(commit(&mut st, 1024, cfg, 256, &ls), Sched::Wait);
         assert_eq!(ls.pending_hwm.load(Relaxed), 32 + 1024);
@@ -923,11 +929,7 @@ mod tests {
             ..CoalesceConfig::default()
         };
         let ls = LaneStats::default();
-        let mut st = ObjState::default();
-        for _ in 0..3 {
-            assert_eq!(commit(&mut st, 8, cfg, 256, &ls), Sched::Wait);
-        }
-        assert!(matches!(commit(&mut st, 8, cfg, 256, &ls), Sched::Queue(_)));
+        let mut st = queued_by_count(cfg, &ls);
         // Waiting in the queue, a rewrite pushes the chain past its threshold: it
         // does not wait for the queue's batch.
         assert_eq!(commit(&mut st, 1024, cfg, 256, &ls), Sched::Now);
