@@ -13,7 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use crate::{Counters, Media, MediaInfo, PersistMode, RawMedia};
+use crate::{Access, Counters, Media, MediaInfo, PersistMode, RawMedia};
 
 /// How durability is reached on the mapped file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,6 +228,25 @@ impl Media for FileMedia {
     #[inline(always)]
     fn prefetch_write(&self, off: usize) {
         self.raw.prefetch_write(off);
+    }
+
+    fn populate(&self, off: usize, len: usize, access: Access) {
+        let end = off.saturating_add(len).min(self.map_len);
+        let start = off / PAGE * PAGE;
+        if start >= end {
+            return;
+        }
+        let Some(base) = self.raw.base_ptr() else {
+            return;
+        };
+        let advice = match access {
+            Access::Read => libc::MADV_POPULATE_READ,
+            Access::Write => libc::MADV_POPULATE_WRITE,
+        };
+        // SAFETY: a page-aligned sub-range of our own live mapping; populating changes no
+        // contents. A kernel without the advice (before 5.14) says EINVAL, and the pages
+        // then fault one by one as before, so the result is ignored.
+        unsafe { libc::madvise(base.as_ptr().add(start).cast(), end - start, advice) };
     }
 
     fn fence(&self) {

@@ -88,6 +88,12 @@ pub trait Media: Send + Sync {
     /// does not wait for it); no effect on contents or durability. Default: nothing.
     fn prefetch_write(&self, _off: usize) {}
 
+    /// A hint that `[off, off + len)` is about to be read or written in bulk: a mapped
+    /// file maps those pages in one call instead of taking a page fault on each (a
+    /// recovery that rolls back 16 MiB would take 8,192). No effect on contents or
+    /// durability; out-of-range parts are ignored. Default: nothing.
+    fn populate(&self, _off: usize, _len: usize, _access: Access) {}
+
     /// Counters since creation (all zero when counting is compiled out).
     fn counters(&self) -> Counters;
 
@@ -99,6 +105,15 @@ pub trait Media: Send + Sync {
     fn base_ptr(&self) -> Option<core::ptr::NonNull<u8>> {
         None
     }
+}
+
+/// What a [`Media::populate`] range is about to be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Loads only.
+    Read,
+    /// Stores (a mapped file makes the pages writable up front).
+    Write,
 }
 
 /// The cache-line indices `[first, last]` overlapping `[off, off + len)`; empty when
@@ -153,6 +168,9 @@ impl<T: Media + ?Sized> Media for &T {
     }
     fn prefetch_write(&self, off: usize) {
         (**self).prefetch_write(off);
+    }
+    fn populate(&self, off: usize, len: usize, access: Access) {
+        (**self).populate(off, len, access);
     }
     fn crash_point(&self, name: &'static str) {
         (**self).crash_point(name);

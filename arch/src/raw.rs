@@ -223,11 +223,26 @@ impl Media for RawMedia {
             self.write(off, &data[..head]);
             self.flush_lines(off, head);
         }
-        for w in 0..words {
-            let i = head + w * WORD;
-            let v = u64::from_le_bytes(data[i..i + WORD].try_into().unwrap_or([0; WORD]));
+        let mut i = head;
+        let word = |i: usize| u64::from_le_bytes(data[i..i + WORD].try_into().unwrap_or([0; WORD]));
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+        {
+            if i < tail_start && !(self.at(off + i) as usize).is_multiple_of(16) {
+                // SAFETY: `off + i` is 8-aligned by construction of `head` and in range.
+                unsafe { instr::movnti(self.at(off + i).cast::<u64>(), word(i).to_le()) }
+                i += WORD;
+            }
+            while i + 16 <= tail_start {
+                // SAFETY: `off + i` is 16-aligned (just above) and `i + 16 <= n`, so both
+                // the media range and the source bytes are in bounds.
+                unsafe { instr::movntdq(self.at(off + i), data[i..i + 16].as_ptr()) }
+                i += 16;
+            }
+        }
+        while i < tail_start {
             // SAFETY: `off + i` is 8-aligned by construction of `head` and in range.
-            unsafe { instr::movnti(self.at(off + i).cast::<u64>(), v.to_le()) }
+            unsafe { instr::movnti(self.at(off + i).cast::<u64>(), word(i).to_le()) }
+            i += WORD;
         }
         self.counters.add_nt((words * WORD) as u64);
         if tail_start < n {
@@ -286,6 +301,31 @@ mod tests {
                 let mut back = vec![0; 200];
                 m.read(off, &mut back);
                 assert_eq!(back, data, "offset {off}");
+            }
+        });
+    }
+
+    #[test]
+    fn nt_writes_at_every_alignment_and_length_read_back_exactly() {
+        with_media(4096, PersistMode::Adr, |m| {
+            for off in [0usize, 1, 7, 8, 9, 16, 24, 63] {
+                for len in [0usize, 1, 8, 15, 16, 17, 24, 40, 100, 257] {
+                    m.fill(0, 1024, 0xEE);
+                    let data: Vec<u8> = (0..len).map(|i| (i * 13 + off) as u8).collect();
+                    m.write_nt(off, &data);
+                    m.fence();
+                    let mut back = vec![0; 1024];
+                    m.read(0, &mut back);
+                    assert_eq!(&back[off..off + len], &data[..], "off {off} len {len}");
+                    assert!(
+                        back[..off].iter().all(|&b| b == 0xEE),
+                        "before, off {off} len {len}"
+                    );
+                    assert!(
+                        back[off + len..].iter().all(|&b| b == 0xEE),
+                        "after, off {off} len {len}"
+                    );
+                }
             }
         });
     }

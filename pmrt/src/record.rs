@@ -391,6 +391,32 @@ pub fn parse(p: &[u8], lane: u32, salt: u64) -> Result<Record<'_>, RecFault> {
     {
         return Err(RecFault::BadCheck);
     }
+    shape(p, head)
+}
+
+/// The structure of bytes [`parse`] accepted before, without checking them again
+/// (recovery parses its own copy of a scanned record once per group it replays; the
+/// check of a 16 MiB record costs milliseconds). The structure is still validated, so
+/// other bytes give an error, never a panic.
+pub fn reparse(p: &[u8]) -> Result<Record<'_>, RecFault> {
+    if p.len() < 64 {
+        return Err(RecFault::Empty);
+    }
+    let head = peek(p);
+    if head.flags & F_PAD != 0 {
+        return Ok(Record {
+            head,
+            groups: Vec::new(),
+        });
+    }
+    if head.lines * 64 != p.len() {
+        return Err(RecFault::BadShape);
+    }
+    shape(p, head)
+}
+
+/// The groups of a record whose header `head` passed its check.
+fn shape(p: &[u8], head: Head) -> Result<Record<'_>, RecFault> {
     if head.flags & !KNOWN_FLAGS != 0 || head.ngroups > MAX_GROUPS || head.seq == 0 {
         return Err(RecFault::BadShape);
     }

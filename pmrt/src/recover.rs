@@ -27,12 +27,12 @@
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
-use arch::Media;
+use arch::{Access, Media};
 use pmalloc::Heap;
 
 use crate::area::{decode_tail, encode_tail, Area, LINE};
 use crate::record::{
-    live_mask, live_tag, parse, peek, Entry, F_COMMIT, F_PAD, F_UNDO, G_ABS, LIVE_OFF,
+    live_mask, live_tag, parse, peek, reparse, Entry, F_COMMIT, F_PAD, F_UNDO, G_ABS, LIVE_OFF,
 };
 
 mod target;
@@ -271,6 +271,9 @@ pub fn scan_logs<M: Media>(media: &M, area: &Area, salt: u64) -> LogScan {
                 break;
             }
             let mut bytes = alloc::vec![0u8; h.lines * LINE];
+            if bytes.len() >= POPULATE_MIN {
+                media.populate(base + pos, bytes.len(), Access::Read);
+            }
             media.read(base + pos, &mut bytes);
             match parse(&bytes, k, salt) {
                 Ok(r) if r.head.seq >= last_seq => last_seq = r.head.seq,
@@ -311,7 +314,7 @@ fn plan(recs: &[ScannedRecord], salt: u64, report: &mut RecoveryReport) -> Vec<V
         }
         let mut rolled = false;
         for (r, rec) in recs.iter().enumerate().take(j + 1).skip(i) {
-            let Ok(p) = parse(&rec.bytes, rec.lane, salt) else {
+            let Ok(p) = reparse(&rec.bytes) else {
                 continue;
             };
             let undo = p.head.flags & F_UNDO != 0;
@@ -363,11 +366,18 @@ fn plan(recs: &[ScannedRecord], salt: u64, report: &mut RecoveryReport) -> Vec<V
 /// Data entries at least this long are replayed with non-temporal stores.
 const NT_MIN: usize = 1024;
 
+/// Records and entries at least this long have their pages mapped in one call before
+/// they are read or stored ([`Media::populate`]): four pages and more.
+const POPULATE_MIN: usize = 16 << 10;
+
 /// Stores a data entry; lists it in `out` when it needs a flush. Large ranges (an undo
 /// image of a big in-place write) go straight to the media, durable at the replay's
 /// fence, without reading the old lines.
 fn store_data<M: Media>(media: &M, e: &Entry<'_>, out: &mut Vec<(usize, usize)>) {
     if e.data.len() >= NT_MIN {
+        if e.data.len() >= POPULATE_MIN {
+            media.populate(e.off as usize, e.data.len(), Access::Write);
+        }
         media.write_nt(e.off as usize, e.data);
     } else {
         media.write(e.off as usize, e.data);
@@ -376,13 +386,9 @@ fn store_data<M: Media>(media: &M, e: &Entry<'_>, out: &mut Vec<(usize, usize)>)
 }
 
 /// A group's key and entries (reversed for undo: old bytes go back newest first).
-fn entries_of<'r>(
-    recs: &'r [ScannedRecord],
-    it: &Item,
-    salt: u64,
-) -> Option<(u64, Vec<Entry<'r>>)> {
+fn entries_of<'r>(recs: &'r [ScannedRecord], it: &Item) -> Option<(u64, Vec<Entry<'r>>)> {
     let rec = &recs[it.rec];
-    let p = parse(&rec.bytes, rec.lane, salt).ok()?;
+    let p = reparse(&rec.bytes).ok()?;
     let g = p.groups().get(it.group)?;
     let mut entries: Vec<Entry<'r>> = g.entries().collect();
     if it.undo {
@@ -413,7 +419,7 @@ fn replay<M: Media>(
     work: &[Vec<Item>],
     report: &mut RecoveryReport,
 ) {
-    let (media, salt) = (heap.media(), heap.salt());
+    let media = heap.media();
     let mut touched: Vec<(usize, usize)> = Vec::new();
     let mut meta: Vec<Item> = work
         .iter()
@@ -427,7 +433,7 @@ fn replay<M: Media>(
     let mut incarnation: BTreeMap<u64, u64> = BTreeMap::new();
     let mut meta_totals = Totals::default();
     for it in &meta {
-        let Some((key, entries)) = entries_of(recs, it, salt) else {
+        let Some((key, entries)) = entries_of(recs, it) else {
             continue;
         };
         let checked = if it.undo {
@@ -458,7 +464,7 @@ fn replay<M: Media>(
         // the heap re-indexes only after recovery).
         let Some(key) = items
             .first()
-            .and_then(|it| entries_of(recs, it, salt))
+            .and_then(|it| entries_of(recs, it))
             .map(|g| g.0)
         else {
             return t;
@@ -466,7 +472,7 @@ fn replay<M: Media>(
         let object = heap.info_on_media(key).ok();
         let newest_meta = incarnation.get(&key).copied();
         for it in items {
-            let Some((_, entries)) = entries_of(recs, it, salt) else {
+            let Some((_, entries)) = entries_of(recs, it) else {
                 continue;
             };
             let superseded =

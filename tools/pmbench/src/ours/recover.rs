@@ -382,6 +382,9 @@ impl Media for CrashAfterStores {
     fn prefetch_write(&self, off: usize) {
         self.inner.prefetch_write(off);
     }
+    fn populate(&self, off: usize, len: usize, access: arch::Access) {
+        self.inner.populate(off, len, access);
+    }
 
     fn counters(&self) -> Counters {
         self.inner.counters()
