@@ -196,6 +196,26 @@ pub fn volume_threshold(i: &ThresholdInput) -> u64 {
     (v >> 8).clamp(64, i.max.max(64))
 }
 
+/// Most an object's count threshold is stretched, as a multiple of the configured one.
+pub const STRETCH_MAX: u32 = 4;
+
+/// The count threshold of an object whose last write-back flushed `spread` home lines.
+///
+/// A write-back flushes every distinct home line its chain dirtied, so what it saves is
+/// records per line. Updates that keep hitting the same field fold into one line at any
+/// count; updates spread over an object's lines (random fields of a 1 KiB object: 16
+/// records dirty about 10 of its 16 lines, 1.6 records per line) fold only when the
+/// chain is long enough to hit lines again. So the threshold is stretched to
+/// `efficiency × spread` records, between the configured `base` and [`STRETCH_MAX`]
+/// times it: about 45 records (3 per line) for random fields of a 1 KiB object,
+/// `base` for a hot field. The volume threshold is computed from the stretched count
+/// (it is what `count` typical records occupy), and it still shrinks with free log
+/// space, so the stretch never holds more log than the volume bound allows.
+pub fn count_threshold(base: u32, efficiency: u32, spread: u32) -> u32 {
+    let max = base.saturating_mul(STRETCH_MAX);
+    efficiency.saturating_mul(spread).clamp(base, max.max(base))
+}
+
 /// How coalescing is configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CoalesceConfig {
@@ -208,6 +228,9 @@ pub struct CoalesceConfig {
     /// Write back at every commit (no deferral): the baseline coalescing is measured
     /// against.
     pub eager: bool,
+    /// Records per written-back home line an object's count threshold stretches toward
+    /// (0: off); see [`count_threshold`].
+    pub line_efficiency: u32,
 }
 
 impl Default for CoalesceConfig {
@@ -217,6 +240,7 @@ impl Default for CoalesceConfig {
             volume: true,
             batch: 16,
             eager: false,
+            line_efficiency: 3,
         }
     }
 }
@@ -322,6 +346,7 @@ struct Counters {
 /// The coalescing state of a pool.
 pub struct Coalescer {
     count_threshold: AtomicU32,
+    line_efficiency: AtomicU32,
     volume: AtomicBool,
     batch: AtomicUsize,
     eager: AtomicBool,
@@ -345,6 +370,7 @@ impl Default for Coalescer {
     fn default() -> Self {
         Coalescer {
             count_threshold: AtomicU32::new(CoalesceConfig::default().count_threshold),
+            line_efficiency: AtomicU32::new(CoalesceConfig::default().line_efficiency),
             volume: AtomicBool::new(CoalesceConfig::default().volume),
             batch: AtomicUsize::new(CoalesceConfig::default().batch),
             eager: AtomicBool::new(CoalesceConfig::default().eager),
@@ -368,6 +394,7 @@ impl Coalescer {
     pub fn config(&self) -> CoalesceConfig {
         CoalesceConfig {
             count_threshold: self.count_threshold.load(Relaxed),
+            line_efficiency: self.line_efficiency.load(Relaxed),
             volume: self.volume.load(Relaxed),
             batch: self.batch.load(Relaxed),
             eager: self.eager.load(Relaxed),
@@ -427,6 +454,7 @@ impl<M: Media> Pool<M> {
     pub fn set_coalesce_config(&self, cfg: CoalesceConfig) {
         let co = &self.coalescer;
         co.count_threshold.store(cfg.count_threshold, Relaxed);
+        co.line_efficiency.store(cfg.line_efficiency, Relaxed);
         co.volume.store(cfg.volume, Relaxed);
         co.batch.store(cfg.batch, Relaxed);
         co.eager.store(cfg.eager, Relaxed);
@@ -484,6 +512,7 @@ impl<M: Media> Pool<M> {
         // so it is recomputed every 16 writes, when the free share of the log
         // changes by 1/8, on new reads, and whenever the volume is within 80% of
         // it: the decision at the threshold always uses a fresh value.
+        let count = count_threshold(v.cfg.count_threshold, v.cfg.line_efficiency, st.spread);
         let bucket = (v.free_q8 >> 5) as u8;
         let stale = st.thresh == 0
             || st.thresh_free != bucket
@@ -493,7 +522,7 @@ impl<M: Media> Pool<M> {
         if stale {
             st.thresh = volume_threshold(&ThresholdInput {
                 monitor: st.monitor,
-                count: v.cfg.count_threshold,
+                count,
                 free_q8: v.free_q8,
                 reads: st.reads,
                 writes: st.writes,
@@ -511,7 +540,7 @@ impl<M: Media> Pool<M> {
             LaneStats::add(&ls.by_volume, 1);
             return Sched::Now;
         }
-        if st.chain.count >= v.cfg.count_threshold {
+        if st.chain.count >= count {
             st.queued = true;
             LaneStats::add(&ls.by_count, 1);
             return Sched::Queue(st.freq);
@@ -807,6 +836,22 @@ mod tests {
     }
 
     #[test]
+    fn count_threshold_stretches_with_the_lines_a_write_back_flushed() {
+        // No write-back yet, or a hot field (one line): the configured threshold.
+        assert_eq!(count_threshold(16, 3, 0), 16);
+        assert_eq!(count_threshold(16, 3, 1), 16);
+        // Random fields of a 1 KiB object: 10 of 16 lines after 16 records, 3 per line.
+        assert_eq!(count_threshold(16, 3, 10), 30);
+        assert_eq!(count_threshold(16, 3, 16), 48);
+        // Capped at STRETCH_MAX times the configured one.
+        assert_eq!(count_threshold(16, 3, 1000), 16 * STRETCH_MAX);
+        // Off.
+        assert_eq!(count_threshold(16, 0, 1000), 16);
+        // No overflow at the extremes.
+        assert_eq!(count_threshold(u32::MAX, 3, u32::MAX), u32::MAX);
+    }
+
+    #[test]
     fn volume_threshold_edges() {
         // No history: one line per record.
         assert_eq!(volume_threshold(&input(SizeMonitor::default())), 16 * 64);
@@ -897,6 +942,35 @@ mod tests {
     }
 
     /// An object whose fourth 8-byte record queues it by count (`cfg`'s threshold 4).
+    #[test]
+    fn an_object_whose_write_backs_spread_over_many_lines_waits_for_a_longer_chain() {
+        for volume in [false, true] {
+            let cfg = CoalesceConfig {
+                count_threshold: 4,
+                volume,
+                ..CoalesceConfig::default()
+            };
+            let ls = LaneStats::default();
+            let mut st = ObjState {
+                spread: 3,
+                ..ObjState::default()
+            };
+            // 3 lines per write-back, 3 records per line wanted: nothing before 9
+            // records, not 4; the volume threshold grows with the count (9 records of
+            // 8 bytes), so it does not fire early either.
+            for n in 1..9 {
+                assert_eq!(commit(&mut st, 8, cfg, 256, &ls), Sched::Wait, "record {n}");
+            }
+            let s = commit(&mut st, 8, cfg, 256, &ls);
+            if volume {
+                // Both thresholds reached together: the volume one is served at once.
+                assert_eq!(s, Sched::Now);
+            } else {
+                assert!(matches!(s, Sched::Queue(_)), "{s:?}");
+            }
+        }
+    }
+
     fn queued_by_count(cfg: CoalesceConfig, ls: &LaneStats) -> ObjState {
         let mut st = ObjState::default();
         for _ in 0..3 {

@@ -100,6 +100,9 @@ pub(crate) struct ObjState {
     pub last_tick: u64,
     /// Waiting in the coalescing queue.
     pub queued: bool,
+    /// Home lines the last write-back of the chain flushed (0: none yet), for the
+    /// object's count threshold (`coalesce::count_threshold`).
+    pub spread: u32,
     /// The volume threshold last computed (0: none yet), with the free-log bucket
     /// (free share / 32) and the read count it was computed from.
     pub thresh: u64,
@@ -177,6 +180,16 @@ impl PendingIndex {
             }
         }
         ranges.extend_from_slice(&c.ranges);
+        let near: u32 = c.lines.iter().map(|w| w.count_ones()).sum();
+        let far: usize = c
+            .ranges
+            .iter()
+            .map(|&(o, n)| arch::line_range(o as usize, n as usize).len())
+            .sum();
+        st.spread = near.saturating_add(u32::try_from(far).unwrap_or(u32::MAX));
+        // The count threshold may have moved: recompute the volume threshold too.
+        st.thresh = 0;
+        let c = &mut st.chain;
         c.groups.clear();
         c.lines = [0; NEAR_WORDS];
         c.ranges.clear();
@@ -260,6 +273,8 @@ mod tests {
             ]
         );
         assert_eq!(g.len(), 1);
+        // Lines flushed: 2 + 3 + 1 near, 1 + 1 far.
+        assert_eq!(idx.with(key, |st| st.spread), 8);
         assert!(idx.drain(key, &mut g, &mut r).is_none(), "drained");
     }
 }

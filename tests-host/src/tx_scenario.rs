@@ -247,6 +247,8 @@ pub fn explore_tx(cfg: &Config, steps: usize) -> Report {
         volume: true,
         batch: 3,
         eager: false,
+        // Thresholds as written: no per-object stretch.
+        line_efficiency: 0,
     });
     let root = pool.root_or_init(|| [0u64; SLOTS]).unwrap();
     let progress = Arc::new(Mutex::new(Progress {

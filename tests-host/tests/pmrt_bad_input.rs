@@ -328,8 +328,7 @@ impl Base {
         pool.set_coalesce_config(CoalesceConfig {
             count_threshold: 1 << 20,
             volume: false,
-            batch: 16,
-            eager: false,
+            ..CoalesceConfig::default()
         });
         let mut rng = Rng::new(seed);
         let root = pool.root_or_init(|| [0u64; SLOTS]).unwrap();

@@ -163,13 +163,17 @@ fn coalesce_config() -> impl Strategy<Value = CoalesceConfig> {
         any::<bool>(),
         1..6usize,
         prop::bool::weighted(0.1),
+        0..5u32,
     )
-        .prop_map(|(count_threshold, volume, batch, eager)| CoalesceConfig {
-            count_threshold,
-            volume,
-            batch,
-            eager,
-        })
+        .prop_map(
+            |(count_threshold, volume, batch, eager, line_efficiency)| CoalesceConfig {
+                count_threshold,
+                volume,
+                batch,
+                eager,
+                line_efficiency,
+            },
+        )
 }
 
 /// A slot's object as the model sees it.

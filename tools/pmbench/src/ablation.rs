@@ -134,18 +134,30 @@ pub struct Policy {
     pub batch: usize,
     /// Write-back at every commit.
     pub eager: bool,
+    /// Records per written-back line the count threshold stretches toward (0: off).
+    pub line_efficiency: u32,
+    /// Lanes of the pool (a single thread's lane log is the runtime area / lanes).
+    pub lanes: u32,
 }
 
-impl From<pmrt::CoalesceConfig> for Policy {
-    fn from(c: pmrt::CoalesceConfig) -> Self {
+impl Policy {
+    fn of(c: pmrt::CoalesceConfig, lanes: u32) -> Self {
         Policy {
             count_threshold: c.count_threshold,
             volume: c.volume,
             batch: c.batch,
             eager: c.eager,
+            line_efficiency: c.line_efficiency,
+            lanes,
         }
     }
 }
+
+/// One configuration [`compare`] runs: its name, coalescing policy and pool lanes.
+type Config = (&'static str, pmrt::CoalesceConfig, u32);
+
+/// Lanes of the main run's update pools.
+const MAIN_LANES: u32 = 8;
 
 /// One configuration of a workload over the rounds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -177,11 +189,7 @@ pub struct Variant {
 
 impl Variant {
     #[allow(clippy::cast_precision_loss)] // counts far below 2^53
-    fn of(
-        name: &'static str,
-        policy: pmrt::CoalesceConfig,
-        rounds: &[RoundResult],
-    ) -> Option<Variant> {
+    fn of((name, policy, lanes): Config, rounds: &[RoundResult]) -> Option<Variant> {
         let ns: Vec<f64> = rounds
             .iter()
             .flat_map(|r| r.timings.iter().filter(|t| t.metric == Metric::Op))
@@ -196,7 +204,7 @@ impl Variant {
         let max = |f: fn(&crate::round::TxCounters) -> u64| tx.iter().map(f).max().unwrap_or(0);
         Some(Variant {
             name,
-            policy: policy.into(),
+            policy: Policy::of(policy, lanes),
             ns_per_op: Summary::of(&ns)?,
             ops_per_s: Summary::of(&per_s)?,
             per_tx: TxPerTx::of(rounds)?,
@@ -233,6 +241,11 @@ pub struct WriteBack {
     pub coalescing: Variant,
     /// Write-back at every commit.
     pub eager: Variant,
+    /// Coalescing on, one lane: the thread's log is the whole runtime area (8 times the
+    /// main run's), so objects collect more records between write-backs.
+    pub one_lane: Variant,
+    /// Home write-back lines per transaction, eager / coalescing with one lane.
+    pub one_lane_writeback_lines_ratio: Option<f64>,
     /// Every flushed line per transaction, eager / coalescing (target: at least 3).
     pub flushed_lines_ratio: Option<f64>,
     /// Home write-back lines per transaction, eager / coalescing.
@@ -324,21 +337,24 @@ pub fn run(
         eadr: false,
         params,
         coalesce: None,
+        lanes: None,
     };
     let default = pmrt::CoalesceConfig::default();
-    let [coalescing, eager] = compare(
+    let [coalescing, eager, one_lane] = compare(
         WorkloadId::W6,
         &cfg,
         opts.rounds,
         [
-            ("coalescing", default),
+            ("coalescing", default, MAIN_LANES),
             (
                 "eager write-back",
                 pmrt::CoalesceConfig {
                     eager: true,
                     ..default
                 },
+                MAIN_LANES,
             ),
+            ("coalescing, one lane (16 MiB log)", default, 1),
         ],
         progress,
     )?;
@@ -353,21 +369,27 @@ pub fn run(
             Some(coalescing.per_tx.commit_lines),
         ),
         throughput_ratio: coalescing.ops_per_s.median / eager.ops_per_s.median,
+        one_lane_writeback_lines_ratio: ratio(
+            Some(eager.per_tx.writeback_lines),
+            Some(one_lane.per_tx.writeback_lines),
+        ),
         coalescing,
         eager,
+        one_lane,
     };
     let [count_and_volume, count_only] = compare(
         WorkloadId::Mixed,
         &cfg,
         opts.rounds,
         [
-            ("count + volume", default),
+            ("count + volume", default, MAIN_LANES),
             (
                 "count only",
                 pmrt::CoalesceConfig {
                     volume: false,
                     ..default
                 },
+                MAIN_LANES,
             ),
         ],
         progress,
@@ -395,22 +417,23 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     (b > 0.0).then(|| a / b)
 }
 
-/// Runs `id` under both configurations, interleaved round by round.
-fn compare(
+/// Runs `id` under each configuration, interleaved round by round.
+fn compare<const N: usize>(
     id: WorkloadId,
     cfg: &OursConfig,
     rounds: u32,
-    variants: [(&'static str, pmrt::CoalesceConfig); 2],
+    variants: [Config; N],
     progress: &mut dyn FnMut(&str),
-) -> Result<[Variant; 2], AblationError> {
+) -> Result<[Variant; N], AblationError> {
     let Job::Update(job) = Job::build(id, &cfg.params) else {
         unreachable!("{id} is an update workload")
     };
-    let mut results: [Vec<RoundResult>; 2] = [Vec::new(), Vec::new()];
+    let mut results: [Vec<RoundResult>; N] = core::array::from_fn(|_| Vec::new());
     for round in 1..=rounds {
-        for (k, (name, policy)) in variants.iter().enumerate() {
+        for (k, (name, policy, lanes)) in variants.iter().enumerate() {
             let c = OursConfig {
                 coalesce: Some(*policy),
+                lanes: Some(*lanes),
                 ..cfg.clone()
             };
             let what = format!("{id} {name} round {round}/{rounds}");
@@ -425,8 +448,8 @@ fn compare(
         }
     }
     let variant = |k: usize| {
-        let (name, policy) = variants[k];
-        Variant::of(name, policy, &results[k]).ok_or_else(|| AblationError::Round {
+        let name = variants[k].0;
+        Variant::of(variants[k], &results[k]).ok_or_else(|| AblationError::Round {
             what: format!("{id} {name}"),
             source: EngineError::Failed {
                 workload: id,
@@ -435,7 +458,13 @@ fn compare(
             },
         })
     };
-    Ok([variant(0)?, variant(1)?])
+    let mut out = Vec::with_capacity(N);
+    for k in 0..N {
+        out.push(variant(k)?);
+    }
+    Ok(out
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("N variants made")))
 }
 
 /// One recovery sample: what the pool held, what recovery did, how long it took.
@@ -646,7 +675,7 @@ impl Ablation {
              | configuration | ns/op | ops/s | commit lines/tx | write-back lines/tx | \
              all flushed lines/tx | all fences/tx | WA |\n|---|---|---|---|---|---|---|---|"
         );
-        for v in [&a.coalescing, &a.eager] {
+        for v in [&a.coalescing, &a.eager, &a.one_lane] {
             let _ = writeln!(
                 s,
                 "| {} | {} | {:.2} | {:.2} | {} | {} | {} |",
@@ -664,13 +693,16 @@ impl Ablation {
             s,
             "\n* all flushed lines per transaction, eager / coalescing: {}x (≥ 3x: {}; at \
              most {}x is reachable here, as every commit flushes its record lines)\n\
-             * home write-back lines per transaction, eager / coalescing: {}x (≥ 3x: {})\n\
+                          * home write-back lines per transaction, eager / coalescing: {}x (≥ 3x: {}); \
+             with one lane: {}x (≥ 3x: {})\n\
              * throughput, coalescing / eager: {:.2}x (> 1: {})\n",
             f2(a.flushed_lines_ratio),
             at_least_3(a.flushed_lines_ratio),
             f2(a.flushed_lines_ratio_bound),
-            f2(a.writeback_lines_ratio),
+                        f2(a.writeback_lines_ratio),
             at_least_3(a.writeback_lines_ratio),
+            f2(a.one_lane_writeback_lines_ratio),
+            at_least_3(a.one_lane_writeback_lines_ratio),
             a.throughput_ratio,
             met(a.throughput_ratio > 1.0),
         );
@@ -881,7 +913,7 @@ mod tests {
     fn the_threshold_bound_allows_exactly_one_record_of_excess() {
         let v = |over, largest| Variant {
             name: "t",
-            policy: pmrt::CoalesceConfig::default().into(),
+            policy: Policy::of(pmrt::CoalesceConfig::default(), MAIN_LANES),
             ns_per_op: Summary::of(&[1.0]).unwrap(),
             ops_per_s: Summary::of(&[1.0]).unwrap(),
             per_tx: TxPerTx {

@@ -308,6 +308,7 @@ pub fn run_workload(
         eadr,
         params,
         coalesce: None,
+        lanes: None,
     };
     let (cfg_adr, cfg_eadr) = (cfg(false), cfg(true));
     let pmdk_off = (!cfg!(feature = "pmdk")).then_some(SideRuns::FeatureOff);

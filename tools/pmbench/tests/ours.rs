@@ -30,6 +30,7 @@ fn round(id: WorkloadId, params: Params, eadr: bool) -> RoundResult {
         eadr,
         params,
         coalesce: None,
+        lanes: None,
     };
     let job = Job::build(id, &params);
     with_pmbench_exe(|| Ours.run(id, &job, &cfg)).unwrap_or_else(|e| panic!("{id}: {e}"))
@@ -73,10 +74,12 @@ fn recover_rolls_back_the_transaction_its_child_crashed_in() {
         let metrics: Vec<Metric> = r.timings.iter().map(|t| t.metric).collect();
         assert_eq!(metrics, [Metric::RecoverOpen, Metric::CleanOpen]);
         let rec = r.by_metric[0].1;
-        // The undo record holds the object's 1 MiB of old bytes, copied back and
-        // flushed line by line (none on eADR).
+        // The undo record holds the object's 1 MiB of old bytes, stored back with
+        // non-temporal stores (its 64 KiB entries are far above recovery's threshold
+        // for them), so made durable by the fence with next to no flushed lines.
+        assert!(rec.nt_bytes >= 1 << 20, "{rec:?}");
         if !eadr {
-            assert!(rec.lines_flushed >= (1 << 20) / 64, "{rec:?}");
+            assert!(rec.lines_flushed < 64, "{rec:?}");
         }
         assert!(rec.fences >= 1);
         assert!(r.timings[0].ns > 0 && r.timings[1].ns > 0);

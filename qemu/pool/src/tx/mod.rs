@@ -657,6 +657,8 @@ pub fn write<M: Media>(
         volume: true,
         batch: 3,
         eager: false,
+        // Thresholds as written: no per-object stretch.
+        line_efficiency: 0,
     });
     let root = pool
         .transaction(|tx| {

@@ -41,6 +41,9 @@ pub struct OursConfig {
     /// Coalescing configuration of `pmrt` pools; `None`: the pool's default (the
     /// ablation sets eager write-back or count-only here).
     pub coalesce: Option<pmrt::CoalesceConfig>,
+    /// Lanes of the update workloads' pools; `None`: 8, as PMDK's side has many (the
+    /// ablation gives one thread the whole runtime area with 1).
+    pub lanes: Option<u32>,
 }
 
 /// Why our side produced no result.

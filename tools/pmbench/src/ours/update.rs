@@ -24,7 +24,9 @@ const TYPE_NUM: u32 = 1;
 /// round every object is compared with a DRAM model of the updates, so a round that
 /// lost or misplaced a write fails instead of reporting a time.
 pub fn run(id: WorkloadId, job: &UpdateJob, cfg: &OursConfig) -> Result<RoundResult, EngineError> {
-    on_fresh_pool(cfg, id, 8, None, |pool| run_on(id, pool, job))
+    on_fresh_pool(cfg, id, cfg.lanes.unwrap_or(8), None, |pool| {
+        run_on(id, pool, job)
+    })
 }
 
 fn run_on(
