@@ -323,7 +323,7 @@ pub struct Entry<'a> {
 
 impl<'a> Group<'a> {
     /// The entries, with absolute offsets.
-    pub fn entries(&self) -> impl Iterator<Item = Entry<'a>> + 'a {
+    pub fn entries(&self) -> impl Iterator<Item = Entry<'a>> + Clone + 'a {
         let (mut b, n, key, kind) = (self.entries, self.n, self.key, self.kind);
         (0..n).map(move |_| {
             let (off, len, hdr) = if kind == G_REL {
@@ -339,6 +339,16 @@ impl<'a> Group<'a> {
             b = &b[hdr + len.next_multiple_of(8)..];
             Entry { off, data }
         })
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Whether the group has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
     }
 
     /// Total data bytes.
