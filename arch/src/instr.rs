@@ -117,6 +117,34 @@ pub unsafe fn movntdq(p: *mut u8, src: *const u8) {
     unsafe { _mm_stream_si128(p.cast::<__m128i>(), _mm_loadu_si128(src.cast::<__m128i>())) }
 }
 
+/// Copies `n` bytes from `src` to `dst` with `rep movsb` (fast-string moves: the CPU
+/// copies in wide chunks). In inline assembly the accesses are opaque to the compiler,
+/// as the media's atomics are, so racing accesses to pool bytes stay free of undefined
+/// behaviour; no atomicity of any unit is promised. General-purpose registers only.
+///
+/// # Safety
+/// `src` is readable and `dst` writable for `n` bytes, and the ranges do not overlap.
+#[inline(always)]
+pub unsafe fn copy_bytes(dst: *mut u8, src: *const u8, n: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the caller guarantees both ranges; the direction flag is clear at every
+    // function boundary (System V ABI), so the copy runs forwards.
+    unsafe {
+        core::arch::asm!(
+            "rep movsb",
+            inout("rcx") n => _,
+            inout("rdi") dst => _,
+            inout("rsi") src => _,
+            options(nostack, preserves_flags)
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: as above.
+    unsafe {
+        core::ptr::copy_nonoverlapping(src, dst, n);
+    }
+}
+
 /// One step of CRC-32C (Castagnoli) over 8 bytes (`crc32 r64, r64`).
 ///
 /// Uses general-purpose registers only, so it works on the soft-float kernel target.

@@ -9,14 +9,62 @@ static TABLE: Crc<u32> = Crc::<u32>::new(&CRC_32_ISCSI);
 /// CRC-32C of `parts` concatenated, with the usual initial value and final xor.
 #[inline]
 pub fn crc32c(parts: &[&[u8]]) -> u32 {
-    if arch::cpu::features().sse42 {
-        let mut c = !0u32;
-        for p in parts {
-            c = hw_update(c, p);
+    let mut c = Crc32c::new();
+    for p in parts {
+        c.update(p);
+    }
+    c.finish()
+}
+
+/// CRC-32C fed piece by piece (for inputs read in chunks, such as a record of
+/// megabytes checked where it lies in the log): the same value as [`crc32c`] of the
+/// pieces.
+#[derive(Clone)]
+pub struct Crc32c(Engine);
+
+#[derive(Clone)]
+enum Engine {
+    Hw(u32),
+    Sw(crc::Digest<'static, u32>),
+}
+
+impl core::fmt::Debug for Crc32c {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Crc32c").finish_non_exhaustive()
+    }
+}
+
+impl Default for Crc32c {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Crc32c {
+    /// An empty checksum.
+    pub fn new() -> Self {
+        if arch::cpu::features().sse42 {
+            Crc32c(Engine::Hw(!0))
+        } else {
+            Crc32c(Engine::Sw(TABLE.digest()))
         }
-        !c
-    } else {
-        sw(parts)
+    }
+
+    /// Adds `p`.
+    #[inline]
+    pub fn update(&mut self, p: &[u8]) {
+        match &mut self.0 {
+            Engine::Hw(c) => *c = hw_update(*c, p),
+            Engine::Sw(d) => d.update(p),
+        }
+    }
+
+    /// The checksum of everything added.
+    pub fn finish(self) -> u32 {
+        match self.0 {
+            Engine::Hw(c) => !c,
+            Engine::Sw(d) => d.finalize(),
+        }
     }
 }
 
@@ -39,6 +87,7 @@ pub fn crc32c_words(words: &[u64]) -> u32 {
     }
 }
 
+#[cfg(test)]
 fn sw(parts: &[&[u8]]) -> u32 {
     let mut d = TABLE.digest();
     for p in parts {
@@ -162,6 +211,17 @@ mod tests {
         }
         // The standard check value of CRC-32C.
         assert_eq!(crc32c(&[b"123456789"]), 0xE306_9283);
+        // Piece by piece, either engine, equals the whole.
+        for engine in [Engine::Hw(!0), Engine::Sw(TABLE.digest())] {
+            if matches!(engine, Engine::Hw(_)) && !arch::cpu::features().sse42 {
+                continue;
+            }
+            let mut c = Crc32c(engine);
+            for piece in data.chunks(37) {
+                c.update(piece);
+            }
+            assert_eq!(c.finish(), sw(&[&data]));
+        }
         // Long enough for the three-stream path, with a tail and a split inside it.
         let long: Vec<u8> = (0..7 * STREAM + 13)
             .map(|i| (i * 31 + i / 7) as u8)

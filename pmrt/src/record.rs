@@ -25,7 +25,7 @@
 
 use alloc::vec::Vec;
 
-use pmalloc::checksum::crc32c;
+use pmalloc::checksum::{crc32c, Crc32c};
 
 /// Record header bytes.
 pub const HEADER: usize = 32;
@@ -229,12 +229,24 @@ pub fn seal(p: &mut [u8], seq: u64, groups: usize, flags: u16, lane: u32, salt: 
 }
 
 fn check(p: &[u8], lane: u32, salt: u64) -> u32 {
-    crc32c(&[
-        &p[0..16],
-        &p[28..],
-        &u64::from(lane).to_le_bytes(),
-        &salt.to_le_bytes(),
-    ])
+    check_with(&p[..HEADER], lane, salt, |c| c.update(&p[HEADER..]))
+}
+
+/// The check of a record from its header and a function that feeds the bytes after the
+/// header to the checksum (recovery feeds a large record from the log, in chunks).
+pub(crate) fn check_with(
+    header: &[u8],
+    lane: u32,
+    salt: u64,
+    rest: impl FnOnce(&mut Crc32c),
+) -> u32 {
+    let mut c = Crc32c::new();
+    c.update(&header[0..16]);
+    c.update(&header[28..HEADER]);
+    rest(&mut c);
+    c.update(&u64::from(lane).to_le_bytes());
+    c.update(&salt.to_le_bytes());
+    c.finish()
 }
 
 /// A padding record of `lines` lines (the log wraps after it).
@@ -374,6 +386,17 @@ impl<'a> Record<'a> {
 
 /// Validates `p` (exactly `head.lines * 64` bytes) as a record of lane `lane`.
 pub fn parse(p: &[u8], lane: u32, salt: u64) -> Result<Record<'_>, RecFault> {
+    parse_with(p, lane, salt, |p| check(p, lane, salt))
+}
+
+/// [`parse`] with the record's check computed by `check` (recovery checks a large
+/// record where it lies in the log and parses a copy of its headers).
+pub(crate) fn parse_with(
+    p: &[u8],
+    lane: u32,
+    salt: u64,
+    check: impl FnOnce(&[u8]) -> u32,
+) -> Result<Record<'_>, RecFault> {
     if p.len() < 64 || p[..32].iter().all(|&b| b == 0) {
         return Err(RecFault::Empty);
     }
@@ -396,8 +419,7 @@ pub fn parse(p: &[u8], lane: u32, salt: u64) -> Result<Record<'_>, RecFault> {
     if head.lines * 64 != p.len() {
         return Err(RecFault::BadShape);
     }
-    if crate::keep_step(3)
-        && u32::from_le_bytes(p[24..28].try_into().unwrap_or([0; 4])) != check(p, lane, salt)
+    if crate::keep_step(3) && u32::from_le_bytes(p[24..28].try_into().unwrap_or([0; 4])) != check(p)
     {
         return Err(RecFault::BadCheck);
     }

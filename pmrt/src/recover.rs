@@ -2,7 +2,9 @@
 //!
 //! 1. Scan each lane from its persisted tail: records in order, sequence numbers never
 //!    decreasing, wrapping at a padding record, stopping at the first record that fails
-//!    its check (a torn append) or goes backwards (older data beyond the end).
+//!    its check (a torn append) or goes backwards (older data beyond the end). Records
+//!    of 256 KiB and more are checked where they lie and copied only in part; their
+//!    large entries go from the log to their homes at replay.
 //! 2. Group records into transactions (consecutive records with one sequence number);
 //!    a transaction committed iff its last record carries COMMIT.
 //! 3. Per object, in sequence order: the live redo groups of committed transactions
@@ -33,8 +35,8 @@ use pmalloc::Heap;
 
 use crate::area::{decode_tail, encode_tail, Area, LINE};
 use crate::record::{
-    live_mask, live_tag, parse, peek, reparse, Entry, Group, F_COMMIT, F_PAD, F_UNDO, G_ABS,
-    LIVE_OFF,
+    check_with, live_mask, live_tag, parse, parse_with, peek, reparse, Entry, Group, F_COMMIT,
+    F_PAD, F_UNDO, G_ABS, G_REL, HEADER, LIVE_OFF, MAX_GROUPS,
 };
 
 mod target;
@@ -177,7 +179,24 @@ pub struct ScannedRecord {
     pub pos: usize,
     /// The record (whole lines).
     pub bytes: Vec<u8>,
+    /// Scanned in place by recovery: `bytes` holds the headers, the metadata and the
+    /// data entries shorter than [`IN_LOG_MIN`]; longer data entries are zero there and
+    /// are copied from the log to their homes at replay. (Never set by [`scan_logs`].)
+    in_place: bool,
 }
+
+/// Records at least this long are scanned in place by recovery: checked where they lie
+/// in the log, in chunks, with only their headers and short entries copied. A copy of
+/// a 16 MiB undo record into fresh memory took a page fault per 4 KiB and a pass over
+/// all its bytes, a third of the whole rollback.
+const IN_PLACE_MIN: usize = 256 << 10;
+
+/// Data entries at least this long, in records scanned in place, stay in the log until
+/// replay copies them to their homes.
+const IN_LOG_MIN: usize = 16 << 10;
+
+/// Bytes read from the log per step when checking or copying a record in place.
+const CHUNK: usize = 64 << 10;
 
 /// What a scan of every lane found (recovery's step 1, without changing anything).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -218,7 +237,7 @@ pub(crate) fn recover<M: Media>(heap: &Heap<M>, area: &Area) -> Recovered {
         heads,
         log_bytes,
         bad_tails,
-    } = scan_logs(heap.media(), area, heap.salt());
+    } = scan(heap.media(), area, heap.salt(), true);
     let mut report = RecoveryReport {
         records: recs.len() as u64,
         log_bytes,
@@ -227,7 +246,7 @@ pub(crate) fn recover<M: Media>(heap: &Heap<M>, area: &Area) -> Recovered {
     };
     let max_seq = recs.iter().map(|r| peek(&r.bytes).seq).max().unwrap_or(0);
     let work = plan(&recs, heap.salt(), &mut report);
-    replay(heap, &recs, &work, &mut report);
+    replay(heap, area, &recs, &work, &mut report);
     reset(heap, area, &recs, &heads);
     // The heap indexed its chunk table before the replay changed it.
     heap.reindex();
@@ -241,6 +260,12 @@ pub(crate) fn recover<M: Media>(heap: &Heap<M>, area: &Area) -> Recovered {
 /// Step 1: the records of every lane, in log order, and each lane's end of scan. Reads
 /// only; a tool can use it to list what recovery would see.
 pub fn scan_logs<M: Media>(media: &M, area: &Area, salt: u64) -> LogScan {
+    scan(media, area, salt, false)
+}
+
+/// [`scan_logs`]; with `in_place`, records of [`IN_PLACE_MIN`] bytes and more are
+/// checked in the log and copied only in part (see [`ScannedRecord`]).
+fn scan<M: Media>(media: &M, area: &Area, salt: u64, in_place: bool) -> LogScan {
     let mut out = LogScan {
         heads: Vec::with_capacity(area.lanes as usize),
         ..LogScan::default()
@@ -272,19 +297,35 @@ pub fn scan_logs<M: Media>(media: &M, area: &Area, salt: u64) -> LogScan {
             if h.lines == 0 || pos + h.lines * LINE > len || scanned + h.lines * LINE > len {
                 break;
             }
-            let mut bytes = alloc::vec![0u8; h.lines * LINE];
-            if bytes.len() >= POPULATE_MIN {
-                media.populate(base + pos, bytes.len(), Access::Read);
+            let (at, n) = (base + pos, h.lines * LINE);
+            if n >= POPULATE_MIN {
+                media.populate(at, n, Access::Read);
             }
-            media.read(base + pos, &mut bytes);
-            match parse(&bytes, k, salt) {
-                Ok(r) if r.head.seq >= last_seq => last_seq = r.head.seq,
+            let in_place = in_place && n >= IN_PLACE_MIN;
+            let parsed = if in_place {
+                headers_of(media, at, n).map(|b| {
+                    let c = parse_with(&b, k, salt, |p| check_in_log(media, at, p, k, salt))
+                        .map(|r| r.head.seq);
+                    (b, c)
+                })
+            } else {
+                let mut b = alloc::vec![0u8; n];
+                media.read(at, &mut b);
+                let c = parse(&b, k, salt).map(|r| r.head.seq);
+                Some((b, c))
+            };
+            let bytes = match parsed {
+                Some((b, Ok(seq))) if seq >= last_seq => {
+                    last_seq = seq;
+                    b
+                }
                 _ => break,
-            }
+            };
             out.records.push(ScannedRecord {
                 lane: k,
                 pos,
                 bytes,
+                in_place,
             });
             pos = (pos + h.lines * LINE) % len;
             scanned += h.lines * LINE;
@@ -293,6 +334,48 @@ pub fn scan_logs<M: Media>(media: &M, area: &Area, salt: u64) -> LogScan {
         out.heads.push(pos);
     }
     out
+}
+
+/// A copy of the `n`-byte record at `at` with its header, group and entry headers,
+/// metadata entries and data entries shorter than [`IN_LOG_MIN`]; longer data entries
+/// are left zero (pages of a fresh allocation that nothing touches: never faulted in).
+/// `None` when the structure runs past `n` bytes; other nonsense is left to the parse.
+fn headers_of<M: Media>(media: &M, at: usize, n: usize) -> Option<Vec<u8>> {
+    let mut b = alloc::vec![0u8; n];
+    media.read(at, b.get_mut(..HEADER)?);
+    let mut pos = HEADER;
+    for _ in 0..peek(&b).ngroups.min(MAX_GROUPS) {
+        media.read(at + pos, b.get_mut(pos..pos + 16)?);
+        let (kind, count) = (b[pos + 8], u16::from_le_bytes([b[pos + 10], b[pos + 11]]));
+        pos += 16;
+        let (hdr, len_at) = if kind == G_REL { (8, 4) } else { (16, 8) };
+        for _ in 0..count {
+            media.read(at + pos, b.get_mut(pos..pos + hdr)?);
+            let len = u32::from_le_bytes(b[pos + len_at..pos + len_at + 4].try_into().ok()?);
+            let data = pos + hdr;
+            let end = data.checked_add((len as usize).next_multiple_of(8))?;
+            let stays = kind == G_REL && len as usize >= IN_LOG_MIN;
+            if !stays {
+                media.read(at + data, b.get_mut(data..end)?);
+            }
+            pos = end;
+        }
+    }
+    (pos <= n).then_some(b)
+}
+
+/// The check of the record at `at` whose header `p` starts, computed from the log.
+fn check_in_log<M: Media>(media: &M, at: usize, p: &[u8], lane: u32, salt: u64) -> u32 {
+    check_with(&p[..HEADER], lane, salt, |c| {
+        let mut buf = alloc::vec![0u8; CHUNK.min(p.len())];
+        let mut off = HEADER;
+        while off < p.len() {
+            let k = CHUNK.min(p.len() - off);
+            media.read(at + off, &mut buf[..k]);
+            c.update(&buf[..k]);
+            off += k;
+        }
+    })
 }
 
 /// Steps 2-3: per object, the groups to replay in order.
@@ -382,15 +465,48 @@ const NT_MIN: usize = 1024;
 /// they are read or stored ([`Media::populate`]): four pages and more.
 const POPULATE_MIN: usize = 16 << 10;
 
-/// Stores a data entry; lists it in `out` when it needs a flush. Large ranges (an undo
-/// image of a big in-place write) go straight to the media, durable at the replay's
-/// fence, without reading the old lines.
-fn store_data<M: Media>(media: &M, e: &Entry<'_>, out: &mut Vec<(usize, usize)>) {
-    if e.data.len() >= NT_MIN {
-        if e.data.len() >= POPULATE_MIN {
-            media.populate(e.off as usize, e.data.len(), Access::Write);
+/// Where in the pool a data entry's bytes are when its record was scanned in place
+/// and the entry left in the log ([`ScannedRecord::in_place`]); `None` when `e.data`
+/// holds them.
+fn in_log(area: &Area, rec: &ScannedRecord, e: &Entry<'_>) -> Option<usize> {
+    if !rec.in_place || e.data.len() < IN_LOG_MIN {
+        return None;
+    }
+    // The entry's data is a slice of the record's copy, at its place in the record.
+    let at = e
+        .data
+        .as_ptr()
+        .addr()
+        .checked_sub(rec.bytes.as_ptr().addr())?;
+    Some(area.log_off(rec.lane) + rec.pos + at)
+}
+
+/// Stores a data entry, from `e.data` or from the log at `from_log`; lists it in `out`
+/// when it needs a flush. Large ranges (an undo image of a big in-place write) go
+/// straight to the media, durable at the replay's fence, without reading the old
+/// lines.
+fn store_data<M: Media>(
+    media: &M,
+    e: &Entry<'_>,
+    from_log: Option<usize>,
+    out: &mut Vec<(usize, usize)>,
+) {
+    let (dst, n) = (e.off as usize, e.data.len());
+    if let Some(src) = from_log {
+        media.populate(dst, n, Access::Write);
+        let mut buf = alloc::vec![0u8; CHUNK.min(n)];
+        let mut i = 0;
+        while i < n {
+            let k = CHUNK.min(n - i);
+            media.read(src + i, &mut buf[..k]);
+            media.write_nt(dst + i, &buf[..k]);
+            i += k;
         }
-        media.write_nt(e.off as usize, e.data);
+    } else if n >= NT_MIN {
+        if n >= POPULATE_MIN {
+            media.populate(dst, n, Access::Write);
+        }
+        media.write_nt(dst, e.data);
     } else {
         media.write(e.off as usize, e.data);
         out.push((e.off as usize, e.data.len()));
@@ -424,6 +540,7 @@ impl Item<'_> {
 /// metadata left it.
 fn replay<M: Media>(
     heap: &Heap<M>,
+    area: &Area,
     recs: &[ScannedRecord],
     work: &[Vec<Item<'_>>],
     report: &mut RecoveryReport,
@@ -501,8 +618,9 @@ fn replay<M: Media>(
                 t.refuse(it.damage(recs, key, fault), it.group.len());
                 continue;
             }
+            let rec = &recs[it.rec];
             let mut store = |e: Entry<'_>| {
-                store_data(media, &e, out);
+                store_data(media, &e, in_log(area, rec, &e), out);
                 t.bytes += e.data.len() as u64;
             };
             if it.undo {
