@@ -318,6 +318,11 @@ struct Lazy {
 
 impl Lazy {
     fn push(&mut self, id: RecId) {
+        // Another group of the record just listed (a round marks a record's groups
+        // together): its live word is one line, listed once.
+        if self.ids.last() == Some(&id) {
+            return;
+        }
         if self.ids.first().is_some_and(|f| f.lane != id.lane) {
             self.mixed = true;
         }
@@ -637,6 +642,9 @@ impl<M: Media> Pool<M> {
         //    first mark until every lazy mark of the round is listed, so a tail that
         //    moves past one of these records (advance_tail) finds all of them.
         let mut cleared = 0;
+        // Live words a durable round flushes: each line once, however many of its
+        // record's groups died now or in earlier lazy rounds.
+        let mut to_flush: Vec<usize> = Vec::new();
         let mut uf = co.unflushed.lock();
         if refs.windows(2).any(|w| w[0].lane != w[1].lane) {
             refs.sort_unstable_by_key(|g| (g.lane, g.recno));
@@ -652,7 +660,7 @@ impl<M: Media> Pool<M> {
                 rm.live &= !(1u64 << g.group);
                 media.write_u64(base + rm.pos + LIVE_OFF, rm.live | rm.tag);
                 if durable {
-                    media.flush(base + rm.pos + LIVE_OFF, 8);
+                    to_flush.push(base + rm.pos + LIVE_OFF);
                 } else {
                     uf.push(RecId {
                         lane: g.lane,
@@ -667,8 +675,15 @@ impl<M: Media> Pool<M> {
         if durable {
             // Earlier lazy marks must be durable too (a superset of this round's
             // objects' marks: the list is not kept per object).
-            for id in uf.ids.drain(..) {
-                media.flush(self.area.log_off(id.lane) + id.pos + LIVE_OFF, 8);
+            to_flush.extend(
+                uf.ids
+                    .drain(..)
+                    .map(|id| self.area.log_off(id.lane) + id.pos + LIVE_OFF),
+            );
+            to_flush.sort_unstable();
+            to_flush.dedup();
+            for &at in &to_flush {
+                media.flush(at, 8);
             }
             uf.mixed = false;
             media.fence();
