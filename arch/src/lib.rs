@@ -35,5 +35,5 @@ pub use counters::{CounterCell, Counters};
 pub use cpu::{FlushKind, PersistFeatures};
 #[cfg(feature = "std")]
 pub use file::{FileMedia, FileMediaError, FileOptions, SyncMode};
-pub use media::{line_range, Access, Media, MediaInfo, CACHE_LINE, WORD};
+pub use media::{flush_lines_once, line_range, Access, Media, MediaInfo, CACHE_LINE, WORD};
 pub use raw::{PersistMode, RawMedia};

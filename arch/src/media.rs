@@ -125,6 +125,27 @@ pub fn line_range(off: usize, len: usize) -> core::ops::Range<usize> {
     off / CACHE_LINE..(off + len - 1) / CACHE_LINE + 1
 }
 
+/// Flushes every cache line of `ranges` once, in runs of adjacent lines (sorts
+/// `ranges`): a line many stores went to is written back once, not once per store.
+pub fn flush_lines_once<M: Media + ?Sized>(media: &M, ranges: &mut [(usize, usize)]) {
+    ranges.sort_unstable();
+    let mut run: Option<core::ops::Range<usize>> = None;
+    for &(off, len) in ranges.iter() {
+        let lines = line_range(off, len);
+        match &mut run {
+            Some(r) if lines.start <= r.end => r.end = r.end.max(lines.end),
+            _ => {
+                if let Some(r) = run.replace(lines) {
+                    media.flush(r.start * CACHE_LINE, r.len() * CACHE_LINE);
+                }
+            }
+        }
+    }
+    if let Some(r) = run {
+        media.flush(r.start * CACHE_LINE, r.len() * CACHE_LINE);
+    }
+}
+
 #[inline(always)]
 pub(crate) fn check_range(media_len: usize, off: usize, len: usize) {
     assert!(

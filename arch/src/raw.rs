@@ -303,8 +303,12 @@ impl Media for RawMedia {
 mod tests {
     use super::*;
 
+    /// A cache line of memory, so media offsets and lines agree.
+    #[repr(C, align(64))]
+    struct Line([u64; 8]);
+
     fn with_media(len: usize, mode: PersistMode, f: impl FnOnce(&RawMedia)) {
-        let mut buf = vec![0u64; len / 8];
+        let mut buf: Vec<Line> = (0..len.div_ceil(64)).map(|_| Line([0; 8])).collect();
         let base = NonNull::new(buf.as_mut_ptr().cast::<u8>()).unwrap();
         // SAFETY: `buf` outlives `m` and is only accessed through `m` meanwhile.
         let m = unsafe { RawMedia::new(base, len, mode) };
@@ -320,6 +324,27 @@ mod tests {
                 let mut back = vec![0; 200];
                 m.read(off, &mut back);
                 assert_eq!(back, data, "offset {off}");
+            }
+        });
+    }
+
+    #[test]
+    fn flush_lines_once_flushes_each_line_of_overlapping_ranges_once() {
+        with_media(4096, PersistMode::Adr, |m| {
+            let mut ranges = vec![
+                (130, 8),
+                (64, 8),
+                (70, 100),
+                (1000, 8),
+                (1020, 8),
+                (192, 64),
+            ];
+            let before = m.counters();
+            crate::flush_lines_once(m, &mut ranges);
+            if Counters::ENABLED {
+                // Lines 1 and 2 (64..170, three ranges), 3 (adjacent), 15 and 16
+                // (1000..1028, two ranges).
+                assert_eq!(m.counters().since(&before).lines_flushed, 5);
             }
         });
     }

@@ -196,6 +196,31 @@ pub fn volume_threshold(i: &ThresholdInput) -> u64 {
     (v >> 8).clamp(64, i.max.max(64))
 }
 
+impl CoalesceConfig {
+    /// Coalescing only when asked (`Pool::coalesce`, close) or forced by back-pressure:
+    /// no count or volume trigger, so committed records stay pending.
+    pub fn deferred() -> Self {
+        CoalesceConfig {
+            count_threshold: 1 << 20,
+            volume: false,
+            ..Self::default()
+        }
+    }
+
+    /// Coalescing every few commits with the thresholds as written (count 4, volume
+    /// on, batches of 3, no per-object stretch): crash tests use it to cross many
+    /// coalescing rounds, tail moves and back-pressure.
+    pub fn frequent() -> Self {
+        CoalesceConfig {
+            count_threshold: 4,
+            volume: true,
+            batch: 3,
+            eager: false,
+            line_efficiency: 0,
+        }
+    }
+}
+
 /// Most an object's count threshold is stretched, as a multiple of the configured one.
 pub const STRETCH_MAX: u32 = 4;
 
@@ -644,7 +669,7 @@ impl<M: Media> Pool<M> {
         let mut cleared = 0;
         // Live words a durable round flushes: each line once, however many of its
         // record's groups died now or in earlier lazy rounds.
-        let mut to_flush: Vec<usize> = Vec::new();
+        let mut to_flush: Vec<(usize, usize)> = Vec::new();
         let mut uf = co.unflushed.lock();
         if refs.windows(2).any(|w| w[0].lane != w[1].lane) {
             refs.sort_unstable_by_key(|g| (g.lane, g.recno));
@@ -660,7 +685,7 @@ impl<M: Media> Pool<M> {
                 rm.live &= !(1u64 << g.group);
                 media.write_u64(base + rm.pos + LIVE_OFF, rm.live | rm.tag);
                 if durable {
-                    to_flush.push(base + rm.pos + LIVE_OFF);
+                    to_flush.push((base + rm.pos + LIVE_OFF, 8));
                 } else {
                     uf.push(RecId {
                         lane: g.lane,
@@ -678,13 +703,9 @@ impl<M: Media> Pool<M> {
             to_flush.extend(
                 uf.ids
                     .drain(..)
-                    .map(|id| self.area.log_off(id.lane) + id.pos + LIVE_OFF),
+                    .map(|id| (self.area.log_off(id.lane) + id.pos + LIVE_OFF, 8)),
             );
-            to_flush.sort_unstable();
-            to_flush.dedup();
-            for &at in &to_flush {
-                media.flush(at, 8);
-            }
+            arch::flush_lines_once(media, &mut to_flush);
             uf.mixed = false;
             media.fence();
         }

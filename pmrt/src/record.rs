@@ -25,7 +25,7 @@
 
 use alloc::vec::Vec;
 
-use pmalloc::checksum::{crc32c, Crc32c};
+use pmalloc::checksum::Crc32c;
 
 /// Record header bytes.
 pub const HEADER: usize = 32;
@@ -78,6 +78,20 @@ pub const LIVE_OFF: usize = 16;
 pub const G_REL: u8 = 0;
 /// Entries with absolute pool offsets (object headers, chunk entries, the root slot).
 pub const G_ABS: u8 = 1;
+
+/// Bytes of a group header.
+const GROUP_HEADER: usize = 16;
+
+/// An entry header of a group of `kind`: its length in bytes, and where its 4-byte data
+/// length sits in it (relative: offset u32, length u32; absolute: offset u64, length
+/// u32, 4 zero bytes).
+fn entry_header(kind: u8) -> (usize, usize) {
+    if kind == G_REL {
+        (8, 4)
+    } else {
+        (16, 8)
+    }
+}
 
 /// Builds one or more records (parts) for a transaction, back to back in one buffer
 /// that is kept between transactions (no allocation once it has grown).
@@ -228,6 +242,7 @@ pub fn seal(p: &mut [u8], seq: u64, groups: usize, flags: u16, lane: u32, salt: 
     p[24..28].copy_from_slice(&c.to_le_bytes());
 }
 
+/// The check of a record (or of a padding record's header alone).
 fn check(p: &[u8], lane: u32, salt: u64) -> u32 {
     check_with(&p[..HEADER], lane, salt, |c| c.update(&p[HEADER..]))
 }
@@ -255,12 +270,7 @@ pub fn pad(lines: usize, seq: u64, lane: u32, salt: u64) -> [u8; 64] {
     seal(&mut p, seq, 0, F_PAD, lane, salt);
     // Only the header line is written; its `lines` says how far to skip.
     p[8..12].copy_from_slice(&(lines as u32).to_le_bytes());
-    let c = crc32c(&[
-        &p[0..16],
-        &p[28..32],
-        &u64::from(lane).to_le_bytes(),
-        &salt.to_le_bytes(),
-    ]);
+    let c = check(&p[..HEADER], lane, salt);
     p[24..28].copy_from_slice(&c.to_le_bytes());
     p
 }
@@ -386,29 +396,23 @@ impl<'a> Record<'a> {
 
 /// Validates `p` (exactly `head.lines * 64` bytes) as a record of lane `lane`.
 pub fn parse(p: &[u8], lane: u32, salt: u64) -> Result<Record<'_>, RecFault> {
-    parse_with(p, lane, salt, |p| check(p, lane, salt))
+    parse_with(p, |q| check(q, lane, salt))
 }
 
-/// [`parse`] with the record's check computed by `check` (recovery checks a large
-/// record where it lies in the log and parses a copy of its headers).
+/// [`parse`] with the check computed by `check` over the bytes it covers (the header
+/// alone for a padding record, else the whole record): recovery checks a large record
+/// where it lies in the log and parses a copy of its headers.
 pub(crate) fn parse_with(
     p: &[u8],
-    lane: u32,
-    salt: u64,
     check: impl FnOnce(&[u8]) -> u32,
 ) -> Result<Record<'_>, RecFault> {
     if p.len() < 64 || p[..32].iter().all(|&b| b == 0) {
         return Err(RecFault::Empty);
     }
     let head = peek(p);
+    let stored = u32::from_le_bytes(p[24..28].try_into().unwrap_or([0; 4]));
     if head.flags & F_PAD != 0 {
-        let c = crc32c(&[
-            &p[0..16],
-            &p[28..32],
-            &u64::from(lane).to_le_bytes(),
-            &salt.to_le_bytes(),
-        ]);
-        if u32::from_le_bytes(p[24..28].try_into().unwrap_or([0; 4])) != c {
+        if stored != check(&p[..HEADER]) {
             return Err(RecFault::BadCheck);
         }
         return Ok(Record {
@@ -419,8 +423,7 @@ pub(crate) fn parse_with(
     if head.lines * 64 != p.len() {
         return Err(RecFault::BadShape);
     }
-    if crate::keep_step(3) && u32::from_le_bytes(p[24..28].try_into().unwrap_or([0; 4])) != check(p)
-    {
+    if crate::keep_step(3) && stored != check(p) {
         return Err(RecFault::BadCheck);
     }
     shape(p, head)
@@ -431,20 +434,42 @@ pub(crate) fn parse_with(
 /// check of a 16 MiB record costs milliseconds). The structure is still validated, so
 /// other bytes give an error, never a panic.
 pub fn reparse(p: &[u8]) -> Result<Record<'_>, RecFault> {
-    if p.len() < 64 {
-        return Err(RecFault::Empty);
+    // The stored check word stands in for the check.
+    parse_with(p, |q| {
+        u32::from_le_bytes(q[24..28].try_into().unwrap_or([0; 4]))
+    })
+}
+
+/// A copy of the `n`-byte record whose bytes `read(at, buf)` fetches, holding its
+/// header, group and entry headers, and the data of every entry except those `stays`
+/// says to leave out (left zero). Recovery copies a large record this way and keeps
+/// its large entries in the log. `None` when the structure runs past `n` bytes; other
+/// nonsense is left to [`parse_with`], which validates the copy as any record.
+pub(crate) fn copy_headers(
+    n: usize,
+    mut read: impl FnMut(usize, &mut [u8]),
+    stays: impl Fn(u8, usize) -> bool,
+) -> Option<Vec<u8>> {
+    let mut b = alloc::vec![0u8; n];
+    read(0, b.get_mut(..HEADER)?);
+    let mut at = HEADER;
+    for _ in 0..peek(&b).ngroups.min(MAX_GROUPS) {
+        read(at, b.get_mut(at..at + GROUP_HEADER)?);
+        let (kind, count) = (b[at + 8], u16::from_le_bytes([b[at + 10], b[at + 11]]));
+        at += GROUP_HEADER;
+        let (hdr, len_at) = entry_header(kind);
+        for _ in 0..count {
+            read(at, b.get_mut(at..at + hdr)?);
+            let len = u32::from_le_bytes(b[at + len_at..at + len_at + 4].try_into().ok()?);
+            let data = at + hdr;
+            let end = data.checked_add((len as usize).next_multiple_of(8))?;
+            if !stays(kind, len as usize) {
+                read(data, b.get_mut(data..end)?);
+            }
+            at = end;
+        }
     }
-    let head = peek(p);
-    if head.flags & F_PAD != 0 {
-        return Ok(Record {
-            head,
-            groups: Vec::new(),
-        });
-    }
-    if head.lines * 64 != p.len() {
-        return Err(RecFault::BadShape);
-    }
-    shape(p, head)
+    (at <= n).then_some(b)
 }
 
 /// The groups of a record whose header `head` passed its check.
@@ -455,19 +480,18 @@ fn shape(p: &[u8], head: Head) -> Result<Record<'_>, RecFault> {
     let mut groups = Vec::with_capacity(head.ngroups);
     let mut at = HEADER;
     for index in 0..head.ngroups {
-        let g = p.get(at..at + 16).ok_or(RecFault::BadShape)?;
+        let g = p.get(at..at + GROUP_HEADER).ok_or(RecFault::BadShape)?;
         let key = u64::from_le_bytes(g[0..8].try_into().unwrap_or([0; 8]));
         let (kind, mode) = (g[8], g[9]);
         let n = u16::from_le_bytes([g[10], g[11]]) as usize;
         if kind > G_ABS {
             return Err(RecFault::BadShape);
         }
-        let start = at + 16;
+        let start = at + GROUP_HEADER;
         let mut e = start;
+        let (hdr, len_at) = entry_header(kind);
         for _ in 0..n {
-            let hdr = if kind == G_REL { 8 } else { 16 };
             let h = p.get(e..e + hdr).ok_or(RecFault::BadShape)?;
-            let len_at = if kind == G_REL { 4 } else { 8 };
             let len =
                 u32::from_le_bytes(h[len_at..len_at + 4].try_into().unwrap_or([0; 4])) as usize;
             e = e

@@ -35,8 +35,8 @@ use pmalloc::Heap;
 
 use crate::area::{decode_tail, encode_tail, Area, LINE};
 use crate::record::{
-    check_with, live_mask, live_tag, parse, parse_with, peek, reparse, Entry, Group, F_COMMIT,
-    F_PAD, F_UNDO, G_ABS, G_REL, HEADER, LIVE_OFF, MAX_GROUPS,
+    check_with, copy_headers, live_mask, live_tag, parse, parse_with, peek, reparse, Entry, Group,
+    F_COMMIT, F_PAD, F_UNDO, G_ABS, G_REL, HEADER, LIVE_OFF,
 };
 
 mod target;
@@ -303,9 +303,10 @@ fn scan<M: Media>(media: &M, area: &Area, salt: u64, in_place: bool) -> LogScan 
             }
             let in_place = in_place && n >= IN_PLACE_MIN;
             let parsed = if in_place {
-                headers_of(media, at, n).map(|b| {
-                    let c = parse_with(&b, k, salt, |p| check_in_log(media, at, p, k, salt))
-                        .map(|r| r.head.seq);
+                let stays = |kind, len| kind == G_REL && len >= IN_LOG_MIN;
+                copy_headers(n, |o, buf| media.read(at + o, buf), stays).map(|b| {
+                    let c =
+                        parse_with(&b, |p| check_in_log(media, at, p, k, salt)).map(|r| r.head.seq);
                     (b, c)
                 })
             } else {
@@ -334,34 +335,6 @@ fn scan<M: Media>(media: &M, area: &Area, salt: u64, in_place: bool) -> LogScan 
         out.heads.push(pos);
     }
     out
-}
-
-/// A copy of the `n`-byte record at `at` with its header, group and entry headers,
-/// metadata entries and data entries shorter than [`IN_LOG_MIN`]; longer data entries
-/// are left zero (pages of a fresh allocation that nothing touches: never faulted in).
-/// `None` when the structure runs past `n` bytes; other nonsense is left to the parse.
-fn headers_of<M: Media>(media: &M, at: usize, n: usize) -> Option<Vec<u8>> {
-    let mut b = alloc::vec![0u8; n];
-    media.read(at, b.get_mut(..HEADER)?);
-    let mut pos = HEADER;
-    for _ in 0..peek(&b).ngroups.min(MAX_GROUPS) {
-        media.read(at + pos, b.get_mut(pos..pos + 16)?);
-        let (kind, count) = (b[pos + 8], u16::from_le_bytes([b[pos + 10], b[pos + 11]]));
-        pos += 16;
-        let (hdr, len_at) = if kind == G_REL { (8, 4) } else { (16, 8) };
-        for _ in 0..count {
-            media.read(at + pos, b.get_mut(pos..pos + hdr)?);
-            let len = u32::from_le_bytes(b[pos + len_at..pos + len_at + 4].try_into().ok()?);
-            let data = pos + hdr;
-            let end = data.checked_add((len as usize).next_multiple_of(8))?;
-            let stays = kind == G_REL && len as usize >= IN_LOG_MIN;
-            if !stays {
-                media.read(at + data, b.get_mut(data..end)?);
-            }
-            pos = end;
-        }
-    }
-    (pos <= n).then_some(b)
 }
 
 /// The check of the record at `at` whose header `p` starts, computed from the log.
@@ -640,33 +613,12 @@ fn replay<M: Media>(
     report.groups_stale += t.stale;
     report.bad_entries += t.bad;
     report.damage = t.damage;
-    flush_lines_once(media, &mut touched);
+    arch::flush_lines_once(media, &mut touched);
     media.fence();
     media.crash_point("pmrt.recover.replayed");
 }
 
 /// Step 5: every scanned record dead, then every tail at the end of its scan.
-/// Flushes every line of `ranges` once (a line many records replayed into is written
-/// back once, not once per record).
-fn flush_lines_once<M: Media>(media: &M, ranges: &mut [(usize, usize)]) {
-    ranges.sort_unstable();
-    let mut run: Option<core::ops::Range<usize>> = None;
-    for &(off, len) in ranges.iter() {
-        let lines = arch::line_range(off, len);
-        match &mut run {
-            Some(r) if lines.start <= r.end => r.end = r.end.max(lines.end),
-            _ => {
-                if let Some(r) = run.replace(lines) {
-                    media.flush(r.start * LINE, (r.end - r.start) * LINE);
-                }
-            }
-        }
-    }
-    if let Some(r) = run {
-        media.flush(r.start * LINE, (r.end - r.start) * LINE);
-    }
-}
-
 fn reset<M: Media>(heap: &Heap<M>, area: &Area, recs: &[ScannedRecord], heads: &[usize]) {
     let (media, salt) = (heap.media(), heap.salt());
     // The marks keep lanes apart: if some tails moved and others did not, the records
@@ -675,11 +627,12 @@ fn reset<M: Media>(heap: &Heap<M>, area: &Area, recs: &[ScannedRecord], heads: &
     // is the one switch: before it persists everything replays again, as after a crash
     // before this step; so no marks (a recovery of 16 MiB of pending one-line records
     // flushed 150,000 of them).
-    let one_lane = recs.windows(2).all(|w| w[0].lane == w[1].lane);
-    for rec in recs.iter().filter(|_| !one_lane) {
-        let at = area.log_off(rec.lane) + rec.pos + LIVE_OFF;
-        media.write_u64(at, live_tag(peek(&rec.bytes).seq, rec.lane, salt));
-        media.flush(at, 8);
+    if recs.windows(2).any(|w| w[0].lane != w[1].lane) {
+        for rec in recs {
+            let at = area.log_off(rec.lane) + rec.pos + LIVE_OFF;
+            media.write_u64(at, live_tag(peek(&rec.bytes).seq, rec.lane, salt));
+            media.flush(at, 8);
+        }
     }
     // Each tail moves to its head below; a scan from there must stop at once, so the
     // line at each head (the end of the scan: a torn, stale or empty record) is cleared
@@ -790,28 +743,4 @@ where
     work.iter().fold(Totals::default(), |t, items| {
         add(t, replay_key(items, touched))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use arch::sim::SimMedia;
-
-    #[test]
-    fn each_replayed_line_is_flushed_once() {
-        let m = SimMedia::new(4096);
-        let mut ranges = vec![
-            (130, 8),
-            (64, 8),
-            (70, 100),
-            (1000, 8),
-            (1020, 8),
-            (192, 64),
-        ];
-        let before = m.counters().lines_flushed;
-        flush_lines_once(&m, &mut ranges);
-        // Lines 1 and 2 (64..170, three ranges), 3 (adjacent, its own run), 15 and 16
-        // (1000..1028, two ranges).
-        assert_eq!(m.counters().lines_flushed - before, 5);
-    }
 }

@@ -51,11 +51,7 @@ fn crash_reopen(p: &Pool<SimMedia>) -> (Pool<SimMedia>, RecoveryReport) {
 
 /// Coalescing only by back-pressure (no count or volume trigger).
 fn coalesce_only_when_full(p: &Pool<SimMedia>) {
-    p.set_coalesce_config(CoalesceConfig {
-        count_threshold: 1 << 20,
-        volume: false,
-        ..CoalesceConfig::default()
-    });
+    p.set_coalesce_config(CoalesceConfig::deferred());
 }
 
 fn account(id: u64) -> Account {

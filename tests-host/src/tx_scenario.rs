@@ -242,14 +242,7 @@ pub fn explore_tx(cfg: &Config, steps: usize) -> Report {
     opts.heap.runtime_len = Some(8192 + 2 * 20 * 1024);
     opts.lanes = 2;
     let pool = Pool::create(&media, &opts).unwrap();
-    pool.set_coalesce_config(CoalesceConfig {
-        count_threshold: 4,
-        volume: true,
-        batch: 3,
-        eager: false,
-        // Thresholds as written: no per-object stretch.
-        line_efficiency: 0,
-    });
+    pool.set_coalesce_config(CoalesceConfig::frequent());
     let root = pool.root_or_init(|| [0u64; SLOTS]).unwrap();
     let progress = Arc::new(Mutex::new(Progress {
         root: root.raw(),

@@ -325,11 +325,7 @@ impl Base {
         opts.lanes = LANES;
         let pool = Pool::create(&media, &opts).unwrap();
         // Write-back only under back-pressure: most committed records stay pending.
-        pool.set_coalesce_config(CoalesceConfig {
-            count_threshold: 1 << 20,
-            volume: false,
-            ..CoalesceConfig::default()
-        });
+        pool.set_coalesce_config(CoalesceConfig::deferred());
         let mut rng = Rng::new(seed);
         let root = pool.root_or_init(|| [0u64; SLOTS]).unwrap();
         for i in 0..12usize {

@@ -2,8 +2,8 @@
 //! the log and replays by copying their large entries from the log to their homes
 //! (`pmrt::recover`, records scanned in place): a crash inside an in-place rewrite of a
 //! 640 KiB object rolls back every byte, and a damaged byte anywhere in the record's
-//! large entries makes recovery refuse the whole record rather than store zeros or
-//! part of it.
+//! headers or large entries makes recovery refuse the whole record rather than store
+//! zeros or part of it (or panic).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -98,7 +98,11 @@ fn a_damaged_byte_in_a_large_undo_entry_makes_recovery_refuse_the_whole_record()
         .find(|r| r.bytes.len() > OBJ)
         .expect("the undo record");
     let at = area.log_off(big.lane) + big.pos;
-    for (name, damage_at) in [
+        for (name, damage_at) in [
+        // The record's structure, which recovery walks to copy the headers: the first
+        // group's entry count and its first entry's length (high byte).
+        ("entry count", at + 32 + 11),
+        ("entry length", at + 32 + 16 + 7),
         ("first entry", at + 4096),
         ("middle", at + big.bytes.len() / 2),
         ("last line", at + big.bytes.len() - 40),

@@ -652,14 +652,7 @@ pub fn write<M: Media>(
     opts.heap.runtime_len = Some(RUNTIME_LEN);
     opts.lanes = LANES;
     let pool = Pool::create(media, &opts).map_err(TxWorkloadError::Pool)?;
-    pool.set_coalesce_config(CoalesceConfig {
-        count_threshold: 4,
-        volume: true,
-        batch: 3,
-        eager: false,
-        // Thresholds as written: no per-object stretch.
-        line_efficiency: 0,
-    });
+    pool.set_coalesce_config(CoalesceConfig::frequent());
     let root = pool
         .transaction(|tx| {
             let map = PHashMap::new(tx)?;

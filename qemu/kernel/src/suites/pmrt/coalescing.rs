@@ -15,13 +15,10 @@ pub fn by_count(site: &Site<'_>) -> Result<(), TestFailure> {
     let media = site.media()?;
     let (pool, root) = Site::create(&*media, &site.options())?;
     let a = accounts(&pool, root)?[0];
-    pool.set_coalesce_config(CoalesceConfig {
-        count_threshold: 4,
+        pool.set_coalesce_config(CoalesceConfig {
         volume: false,
         batch: 1,
-        eager: false,
-        // Thresholds as written: no per-object stretch.
-        line_efficiency: 0,
+        ..CoalesceConfig::frequent()
     });
     let nv = site.nvdimm()?;
     let home = || nv.read_u64(a.raw() as usize + 8);
@@ -72,13 +69,10 @@ pub fn by_volume(site: &Site<'_>) -> Result<(), TestFailure> {
     let media = site.media()?;
     let (pool, root) = Site::create(&*media, &site.options())?;
     let a = accounts(&pool, root)?[1];
-    pool.set_coalesce_config(CoalesceConfig {
+        pool.set_coalesce_config(CoalesceConfig {
         count_threshold: 1 << 20,
-        volume: true,
         batch: 16,
-        eager: false,
-        // Thresholds as written: no per-object stretch.
-        line_efficiency: 0,
+        ..CoalesceConfig::frequent()
     });
     let s0 = pool.stats().coalescing;
     for n in 0..64u64 {
