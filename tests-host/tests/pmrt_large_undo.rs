@@ -98,7 +98,7 @@ fn a_damaged_byte_in_a_large_undo_entry_makes_recovery_refuse_the_whole_record()
         .find(|r| r.bytes.len() > OBJ)
         .expect("the undo record");
     let at = area.log_off(big.lane) + big.pos;
-        for (name, damage_at) in [
+    for (name, damage_at) in [
         // The record's structure, which recovery walks to copy the headers: the first
         // group's entry count and its first entry's length (high byte).
         ("entry count", at + 32 + 11),

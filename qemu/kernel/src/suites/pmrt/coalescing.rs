@@ -15,7 +15,7 @@ pub fn by_count(site: &Site<'_>) -> Result<(), TestFailure> {
     let media = site.media()?;
     let (pool, root) = Site::create(&*media, &site.options())?;
     let a = accounts(&pool, root)?[0];
-        pool.set_coalesce_config(CoalesceConfig {
+    pool.set_coalesce_config(CoalesceConfig {
         volume: false,
         batch: 1,
         ..CoalesceConfig::frequent()
@@ -69,7 +69,7 @@ pub fn by_volume(site: &Site<'_>) -> Result<(), TestFailure> {
     let media = site.media()?;
     let (pool, root) = Site::create(&*media, &site.options())?;
     let a = accounts(&pool, root)?[1];
-        pool.set_coalesce_config(CoalesceConfig {
+    pool.set_coalesce_config(CoalesceConfig {
         count_threshold: 1 << 20,
         batch: 16,
         ..CoalesceConfig::frequent()

@@ -216,7 +216,7 @@ impl Site<'_> {
 
 /// Coalescing only when asked (`Pool::coalesce`) or forced by back-pressure.
 fn no_coalescing<M: Media>(pool: &Pool<M>) {
-        pool.set_coalesce_config(CoalesceConfig::deferred());
+    pool.set_coalesce_config(CoalesceConfig::deferred());
 }
 
 fn account(id: u64) -> Account {
