@@ -641,6 +641,9 @@ impl<M: Media> Pool<M> {
         let mut freeing: Vec<Freeing> = Vec::new();
         let mut objects = 0u64;
         for &k in keys {
+            self.pending.prefetch(k);
+        }
+        for &k in keys {
             if let Some(d) = self.pending.drain(k, &mut refs, &mut ranges) {
                 objects += 1;
                 freeing.extend(d.freeing);
@@ -660,6 +663,22 @@ impl<M: Media> Pool<M> {
             media.flush(off as usize, len as usize);
             lines += arch::line_range(off as usize, len as usize).len() as u64;
         }
+        // The records' live words are marked after the fence: fetch their lines and
+        // their entries (long out of the cache when back-pressure reaches them) while
+        // it waits.
+        if refs.windows(2).any(|w| w[0].lane != w[1].lane) {
+            refs.sort_unstable_by_key(|g| (g.lane, g.recno));
+        }
+        for chunk in refs.chunk_by(|a, b| a.lane == b.lane) {
+            let lane = u32::from(chunk[0].lane);
+            let recs = self.lanes[lane as usize].recs.lock();
+            for g in chunk {
+                recs.prefetch(g.recno);
+                if g.line != u32::MAX {
+                    media.prefetch_write(self.area.log_off(lane) + g.line as usize * 64);
+                }
+            }
+        }
         if objects > 0 {
             media.fence();
         }
@@ -671,12 +690,9 @@ impl<M: Media> Pool<M> {
         // record's groups died now or in earlier lazy rounds.
         let mut to_flush: Vec<(usize, usize)> = Vec::new();
         let mut uf = co.unflushed.lock();
-        if refs.windows(2).any(|w| w[0].lane != w[1].lane) {
-            refs.sort_unstable_by_key(|g| (g.lane, g.recno));
-        }
         for chunk in refs.chunk_by(|a, b| a.lane == b.lane) {
-            let lane: &Lane = &self.lanes[chunk[0].lane as usize];
-            let base = self.area.log_off(chunk[0].lane);
+            let lane: &Lane = &self.lanes[usize::from(chunk[0].lane)];
+            let base = self.area.log_off(u32::from(chunk[0].lane));
             let mut recs = lane.recs.lock();
             for g in chunk {
                 let Some(rm) = recs.get_mut(g.recno) else {
@@ -688,7 +704,7 @@ impl<M: Media> Pool<M> {
                     to_flush.push((base + rm.pos + LIVE_OFF, 8));
                 } else {
                     uf.push(RecId {
-                        lane: g.lane,
+                        lane: u32::from(g.lane),
                         recno: g.recno,
                         pos: rm.pos,
                     });
@@ -926,11 +942,7 @@ mod tests {
         free_q8: u32,
         ls: &LaneStats,
     ) -> Sched {
-        st.chain.groups.push(GroupRef {
-            lane: 0,
-            recno: 0,
-            group: 0,
-        });
+        st.chain.groups.push(GroupRef::new(0, 0, 0, 0));
         st.chain.count += 1;
         st.chain.volume += volume;
         let view = CommitView {

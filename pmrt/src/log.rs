@@ -86,6 +86,17 @@ pub(crate) struct LaneRecs {
 }
 
 impl LaneRecs {
+    /// Starts fetching record `recno`'s entry for a later [`LaneRecs::get_mut`] (old
+    /// records' entries are long out of the cache when coalescing reaches them).
+    pub fn prefetch(&self, recno: u64) {
+        let i = recno.checked_sub(self.front_recno).map(usize::try_from);
+        if let Some(Ok(i)) = i {
+            if let Some(r) = self.recs.get(i) {
+                arch::instr::prefetch_w(core::ptr::from_ref(r).cast());
+            }
+        }
+    }
+
     /// The record numbered `recno`, if still tracked.
     pub fn get_mut(&mut self, recno: u64) -> Option<&mut RecMeta> {
         let i = recno.checked_sub(self.front_recno)?;

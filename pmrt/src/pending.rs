@@ -8,24 +8,80 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-use hashbrown::HashMap;
+use core::sync::atomic::Ordering::Relaxed;
+use core::sync::atomic::{AtomicPtr, AtomicUsize};
+
 use pmalloc::Freeing;
 
 use crate::coalesce::SizeMonitor;
 
 /// A group of a record in a lane log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct GroupRef {
-    pub lane: u32,
-    pub recno: u64,
+    /// The lane (at most 256 of them).
+    pub lane: u16,
     pub group: u8,
+    /// The record's line in its lane log (`u32::MAX`: beyond 256 GiB, unknown), where
+    /// coalescing prefetches its live word before marking it.
+    pub line: u32,
+    pub recno: u64,
+}
+
+impl GroupRef {
+    /// The group `group` of record `recno` at byte `pos` of lane `lane`'s log.
+    pub fn new(lane: u32, recno: u64, group: u8, pos: usize) -> Self {
+        GroupRef {
+            lane: lane as u16,
+            group,
+            line: u32::try_from(pos / 64).unwrap_or(u32::MAX),
+            recno,
+        }
+    }
+}
+const _: () = assert!(core::mem::size_of::<GroupRef>() == 16);
+
+/// A chain's groups, oldest first: the first two in place (most chains never hold
+/// more), so adding and draining them touch only the object's slot.
+#[derive(Debug, Default)]
+pub(crate) struct Groups {
+    head: [GroupRef; 2],
+    len: u32,
+    more: Vec<GroupRef>,
+}
+
+impl Groups {
+    /// Adds the newest group.
+    pub fn push(&mut self, g: GroupRef) {
+        match self.head.get_mut(self.len as usize) {
+            Some(slot) => *slot = g,
+            None => self.more.push(g),
+        }
+        self.len += 1;
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends them, oldest first, to `out`.
+    pub fn append_to(&self, out: &mut Vec<GroupRef>) {
+        out.extend_from_slice(&self.head[..(self.len as usize).min(2)]);
+        out.extend_from_slice(&self.more);
+    }
+
+    /// Forgets them (keeping memory).
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.more.clear();
+    }
 }
 
 /// The part of an object's state that coalescing takes away.
 #[derive(Debug, Default)]
 pub(crate) struct Chain {
     /// Live groups, oldest first.
-    pub groups: Vec<GroupRef>,
+    pub groups: Groups,
     /// Home lines to write back near the object: bit `l` is the line `l` lines after
     /// the one holding the key (objects up to 16 KiB need nothing else).
     pub lines: [u64; NEAR_WORDS],
@@ -112,9 +168,120 @@ pub(crate) struct ObjState {
 
 const SHARDS: usize = 16;
 
+/// Key of an empty slot (no object or metadata key is this offset).
+const EMPTY: u64 = u64::MAX;
+
+/// An object's state in its own 64-byte-aligned lines, so a prefetch of the slot
+/// fetches all of it.
+#[derive(Default)]
+#[repr(align(64))]
+struct Slot(ObjState);
+
+const _: () = assert!(core::mem::size_of::<Slot>() <= 256);
+
+/// One shard: open addressing with linear probing over a key array (eight keys a
+/// line, so a probe rarely leaves the first line) and a parallel slot array. At most
+/// half full, so a key is mostly in its home slot, which [`PendingIndex::prefetch`]
+/// fetches ahead of the lookup.
+#[derive(Default)]
+struct Table {
+    keys: Vec<u64>,
+    slots: Vec<Slot>,
+    len: usize,
+}
+
+impl Table {
+    fn find(&self, key: u64, h: u64) -> Result<usize, usize> {
+        let mask = self.keys.len() - 1;
+        let mut i = home(h, mask);
+        loop {
+            match self.keys[i] {
+                k if k == key => return Ok(i),
+                EMPTY => return Err(i),
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    /// The slot of `key`, inserted (default state) if absent.
+    fn entry(&mut self, key: u64, h: u64) -> &mut ObjState {
+        if (self.len + 1) * 2 > self.keys.len() {
+            self.rebuild((self.len + 1) * 2, |_| true);
+        }
+        let i = match self.find(key, h) {
+            Ok(i) => i,
+            Err(i) => {
+                self.keys[i] = key;
+                self.len += 1;
+                i
+            }
+        };
+        &mut self.slots[i].0
+    }
+
+    fn get_mut(&mut self, key: u64, h: u64) -> Option<&mut ObjState> {
+        if self.len == 0 {
+            return None;
+        }
+        let i = self.find(key, h).ok()?;
+        Some(&mut self.slots[i].0)
+    }
+
+    /// Re-lays the table for at least `want` slots (a power of two, at least 16),
+    /// keeping the entries `keep` accepts.
+    fn rebuild(&mut self, want: usize, mut keep: impl FnMut(&ObjState) -> bool) {
+        let cap = want.next_power_of_two().max(16);
+        let old_keys = core::mem::replace(&mut self.keys, alloc::vec![EMPTY; cap]);
+        let mut old_slots = core::mem::take(&mut self.slots);
+        self.slots.resize_with(cap, Slot::default);
+        self.len = 0;
+        for (k, slot) in old_keys.into_iter().zip(old_slots.iter_mut()) {
+            if k != EMPTY && keep(&slot.0) {
+                let Err(i) = self.find(k, hash(k)) else {
+                    unreachable!("keys are unique");
+                };
+                self.keys[i] = k;
+                self.slots[i] = core::mem::take(slot);
+                self.len += 1;
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u64, &ObjState)> {
+        self.keys
+            .iter()
+            .zip(&self.slots)
+            .filter(|(k, _)| **k != EMPTY)
+            .map(|(k, s)| (*k, &s.0))
+    }
+}
+
+fn hash(key: u64) -> u64 {
+    (key >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The shard: the top bits of the (Fibonacci) hash.
+fn shard_of(h: u64) -> usize {
+    (h >> 60) as usize % SHARDS
+}
+
+/// The home slot: the hash's next bits.
+fn home(h: u64, mask: usize) -> usize {
+    ((h << 4) >> 32) as usize & mask
+}
+
+/// A shard and where its arrays are, for lock-free prefetches (a stale address from
+/// a concurrent rebuild only makes a prefetch useless: prefetches never fault).
+struct Shard {
+    table: spin::Mutex<Table>,
+    keys_at: AtomicPtr<u64>,
+    slots_at: AtomicPtr<Slot>,
+    mask: AtomicUsize,
+}
+
 /// All objects' runtime state.
 pub(crate) struct PendingIndex {
-    shards: Box<[spin::Mutex<HashMap<u64, ObjState>>]>,
+    shards: Box<[Shard]>,
 }
 
 impl core::fmt::Debug for PendingIndex {
@@ -123,22 +290,68 @@ impl core::fmt::Debug for PendingIndex {
     }
 }
 
+/// A shard's table, locked; publishes the arrays' addresses when dropped.
+struct Locked<'a> {
+    shard: &'a Shard,
+    t: spin::MutexGuard<'a, Table>,
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let s = self.shard;
+        if s.keys_at.load(Relaxed) != self.t.keys.as_mut_ptr() {
+            s.keys_at.store(self.t.keys.as_mut_ptr(), Relaxed);
+            s.slots_at.store(self.t.slots.as_mut_ptr(), Relaxed);
+            s.mask.store(self.t.keys.len().saturating_sub(1), Relaxed);
+        }
+    }
+}
+
 impl PendingIndex {
     pub fn new() -> Self {
         PendingIndex {
             shards: (0..SHARDS)
-                .map(|_| spin::Mutex::new(HashMap::new()))
+                .map(|_| Shard {
+                    table: spin::Mutex::new(Table::default()),
+                    keys_at: AtomicPtr::new(core::ptr::null_mut()),
+                    slots_at: AtomicPtr::new(core::ptr::null_mut()),
+                    mask: AtomicUsize::new(0),
+                })
                 .collect(),
         }
     }
 
-    fn shard(&self, key: u64) -> &spin::Mutex<HashMap<u64, ObjState>> {
-        &self.shards[((key >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize % SHARDS]
+    fn lock(&self, h: u64) -> Locked<'_> {
+        let shard = &self.shards[shard_of(h)];
+        Locked {
+            shard,
+            t: shard.table.lock(),
+        }
+    }
+
+    /// Starts fetching `key`'s home slot (its key line and state), without the lock,
+    /// so that a lookup soon after finds it in the cache.
+    pub fn prefetch(&self, key: u64) {
+        let h = hash(key);
+        let s = &self.shards[shard_of(h)];
+        let (keys, slots) = (s.keys_at.load(Relaxed), s.slots_at.load(Relaxed));
+        if keys.is_null() {
+            return;
+        }
+        let i = home(h, s.mask.load(Relaxed));
+        // Addresses only: nothing is dereferenced, so a stale base is harmless.
+        arch::instr::prefetch_w(keys.wrapping_add(i).cast());
+        let slot = slots.wrapping_add(i).cast::<u8>();
+        for line in 0..core::mem::size_of::<Slot>() / 64 {
+            arch::instr::prefetch_w(slot.wrapping_add(line * 64));
+        }
     }
 
     /// Runs `f` on `key`'s state, creating it if absent.
     pub fn with<R>(&self, key: u64, f: impl FnOnce(&mut ObjState) -> R) -> R {
-        f(self.shard(key).lock().entry(key).or_default())
+        let h = hash(key);
+        let mut l = self.lock(h);
+        f(l.t.entry(key, h))
     }
 
     /// Moves `key`'s pending chain out: its groups and home ranges are appended to
@@ -150,14 +363,15 @@ impl PendingIndex {
         groups: &mut Vec<GroupRef>,
         ranges: &mut Vec<(u64, u32)>,
     ) -> Option<Drained> {
-        let mut s = self.shard(key).lock();
-        let st = s.get_mut(&key)?;
+        let h = hash(key);
+        let mut l = self.lock(h);
+        let st = l.t.get_mut(key, h)?;
         st.queued = false;
         if st.chain.is_empty() {
             return None;
         }
         let c = &mut st.chain;
-        groups.extend_from_slice(&c.groups);
+        c.groups.append_to(groups);
         let base = key / 64 * 64;
         let first = ranges.len();
         for (w, bits) in c.lines.iter().enumerate() {
@@ -202,24 +416,24 @@ impl PendingIndex {
 
     /// Every key with a pending chain.
     pub fn keys(&self) -> Vec<u64> {
-        self.shards
-            .iter()
-            .flat_map(|s| {
-                s.lock()
-                    .iter()
+        let mut keys = Vec::new();
+        for s in &*self.shards {
+            let t = s.table.lock();
+            keys.extend(
+                t.iter()
                     .filter(|(_, v)| !v.chain.is_empty())
-                    .map(|(k, _)| *k)
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+                    .map(|(k, _)| k),
+            );
+        }
+        keys
     }
 
     /// Objects pending and their total pending bytes.
     pub fn totals(&self) -> (u64, u64) {
         self.shards.iter().fold((0, 0), |(n, v), s| {
-            let s = s.lock();
-            let pending = s.values().filter(|p| !p.chain.is_empty());
-            let (a, b) = pending.fold((0u64, 0u64), |(a, b), p| (a + 1, b + p.chain.volume));
+            let t = s.table.lock();
+            let pending = t.iter().filter(|(_, p)| !p.chain.is_empty());
+            let (a, b) = pending.fold((0u64, 0u64), |(a, b), (_, p)| (a + 1, b + p.chain.volume));
             (n + a, v + b)
         })
     }
@@ -228,11 +442,16 @@ impl PendingIndex {
     /// index holds more than `cap` objects (bounds memory on huge pools).
     pub fn trim(&self, cap: usize, now: u64) {
         for s in &*self.shards {
-            let mut s = s.lock();
-            if s.len() * SHARDS > cap {
-                s.retain(|_, v| {
+            let mut l = Locked {
+                shard: s,
+                t: s.table.lock(),
+            };
+            if l.t.len * SHARDS > cap {
+                let keep = |v: &ObjState| {
                     !v.chain.is_empty() || v.queued || now.saturating_sub(v.last_tick) < 4096
-                });
+                };
+                let kept = l.t.iter().filter(|(_, v)| keep(v)).count();
+                l.t.rebuild(kept * 2, keep);
             }
         }
     }
@@ -247,11 +466,7 @@ mod tests {
         let idx = PendingIndex::new();
         let key = 64 * 1000 + 16;
         idx.with(key, |st| {
-            st.chain.groups.push(GroupRef {
-                lane: 0,
-                recno: 1,
-                group: 0,
-            });
+            st.chain.groups.push(GroupRef::new(0, 1, 0, 0));
             st.chain.add_range(key, key, 8); // line 0
             st.chain.add_range(key, key + 60, 8); // lines 0 and 1
             st.chain.add_range(key, key + 64 * 63, 130); // lines 63..=65
@@ -276,5 +491,72 @@ mod tests {
         // Lines flushed: 2 + 3 + 1 near, 1 + 1 far.
         assert_eq!(idx.with(key, |st| st.spread), 8);
         assert!(idx.drain(key, &mut g, &mut r).is_none(), "drained");
+    }
+
+    #[test]
+    fn groups_keep_their_order_in_place_and_spilled() {
+        let mut g = Groups::default();
+        let refs: Vec<GroupRef> = (0..5)
+            .map(|i| GroupRef::new(i, u64::from(i) * 7, 1, 64))
+            .collect();
+        for &r in &refs {
+            g.push(r);
+        }
+        let mut out = Vec::new();
+        g.append_to(&mut out);
+        assert_eq!(out, refs);
+        g.clear();
+        assert!(g.is_empty());
+        g.push(refs[3]);
+        out.clear();
+        g.append_to(&mut out);
+        assert_eq!(
+            out,
+            [refs[3]],
+            "a cleared list does not bring back spilled groups"
+        );
+    }
+
+    #[test]
+    fn index_finds_every_key_through_growth_and_trim_keeps_what_is_pending() {
+        let idx = PendingIndex::new();
+        idx.prefetch(4096); // empty: nothing to fetch, nothing to fault
+                            // Object-like keys: 16 past a 1040-byte stride, plus the root slot's.
+        let keys: Vec<u64> = (0..20_000u64).map(|i| 8192 + i * 1040 + 16).collect();
+        for (i, &k) in keys.iter().enumerate() {
+            idx.prefetch(k);
+            idx.with(k, |st| {
+                assert_eq!(st.writes, 0, "a new key starts empty");
+                st.writes = i as u32 + 1;
+                st.last_tick = if i % 3 == 0 { 100_000 } else { 0 };
+                if i % 5 == 0 {
+                    st.chain.groups.push(GroupRef::new(0, i as u64, 0, 0));
+                    st.chain.volume = 8;
+                }
+            });
+        }
+        for (i, &k) in keys.iter().enumerate() {
+            assert_eq!(idx.with(k, |st| st.writes), i as u32 + 1, "key {k:#x}");
+        }
+        assert_eq!(idx.totals(), (4000, 4000 * 8));
+        // Drop idle objects: the pending (every fifth) and recent (every third) stay.
+        idx.trim(16, 100_000 + 10);
+        let mut pending = idx.keys();
+        pending.sort_unstable();
+        let want: Vec<u64> = keys.iter().copied().step_by(5).collect();
+        assert_eq!(pending, want);
+        for (i, &k) in keys.iter().enumerate() {
+            let kept = i % 5 == 0 || i % 3 == 0;
+            let writes = idx.with(k, |st| st.writes);
+            assert_eq!(writes, if kept { i as u32 + 1 } else { 0 }, "key {k:#x}");
+        }
+        let (mut g, mut r) = (Vec::new(), Vec::new());
+        assert!(idx.drain(keys[5], &mut g, &mut r).is_some());
+        assert_eq!(g, [GroupRef::new(0, 5, 0, 0)]);
+        assert!(
+            idx.drain(keys[1], &mut g, &mut r).is_none(),
+            "nothing pending"
+        );
+        assert!(idx.drain(1, &mut g, &mut r).is_none(), "never seen");
     }
 }

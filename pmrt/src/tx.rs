@@ -160,7 +160,7 @@ pub(crate) struct Scratch {
     groups: Vec<GroupInfo>,
     ranges: Vec<(u64, u32)>,
     keys: Vec<u64>,
-    recnos: Vec<u64>,
+    recnos: Vec<(u64, usize)>,
     undo_recs: Vec<(u64, usize)>,
     queued: Vec<(u32, u64)>,
     old: Vec<u8>,
@@ -306,6 +306,8 @@ impl<'p, M: Media> Tx<'p, M> {
             return Err(Error::Freed { obj });
         }
         let info = self.pool.heap.info(obj)?;
+        // Its index slot is looked up at commit: fetch it while the transaction runs.
+        self.pool.pending.prefetch(obj);
         Ok(self.s.push_obj(obj, info.size, info.type_num))
     }
 
@@ -901,10 +903,10 @@ impl<M: Media> Tx<'_, M> {
                     .take(MAX_GROUPS)
                     .map(|g| g.key),
             );
-            let (recno, _) = self
+            let rec = self
                 .log
                 .append(media, &self.lane.recs, p, live, &s.keys, seq);
-            s.recnos.push(recno);
+            s.recnos.push(rec);
             lines += (p.len() / LINE) as u64;
         }
         // 6. One fence: committed.
@@ -962,11 +964,8 @@ impl<M: Media> Tx<'_, M> {
         let mut batch = crate::coalesce::Batch::new();
         let mut logged = 0u64;
         for (i, g) in s.groups.iter().enumerate() {
-            let gr = GroupRef {
-                lane,
-                recno: s.recnos[i / MAX_GROUPS],
-                group: (i % MAX_GROUPS) as u8,
-            };
+            let (recno, pos) = s.recnos[i / MAX_GROUPS];
+            let gr = GroupRef::new(lane, recno, (i % MAX_GROUPS) as u8, pos);
             let c = Committed {
                 volume: g.volume,
                 lines: s.ranges[g.ranges.clone()]
