@@ -233,6 +233,12 @@ impl Media for RawMedia {
     }
 
     fn write_nt(&self, off: usize, data: &[u8]) {
+        if self.flush.is_none() {
+            // eADR: the caches are persistent, so bypassing them buys no durability
+            // and costs the lines' next reads.
+            self.write(off, data);
+            return;
+        }
         check_range(self.len, off, data.len());
         let n = data.len();
         let head = ((WORD - (self.base.as_ptr() as usize + off) % WORD) % WORD).min(n);
