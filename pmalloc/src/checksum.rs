@@ -156,33 +156,80 @@ const SHIFT_1: Gf2Matrix = zeros_operator(STREAM);
 const SHIFT_2: Gf2Matrix = zeros_operator(2 * STREAM);
 const _: () = assert!(STREAM.is_power_of_two() && STREAM.is_multiple_of(8));
 
+/// Bytes of each stream for records from 768 bytes (a kilobyte record is checked at
+/// every commit that logs it): short streams, so their joins go by table.
+const MID: usize = 256;
+const _: () = assert!(MID.is_power_of_two() && MID.is_multiple_of(8));
+
+/// A register map as four byte-indexed tables: `m · v` in four loads.
+type ShiftTable = [[u32; 256]; 4];
+
+const fn shift_table(m: &Gf2Matrix) -> ShiftTable {
+    let mut t = [[0u32; 256]; 4];
+    let mut b = 0;
+    while b < 4 {
+        let mut v = 0;
+        while v < 256 {
+            t[b][v] = gf2_apply(m, (v as u32) << (8 * b));
+            v += 1;
+        }
+        b += 1;
+    }
+    t
+}
+
+/// Register maps of [`MID`] and `2 × MID` zero bytes, by table.
+static MID_1: ShiftTable = shift_table(&zeros_operator(MID));
+static MID_2: ShiftTable = shift_table(&zeros_operator(2 * MID));
+
+fn shift(t: &ShiftTable, c: u32) -> u32 {
+    t[0][(c & 0xFF) as usize]
+        ^ t[1][((c >> 8) & 0xFF) as usize]
+        ^ t[2][((c >> 16) & 0xFF) as usize]
+        ^ t[3][(c >> 24) as usize]
+}
+
+/// Three streams of `n` bytes each from `p` (at least `3n` long), side by side, from
+/// register `c`: the three registers.
+#[inline(always)]
+fn three_streams(c: u32, p: &[u8], n: usize) -> (u32, u32, u32) {
+    let (a, rest) = p.split_at(n);
+    let (b, rest) = rest.split_at(n);
+    let d = &rest[..n];
+    let (mut ca, mut cb, mut cd) = (c, 0u32, 0u32);
+    for ((wa, wb), wd) in a
+        .chunks_exact(8)
+        .zip(b.chunks_exact(8))
+        .zip(d.chunks_exact(8))
+    {
+        let word = |w: &[u8]| u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+        // SAFETY: only called after SSE4.2 was detected.
+        unsafe {
+            ca = arch::instr::crc32c_u64(ca, word(wa));
+            cb = arch::instr::crc32c_u64(cb, word(wb));
+            cd = arch::instr::crc32c_u64(cd, word(wd));
+        }
+    }
+    (ca, cb, cd)
+}
+
 /// The CRC register after `p`, from register `c`. The `crc32` instruction has a latency
 /// of three cycles and a throughput of one, so one chain uses a third of it: long inputs
 /// go in blocks of three [`STREAM`]-byte streams, computed side by side and joined by
 /// the linearity of the CRC (`f(c, A‖B‖C) = S₂·f(c, A) ⊕ S₁·f(0, B) ⊕ f(0, C)`, `Sₖ`
-/// the map of `k × STREAM` zero bytes). Recovery checks records of megabytes.
+/// the map of `k × STREAM` zero bytes). Recovery checks records of megabytes; what is
+/// left from 768 bytes goes the same way in [`MID`]-byte streams.
 #[inline]
 fn hw_update(mut c: u32, mut p: &[u8]) -> u32 {
     while p.len() >= 3 * STREAM {
-        let (a, rest) = p.split_at(STREAM);
-        let (b, rest) = rest.split_at(STREAM);
-        let (d, rest) = rest.split_at(STREAM);
-        let (mut ca, mut cb, mut cd) = (c, 0u32, 0u32);
-        for ((wa, wb), wd) in a
-            .chunks_exact(8)
-            .zip(b.chunks_exact(8))
-            .zip(d.chunks_exact(8))
-        {
-            let word = |w: &[u8]| u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
-            // SAFETY: only called after SSE4.2 was detected.
-            unsafe {
-                ca = arch::instr::crc32c_u64(ca, word(wa));
-                cb = arch::instr::crc32c_u64(cb, word(wb));
-                cd = arch::instr::crc32c_u64(cd, word(wd));
-            }
-        }
+        let (ca, cb, cd) = three_streams(c, p, STREAM);
         c = gf2_apply(&SHIFT_2, ca) ^ gf2_apply(&SHIFT_1, cb) ^ cd;
-        p = rest;
+        p = &p[3 * STREAM..];
+    }
+    while p.len() >= 3 * MID {
+        let (ca, cb, cd) = three_streams(c, p, MID);
+        c = shift(&MID_2, ca) ^ shift(&MID_1, cb) ^ cd;
+        p = &p[3 * MID..];
     }
     while p.len() >= 8 {
         let (w, rest) = p.split_at(8);
@@ -229,6 +276,10 @@ mod tests {
         for cut in [0, 5, STREAM, 3 * STREAM + 1, long.len()] {
             let (a, b) = long.split_at(cut);
             assert_eq!(crc32c(&[a, b]), sw(&[&long]), "long cut {cut}");
+        }
+        // Around the kilobyte streams: below, at and above one block, a record's size.
+        for len in [767, 768, 769, 1056, 1535, 2311] {
+            assert_eq!(crc32c(&[&long[..len]]), sw(&[&long[..len]]), "len {len}");
         }
         assert_eq!(sw(&[b"123456789"]), 0xE306_9283);
         let words = [1u64, 2, 0xdead_beef];
