@@ -385,7 +385,33 @@ pub struct Coalescer {
     queue_len: AtomicUsize,
     /// Dead-marks written in the cache but not flushed (lazy), in any lane.
     unflushed: spin::Mutex<Lazy>,
+    /// A round's buffers, kept between rounds (a round that finds them taken by a
+    /// concurrent one uses fresh ones).
+    scratch: spin::Mutex<RoundScratch>,
     c: Counters,
+}
+
+/// How many objects ahead of its drains a round fetches their index slots: enough to
+/// overlap the misses, few enough not to run out of line-fill buffers (a slot is
+/// several lines).
+const AHEAD: usize = 8;
+
+/// The buffers of a coalescing round.
+#[derive(Debug, Default)]
+struct RoundScratch {
+    refs: Vec<GroupRef>,
+    ranges: Vec<(u64, u32)>,
+    freeing: Vec<Freeing>,
+    to_flush: Vec<(usize, usize)>,
+}
+
+impl RoundScratch {
+    fn clear(&mut self) {
+        self.refs.clear();
+        self.ranges.clear();
+        self.freeing.clear();
+        self.to_flush.clear();
+    }
 }
 
 impl core::fmt::Debug for Coalescer {
@@ -407,6 +433,7 @@ impl Default for Coalescer {
             queue: spin::Mutex::new(heapless::BinaryHeap::new()),
             queue_len: AtomicUsize::new(0),
             unflushed: spin::Mutex::new(Lazy::default()),
+            scratch: spin::Mutex::new(RoundScratch::default()),
             c: Counters::default(),
         }
     }
@@ -457,6 +484,31 @@ pub(crate) struct Committed {
 /// Objects a commit hands to coalescing (bounded: the rest wait in the queue or are
 /// served by the next commit).
 pub(crate) type Batch = heapless::Vec<u64, 64>;
+
+/// The keys a batch has taken, for a duplicate test that does not scan the batch: an
+/// open-addressing set of 128 slots, at most half full as a batch holds 64 keys.
+struct Seen([u64; 128]);
+
+impl Seen {
+    fn new() -> Self {
+        Seen([u64::MAX; 128])
+    }
+
+    /// Adds `k`; false if it was there already.
+    fn insert(&mut self, k: u64) -> bool {
+        let mut i = ((k >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 57) as usize;
+        loop {
+            match self.0[i] {
+                x if x == k => return false,
+                u64::MAX => {
+                    self.0[i] = k;
+                    return true;
+                }
+                _ => i = (i + 1) % self.0.len(),
+            }
+        }
+    }
+}
 
 /// What a commit's scheduling step decided for one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -634,17 +686,32 @@ impl<M: Media> Pool<M> {
     /// the marks (and every earlier lazy mark) are flushed and fenced too, as an
     /// in-place write of these objects needs. Returns the groups marked dead.
     pub(crate) fn coalesce_keys(&self, keys: &[u64], why: Trigger, durable: bool) -> usize {
+        let mut kept = self.coalescer.scratch.try_lock();
+        let mut fresh = RoundScratch::default();
+        let s = kept.as_deref_mut().unwrap_or(&mut fresh);
+        s.clear();
+        self.round(keys, why, durable, s)
+    }
+
+    /// [`Pool::coalesce_keys`] with buffers `s` (empty).
+    fn round(&self, keys: &[u64], why: Trigger, durable: bool, s: &mut RoundScratch) -> usize {
         let co = &self.coalescer;
         let media = self.media();
-        let mut refs: Vec<GroupRef> = Vec::new();
-        let mut ranges: Vec<(u64, u32)> = Vec::new();
-        let mut freeing: Vec<Freeing> = Vec::new();
+        let RoundScratch {
+            refs,
+            ranges,
+            freeing,
+            to_flush,
+        } = s;
         let mut objects = 0u64;
-        for &k in keys {
+        for &k in keys.iter().take(AHEAD) {
             self.pending.prefetch(k);
         }
-        for &k in keys {
-            if let Some(d) = self.pending.drain(k, &mut refs, &mut ranges) {
+        for (i, &k) in keys.iter().enumerate() {
+            if let Some(&next) = keys.get(i + AHEAD) {
+                self.pending.prefetch(next);
+            }
+            if let Some(d) = self.pending.drain(k, refs, ranges) {
                 objects += 1;
                 freeing.extend(d.freeing);
             }
@@ -659,7 +726,7 @@ impl<M: Media> Pool<M> {
         let durable = durable || !freeing.is_empty();
         // 1. Write the homes back: one fence for every object of the round.
         let mut lines = 0u64;
-        for &(off, len) in &ranges {
+        for &(off, len) in ranges.iter() {
             media.flush(off as usize, len as usize);
             lines += arch::line_range(off as usize, len as usize).len() as u64;
         }
@@ -686,9 +753,8 @@ impl<M: Media> Pool<M> {
         //    first mark until every lazy mark of the round is listed, so a tail that
         //    moves past one of these records (advance_tail) finds all of them.
         let mut cleared = 0;
-        // Live words a durable round flushes: each line once, however many of its
-        // record's groups died now or in earlier lazy rounds.
-        let mut to_flush: Vec<(usize, usize)> = Vec::new();
+        // A durable round collects the live words to flush in `to_flush`: each line
+        // once, however many of its record's groups died now or in earlier lazy rounds.
         let mut uf = co.unflushed.lock();
         for chunk in refs.chunk_by(|a, b| a.lane == b.lane) {
             let lane: &Lane = &self.lanes[usize::from(chunk[0].lane)];
@@ -721,14 +787,14 @@ impl<M: Media> Pool<M> {
                     .drain(..)
                     .map(|id| (self.area.log_off(id.lane) + id.pos + LIVE_OFF, 8)),
             );
-            arch::flush_lines_once(media, &mut to_flush);
+            arch::flush_lines_once(media, to_flush);
             uf.mixed = false;
             media.fence();
         }
         drop(uf);
         // 3. Freed objects can be reused now.
-        for f in &freeing {
-            self.heap.release(f);
+        for f in freeing.drain(..) {
+            self.heap.release(&f);
         }
         co.c.rounds.fetch_add(1, Relaxed);
         co.c.objects.fetch_add(objects, Relaxed);
@@ -747,6 +813,7 @@ impl<M: Media> Pool<M> {
     /// coalesce there.
     pub(crate) fn coalesce_front(&self, lane: u32) -> bool {
         let mut keys: Batch = Batch::new();
+        let mut seen = Seen::new();
         {
             let mut r = self.lanes[lane as usize].recs.lock();
             r.pop_dead();
@@ -760,7 +827,7 @@ impl<M: Media> Pool<M> {
                     break;
                 }
                 for (g, &k) in m.keys.as_slice().iter().enumerate() {
-                    if m.live & (1 << g) != 0 && !keys.contains(&k) && keys.push(k).is_err() {
+                    if m.live & (1 << g) != 0 && seen.insert(k) && keys.push(k).is_err() {
                         break 'recs;
                     }
                 }
@@ -853,6 +920,19 @@ impl<M: Media> Pool<M> {
 #[allow(clippy::cast_precision_loss)] // exact references computed in floating point
 mod tests {
     use super::*;
+
+    #[test]
+    fn seen_takes_each_key_once_up_to_a_full_batch() {
+        let mut seen = Seen::new();
+        // Keys that share their hash's top bits too (a run in one probe sequence).
+        let keys: Vec<u64> = (0..65u64).map(|i| 4096 + i * (1 << 20)).collect();
+        for &k in &keys {
+            assert!(seen.insert(k), "new key {k:#x}");
+        }
+        for &k in &keys {
+            assert!(!seen.insert(k), "repeated key {k:#x}");
+        }
+    }
 
     #[test]
     fn welford_matches_the_exact_mean_and_variance() {

@@ -462,6 +462,7 @@ impl<'p, M: Media> Tx<'p, M> {
         init: &[u8],
     ) -> Result<PPtr<()>, Error> {
         let r = self.pool.heap.reserve(size, align, type_num)?;
+        self.pool.pending.prefetch(r.obj);
         let mut shadow = Buf::zeroed(size);
         let n = init.len().min(size);
         shadow.bytes_mut()[..n].copy_from_slice(&init[..n]);
@@ -492,6 +493,7 @@ impl<'p, M: Media> Tx<'p, M> {
             return Err(Error::Freed { obj });
         }
         self.s.frees.push(self.pool.heap.prepare_free(obj)?);
+        self.pool.pending.prefetch(obj);
         Ok(())
     }
 
