@@ -54,6 +54,13 @@ impl Buf {
             len,
         }
     }
+    /// Zeroed and `len` long again, reusing the allocation where it is large enough.
+    fn reset(&mut self, len: usize) {
+        self.lines.clear();
+        self.lines.resize(len.div_ceil(64), Line([0; 64]));
+        self.len = len;
+    }
+
     fn bytes(&self) -> &[u8] {
         // SAFETY: `lines` holds at least `len` initialised bytes, contiguous (repr C,
         // no padding between array elements of a 64-byte type).
@@ -164,6 +171,33 @@ pub(crate) struct Scratch {
     undo_recs: Vec<(u64, usize)>,
     queued: Vec<(u32, u64)>,
     old: Vec<u8>,
+    /// Shadow buffers of past transactions, for reuse: a fresh 64-byte-aligned
+    /// allocation per object per transaction was a twentieth of w5.
+    bufs: Vec<Buf>,
+}
+
+/// Shadow buffers a lane keeps, and the largest it keeps.
+const SPARE_BUFS: usize = 16;
+const SPARE_BUF_MAX: usize = 64 * 1024;
+
+/// A zeroed buffer of `len` bytes, from `bufs` when one is kept.
+fn take_buf(bufs: &mut Vec<Buf>, len: usize) -> Buf {
+    match bufs.pop() {
+        Some(mut b) => {
+            b.reset(len);
+            b
+        }
+        None => Buf::zeroed(len),
+    }
+}
+
+/// Keeps `b` in `bufs` for a later [`take_buf`], within the bounds.
+fn keep_buf(bufs: &mut Vec<Buf>, b: Option<Buf>) {
+    if let Some(b) = b {
+        if bufs.len() < SPARE_BUFS && b.lines.capacity() * 64 <= SPARE_BUF_MAX {
+            bufs.push(b);
+        }
+    }
 }
 
 impl core::fmt::Debug for Scratch {
@@ -219,9 +253,10 @@ impl Scratch {
     /// Empties everything for the next transaction, keeping memory.
     fn clear(&mut self) {
         for o in &mut self.objs[..self.n] {
-            // Shadows are per transaction; write buffers keep their capacity.
-            o.shadow = None;
-            o.pristine = None;
+            // Shadows are per transaction (their buffers are kept for the next ones);
+            // write buffers keep their capacity.
+            keep_buf(&mut self.bufs, o.shadow.take());
+            keep_buf(&mut self.bufs, o.pristine.take());
         }
         self.n = 0;
         self.objs.truncate(SPARE);
@@ -333,11 +368,14 @@ impl<'p, M: Media> Tx<'p, M> {
 
     fn shadow(&mut self, i: usize) -> &mut Buf {
         let media = self.pool.media();
-        let o = &mut self.s.objs[i];
+        let sc = &mut **self.s;
+        let o = &mut sc.objs[i];
         if o.shadow.is_none() {
-            let mut s = Buf::zeroed(o.size as usize);
+            let mut s = take_buf(&mut sc.bufs, o.size as usize);
             media.read(o.obj as usize, s.bytes_mut());
-            o.pristine = Some(s.clone());
+            let mut pristine = take_buf(&mut sc.bufs, o.size as usize);
+            pristine.bytes_mut().copy_from_slice(s.bytes());
+            o.pristine = Some(pristine);
             for (off, d) in o.each_write() {
                 s.bytes_mut()[off as usize..off as usize + d.len()].copy_from_slice(d);
             }
@@ -463,7 +501,7 @@ impl<'p, M: Media> Tx<'p, M> {
     ) -> Result<PPtr<()>, Error> {
         let r = self.pool.heap.reserve(size, align, type_num)?;
         self.pool.pending.prefetch(r.obj);
-        let mut shadow = Buf::zeroed(size);
+        let mut shadow = take_buf(&mut self.s.bufs, size);
         let n = init.len().min(size);
         shadow.bytes_mut()[..n].copy_from_slice(&init[..n]);
         let obj = r.obj;
