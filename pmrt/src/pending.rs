@@ -205,6 +205,8 @@ impl Table {
 
     /// The slot of `key`, inserted (default state) if absent.
     fn entry(&mut self, key: u64, h: u64) -> &mut ObjState {
+        // Keys are pool offsets, far below the empty marker.
+        debug_assert_ne!(key, EMPTY);
         if (self.len + 1) * 2 > self.keys.len() {
             self.rebuild((self.len + 1) * 2, |_| true);
         }
