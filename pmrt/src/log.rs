@@ -276,6 +276,13 @@ impl LaneLog {
             media.flush(self.base + pos, rec.len());
         }
         self.head = (pos + rec.len()) % self.len;
+        // The next record most likely has this one's size: start fetching its lines
+        // (a lap of the ring old, long out of the cache) for the next commit's stores.
+        if rec.len() < NT_MIN {
+            for l in 0..rec.len() / LINE {
+                media.prefetch_write(self.base + (self.head + l * LINE) % self.len);
+            }
+        }
         (recno, pos)
     }
 
