@@ -14,7 +14,8 @@ use tests_host::heap_scenario::{explore_heap, explore_heap_releasing};
 fn run(seed: u64, ops: usize, states: u64) {
     let cfg = Config::from_env(states, seed);
     let report = explore_heap(&cfg, ops);
-    report.assert_ok(&format!("pmalloc crash seed {seed}"));
+    // The seed in use (`PM_CRASH_SEED` may replace the default).
+    report.assert_ok(&format!("pmalloc crash seed {}", cfg.seed));
     assert!(report.states > 0);
 }
 
@@ -36,6 +37,6 @@ fn alloc_and_free_are_atomic_at_every_crash_point_second_seed() {
 fn empty_runs_are_released_atomically_at_every_crash_point() {
     let cfg = Config::from_env(40_000, 7);
     let report = explore_heap_releasing(&cfg, 300, 5);
-    report.assert_ok("pmalloc run release seed 7");
+    report.assert_ok(&format!("pmalloc run release seed {}", cfg.seed));
     assert!(report.states > 0);
 }

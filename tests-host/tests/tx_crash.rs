@@ -9,7 +9,8 @@ fn run(seed: u64, steps: usize, states: u64) {
     // More crash points rather than more images per point.
     cfg.images.max_images = 24;
     let report = explore_tx(&cfg, steps);
-    report.assert_ok(&format!("tx crash seed {seed}"));
+    // The seed in use (`PM_CRASH_SEED` may replace the default).
+    report.assert_ok(&format!("tx crash seed {}", cfg.seed));
     assert!(report.states > 0);
 }
 
