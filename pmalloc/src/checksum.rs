@@ -151,13 +151,10 @@ const fn zeros_operator(n: usize) -> Gf2Matrix {
     m
 }
 
-/// Register maps of [`STREAM`] and `2 × STREAM` zero bytes, to join the streams.
-const SHIFT_1: Gf2Matrix = zeros_operator(STREAM);
-const SHIFT_2: Gf2Matrix = zeros_operator(2 * STREAM);
 const _: () = assert!(STREAM.is_power_of_two() && STREAM.is_multiple_of(8));
 
-/// Bytes of each stream for records from 768 bytes (a kilobyte record is checked at
-/// every commit that logs it): short streams, so their joins go by table.
+/// Bytes of each stream for what is left from 768 bytes (a kilobyte record is checked
+/// at every commit that logs it).
 const MID: usize = 256;
 const _: () = assert!(MID.is_power_of_two() && MID.is_multiple_of(8));
 
@@ -178,9 +175,20 @@ const fn shift_table(m: &Gf2Matrix) -> ShiftTable {
     t
 }
 
-/// Register maps of [`MID`] and `2 × MID` zero bytes, by table.
-static MID_1: ShiftTable = shift_table(&zeros_operator(MID));
-static MID_2: ShiftTable = shift_table(&zeros_operator(2 * MID));
+/// The stream lengths, longest first, each with the register maps of one and two
+/// streams of zero bytes that join three streams.
+static TIERS: [(usize, ShiftTable, ShiftTable); 2] = [
+    (
+        STREAM,
+        shift_table(&zeros_operator(STREAM)),
+        shift_table(&zeros_operator(2 * STREAM)),
+    ),
+    (
+        MID,
+        shift_table(&zeros_operator(MID)),
+        shift_table(&zeros_operator(2 * MID)),
+    ),
+];
 
 fn shift(t: &ShiftTable, c: u32) -> u32 {
     t[0][(c & 0xFF) as usize]
@@ -221,15 +229,12 @@ fn three_streams(c: u32, p: &[u8], n: usize) -> (u32, u32, u32) {
 /// left from 768 bytes goes the same way in [`MID`]-byte streams.
 #[inline]
 fn hw_update(mut c: u32, mut p: &[u8]) -> u32 {
-    while p.len() >= 3 * STREAM {
-        let (ca, cb, cd) = three_streams(c, p, STREAM);
-        c = gf2_apply(&SHIFT_2, ca) ^ gf2_apply(&SHIFT_1, cb) ^ cd;
-        p = &p[3 * STREAM..];
-    }
-    while p.len() >= 3 * MID {
-        let (ca, cb, cd) = three_streams(c, p, MID);
-        c = shift(&MID_2, ca) ^ shift(&MID_1, cb) ^ cd;
-        p = &p[3 * MID..];
+    for (n, one, two) in &TIERS {
+        while p.len() >= 3 * n {
+            let (ca, cb, cd) = three_streams(c, p, *n);
+            c = shift(two, ca) ^ shift(one, cb) ^ cd;
+            p = &p[3 * n..];
+        }
     }
     while p.len() >= 8 {
         let (w, rest) = p.split_at(8);

@@ -35,7 +35,7 @@ use arch::Media;
 use pmalloc::Freeing;
 
 use crate::log::{Lane, LaneLog, LaneStats};
-use crate::pending::{GroupRef, ObjState};
+use crate::pending::{self, GroupRef, ObjState};
 use crate::pool::Pool;
 use crate::record::LIVE_OFF;
 
@@ -486,21 +486,22 @@ pub(crate) struct Committed {
 pub(crate) type Batch = heapless::Vec<u64, 64>;
 
 /// The keys a batch has taken, for a duplicate test that does not scan the batch: an
-/// open-addressing set of 128 slots, at most half full as a batch holds 64 keys.
+/// open-addressing set of 128 slots (the object index's hash and empty marker), at
+/// most half full as a batch holds 64 keys.
 struct Seen([u64; 128]);
 
 impl Seen {
     fn new() -> Self {
-        Seen([u64::MAX; 128])
+        Seen([pending::EMPTY; 128])
     }
 
     /// Adds `k`; false if it was there already.
     fn insert(&mut self, k: u64) -> bool {
-        let mut i = ((k >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 57) as usize;
+        let mut i = (pending::hash(k) >> 57) as usize;
         loop {
             match self.0[i] {
                 x if x == k => return false,
-                u64::MAX => {
+                pending::EMPTY => {
                     self.0[i] = k;
                     return true;
                 }

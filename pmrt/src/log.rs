@@ -16,12 +16,13 @@ use arch::Media;
 use crate::area::{encode_tail, Area, LINE};
 use crate::record;
 
-/// Records at least this long go to the log with non-temporal stores: the lines they
-/// overwrite were written a whole lap of the log ago and are out of the cache, so
-/// ordinary stores would first read each one from memory (measured on w3, 1,088-byte
-/// records: 1.66 -> 1.36 us per transaction; below a kilobyte the record's lines are
-/// few and the flushes of ordinary stores cost no more).
-const NT_MIN: usize = 1024;
+/// Copies of at least this many bytes into the pool go with non-temporal stores: log
+/// records (the lines they overwrite were written a whole lap of the log ago and are
+/// out of the cache, so ordinary stores would first read each one from memory;
+/// measured on w3, 1,088-byte records: 1.66 -> 1.36 us per transaction; below a
+/// kilobyte the flushes of ordinary stores cost no more) and recovery's replay of
+/// large entries.
+pub(crate) const NT_MIN: usize = 1024;
 
 /// Writer state of one lane (held by the transaction using the lane).
 #[derive(Debug)]
@@ -268,17 +269,16 @@ impl LaneLog {
         // the record's stores. No one marks its groups before the commit adds them to
         // the pending chains, so the early entry is never acted on.
         let recno = self.push(recs, live, keys);
+        self.head = (pos + rec.len()) % self.len;
         // Large records skip reading the (long evicted) log lines they overwrite.
         if rec.len() >= NT_MIN {
             media.write_nt(self.base + pos, rec);
         } else {
             media.write(self.base + pos, rec);
             media.flush(self.base + pos, rec.len());
-        }
-        self.head = (pos + rec.len()) % self.len;
-        // The next record most likely has this one's size: start fetching its lines
-        // (a lap of the ring old, long out of the cache) for the next commit's stores.
-        if rec.len() < NT_MIN {
+            // The next record most likely has this one's size: start fetching its
+            // lines (a lap of the ring old, long out of the cache) for the next
+            // commit's stores.
             for l in 0..rec.len() / LINE {
                 media.prefetch_write(self.base + (self.head + l * LINE) % self.len);
             }

@@ -169,7 +169,7 @@ pub(crate) struct ObjState {
 const SHARDS: usize = 16;
 
 /// Key of an empty slot (no object or metadata key is this offset).
-const EMPTY: u64 = u64::MAX;
+pub(crate) const EMPTY: u64 = u64::MAX;
 
 /// An object's state in its own 64-byte-aligned lines, so a prefetch of the slot
 /// fetches all of it.
@@ -258,7 +258,9 @@ impl Table {
     }
 }
 
-fn hash(key: u64) -> u64 {
+/// Fibonacci hash of a key (object offsets are 16-aligned: their low bits carry
+/// nothing); the top bits are the well-mixed ones.
+pub(crate) fn hash(key: u64) -> u64 {
     (key >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
@@ -292,19 +294,14 @@ impl core::fmt::Debug for PendingIndex {
     }
 }
 
-/// A shard's table, locked; publishes the arrays' addresses when dropped.
-struct Locked<'a> {
-    shard: &'a Shard,
-    t: spin::MutexGuard<'a, Table>,
-}
-
-impl Drop for Locked<'_> {
-    fn drop(&mut self) {
-        let s = self.shard;
-        if s.keys_at.load(Relaxed) != self.t.keys.as_mut_ptr() {
-            s.keys_at.store(self.t.keys.as_mut_ptr(), Relaxed);
-            s.slots_at.store(self.t.slots.as_mut_ptr(), Relaxed);
-            s.mask.store(self.t.keys.len().saturating_sub(1), Relaxed);
+impl Shard {
+    /// Publishes where `t` (this shard's table, locked) now keeps its arrays, for
+    /// [`PendingIndex::prefetch`]; called after anything that may rebuild it.
+    fn publish(&self, t: &mut Table) {
+        if self.keys_at.load(Relaxed) != t.keys.as_mut_ptr() {
+            self.keys_at.store(t.keys.as_mut_ptr(), Relaxed);
+            self.slots_at.store(t.slots.as_mut_ptr(), Relaxed);
+            self.mask.store(t.keys.len().saturating_sub(1), Relaxed);
         }
     }
 }
@@ -323,19 +320,15 @@ impl PendingIndex {
         }
     }
 
-    fn lock(&self, h: u64) -> Locked<'_> {
-        let shard = &self.shards[shard_of(h)];
-        Locked {
-            shard,
-            t: shard.table.lock(),
-        }
+    fn shard(&self, h: u64) -> &Shard {
+        &self.shards[shard_of(h)]
     }
 
     /// Starts fetching `key`'s home slot (its key line and state), without the lock,
     /// so that a lookup soon after finds it in the cache.
     pub fn prefetch(&self, key: u64) {
         let h = hash(key);
-        let s = &self.shards[shard_of(h)];
+        let s = self.shard(h);
         let (keys, slots) = (s.keys_at.load(Relaxed), s.slots_at.load(Relaxed));
         if keys.is_null() {
             return;
@@ -352,8 +345,11 @@ impl PendingIndex {
     /// Runs `f` on `key`'s state, creating it if absent.
     pub fn with<R>(&self, key: u64, f: impl FnOnce(&mut ObjState) -> R) -> R {
         let h = hash(key);
-        let mut l = self.lock(h);
-        f(l.t.entry(key, h))
+        let s = self.shard(h);
+        let mut t = s.table.lock();
+        let r = f(t.entry(key, h));
+        s.publish(&mut t);
+        r
     }
 
     /// Moves `key`'s pending chain out: its groups and home ranges are appended to
@@ -366,8 +362,8 @@ impl PendingIndex {
         ranges: &mut Vec<(u64, u32)>,
     ) -> Option<Drained> {
         let h = hash(key);
-        let mut l = self.lock(h);
-        let st = l.t.get_mut(key, h)?;
+        let mut t = self.shard(h).table.lock();
+        let st = t.get_mut(key, h)?;
         st.queued = false;
         if st.chain.is_empty() {
             return None;
@@ -444,16 +440,14 @@ impl PendingIndex {
     /// index holds more than `cap` objects (bounds memory on huge pools).
     pub fn trim(&self, cap: usize, now: u64) {
         for s in &*self.shards {
-            let mut l = Locked {
-                shard: s,
-                t: s.table.lock(),
-            };
-            if l.t.len * SHARDS > cap {
+            let mut t = s.table.lock();
+            if t.len * SHARDS > cap {
                 let keep = |v: &ObjState| {
                     !v.chain.is_empty() || v.queued || now.saturating_sub(v.last_tick) < 4096
                 };
-                let kept = l.t.iter().filter(|(_, v)| keep(v)).count();
-                l.t.rebuild(kept * 2, keep);
+                let kept = t.iter().filter(|(_, v)| keep(v)).count();
+                t.rebuild(kept * 2, keep);
+                s.publish(&mut t);
             }
         }
     }

@@ -34,6 +34,8 @@ use arch::{Access, Media};
 use pmalloc::Heap;
 
 use crate::area::{decode_tail, encode_tail, Area, LINE};
+// Data entries at least this long are replayed with non-temporal stores.
+use crate::log::NT_MIN;
 use crate::record::{
     check_with, copy_headers, live_mask, live_tag, parse, parse_with, peek, reparse, Entry, Group,
     F_COMMIT, F_PAD, F_UNDO, G_ABS, G_REL, HEADER, LIVE_OFF,
@@ -340,15 +342,23 @@ fn scan<M: Media>(media: &M, area: &Area, salt: u64, in_place: bool) -> LogScan 
 /// The check of the record at `at` whose header `p` starts, computed from the log.
 fn check_in_log<M: Media>(media: &M, at: usize, p: &[u8], lane: u32, salt: u64) -> u32 {
     check_with(&p[..HEADER], lane, salt, |c| {
-        let mut buf = alloc::vec![0u8; CHUNK.min(p.len())];
-        let mut off = HEADER;
-        while off < p.len() {
-            let k = CHUNK.min(p.len() - off);
-            media.read(at + off, &mut buf[..k]);
-            c.update(&buf[..k]);
-            off += k;
-        }
+        read_chunks(media, at + HEADER, p.len() - HEADER, |_, piece| {
+            c.update(piece);
+        });
     })
+}
+
+/// Reads the `n` bytes at `at` in [`CHUNK`]-byte pieces through one buffer: `f(offset
+/// from at, piece)` for each (a record or entry of megabytes never sits in DRAM whole).
+fn read_chunks<M: Media>(media: &M, at: usize, n: usize, mut f: impl FnMut(usize, &[u8])) {
+    let mut buf = alloc::vec![0u8; CHUNK.min(n)];
+    let mut i = 0;
+    while i < n {
+        let k = CHUNK.min(n - i);
+        media.read(at + i, &mut buf[..k]);
+        f(i, &buf[..k]);
+        i += k;
+    }
 }
 
 /// Steps 2-3: per object, the groups to replay in order.
@@ -431,9 +441,6 @@ fn plan<'r>(
     work
 }
 
-/// Data entries at least this long are replayed with non-temporal stores.
-const NT_MIN: usize = 1024;
-
 /// Records and entries at least this long have their pages mapped in one call before
 /// they are read or stored ([`Media::populate`]): four pages and more.
 const POPULATE_MIN: usize = 16 << 10;
@@ -467,14 +474,7 @@ fn store_data<M: Media>(
     let (dst, n) = (e.off as usize, e.data.len());
     if let Some(src) = from_log {
         media.populate(dst, n, Access::Write);
-        let mut buf = alloc::vec![0u8; CHUNK.min(n)];
-        let mut i = 0;
-        while i < n {
-            let k = CHUNK.min(n - i);
-            media.read(src + i, &mut buf[..k]);
-            media.write_nt(dst + i, &buf[..k]);
-            i += k;
-        }
+        read_chunks(media, src, n, |i, piece| media.write_nt(dst + i, piece));
     } else if n >= NT_MIN {
         if n >= POPULATE_MIN {
             media.populate(dst, n, Access::Write);

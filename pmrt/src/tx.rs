@@ -167,7 +167,8 @@ pub(crate) struct Scratch {
     groups: Vec<GroupInfo>,
     ranges: Vec<(u64, u32)>,
     keys: Vec<u64>,
-    recnos: Vec<(u64, usize)>,
+    /// The redo records appended: record number and position in the lane log.
+    appended: Vec<(u64, usize)>,
     undo_recs: Vec<(u64, usize)>,
     queued: Vec<(u32, u64)>,
     old: Vec<u8>,
@@ -267,7 +268,7 @@ impl Scratch {
         self.groups.clear();
         self.ranges.clear();
         self.keys.clear();
-        self.recnos.clear();
+        self.appended.clear();
         self.undo_recs.clear();
         self.queued.clear();
     }
@@ -946,7 +947,7 @@ impl<M: Media> Tx<'_, M> {
             let rec = self
                 .log
                 .append(media, &self.lane.recs, p, live, &s.keys, seq);
-            s.recnos.push(rec);
+            s.appended.push(rec);
             lines += (p.len() / LINE) as u64;
         }
         // 6. One fence: committed.
@@ -1004,7 +1005,7 @@ impl<M: Media> Tx<'_, M> {
         let mut batch = crate::coalesce::Batch::new();
         let mut logged = 0u64;
         for (i, g) in s.groups.iter().enumerate() {
-            let (recno, pos) = s.recnos[i / MAX_GROUPS];
+            let (recno, pos) = s.appended[i / MAX_GROUPS];
             let gr = GroupRef::new(lane, recno, (i % MAX_GROUPS) as u8, pos);
             let c = Committed {
                 volume: g.volume,
