@@ -84,6 +84,10 @@ pub struct FileMedia {
     raw: RawMedia,
     map_len: usize,
     mode: SyncMode,
+    // On tmpfs a read populate maps the pages writable as well (shmem asks no write
+    // notification), around 16 pages per fault instead of one: a third of the cost of
+    // a write populate (16 MiB: 0.9 ms against 2.5 ms here).
+    read_maps_writable: bool,
     // Page span flushed since the last fence, for the msync mode.
     dirty: spin::Mutex<Option<(usize, usize)>>,
 }
@@ -125,13 +129,14 @@ impl FileMedia {
             )
         };
         let mut mode = SyncMode::Dax;
+        let tmpfs = is_tmpfs(&file);
         if addr == libc::MAP_FAILED {
             // SAFETY: as above, without MAP_SYNC.
             addr = unsafe { libc::mmap(core::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, 0) };
             if addr == libc::MAP_FAILED {
                 return Err(io("mmap")(std::io::Error::last_os_error()));
             }
-            mode = if opts.force_pmem || is_tmpfs(&file) {
+            mode = if opts.force_pmem || tmpfs {
                 SyncMode::Emulated
             } else {
                 SyncMode::Msync
@@ -156,6 +161,7 @@ impl FileMedia {
             raw,
             map_len: len,
             mode,
+            read_maps_writable: tmpfs && mode != SyncMode::Dax,
             dirty: spin::Mutex::new(None),
         })
     }
@@ -218,6 +224,16 @@ impl Media for FileMedia {
             self.note_dirty(off, data.len());
         }
     }
+    fn copy_nt(&self, dst: usize, src: usize, len: usize) {
+        self.raw.copy_nt(dst, src, len);
+        if self.mode == SyncMode::Msync {
+            self.note_dirty(dst, len);
+        }
+    }
+    unsafe fn read_in_place(&self, off: usize, len: usize, f: &mut dyn FnMut(&[u8])) {
+        // SAFETY: the caller's promise is passed on unchanged.
+        unsafe { self.raw.read_in_place(off, len, f) }
+    }
     #[inline(always)]
     fn flush(&self, off: usize, len: usize) {
         self.raw.flush(off, len);
@@ -240,8 +256,8 @@ impl Media for FileMedia {
             return;
         };
         let advice = match access {
-            Access::Read => libc::MADV_POPULATE_READ,
-            Access::Write => libc::MADV_POPULATE_WRITE,
+            Access::Write if !self.read_maps_writable => libc::MADV_POPULATE_WRITE,
+            Access::Read | Access::Write => libc::MADV_POPULATE_READ,
         };
         // SAFETY: a page-aligned sub-range of our own live mapping; populating changes no
         // contents. A kernel without the advice (before 5.14) says EINVAL, and the pages

@@ -117,6 +117,76 @@ pub unsafe fn movntdq(p: *mut u8, src: *const u8) {
     unsafe { _mm_stream_si128(p.cast::<__m128i>(), _mm_loadu_si128(src.cast::<__m128i>())) }
 }
 
+/// Copies `n` bytes from `src` to `dst` with non-temporal stores (`movntdq` where SSE2
+/// is enabled, else `movnti`), a line per step: bulk moves between two places of the
+/// media that must not pull the destination into the cache. In inline assembly, for
+/// the reasons given at [`copy_bytes`]. Durable after the next [`sfence`].
+///
+/// # Safety
+/// `n` is a multiple of 64, `dst` is 16-byte aligned, `src` is readable and `dst`
+/// writable for `n` bytes, and the ranges do not overlap.
+#[inline(always)]
+pub unsafe fn copy_nt(dst: *mut u8, src: *const u8, n: usize) {
+    if n == 0 {
+        return;
+    }
+    debug_assert!(n.is_multiple_of(64) && (dst as usize).is_multiple_of(16));
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    // SAFETY: the caller guarantees both ranges, the alignment `movntdq` needs and
+    // `n > 0` a multiple of 64, so the loop ends exactly at `n`.
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "movdqu {a}, [{s}]",
+            "movdqu {b}, [{s} + 16]",
+            "movdqu {c}, [{s} + 32]",
+            "movdqu {d}, [{s} + 48]",
+            "movntdq [{t}], {a}",
+            "movntdq [{t} + 16], {b}",
+            "movntdq [{t} + 32], {c}",
+            "movntdq [{t} + 48], {d}",
+            "add {s}, 64",
+            "add {t}, 64",
+            "sub {n}, 64",
+            "jnz 2b",
+            s = inout(reg) src => _,
+            t = inout(reg) dst => _,
+            n = inout(reg) n => _,
+            a = out(xmm_reg) _,
+            b = out(xmm_reg) _,
+            c = out(xmm_reg) _,
+            d = out(xmm_reg) _,
+            options(nostack),
+        );
+    }
+    #[cfg(all(target_arch = "x86_64", not(target_feature = "sse2")))]
+    // SAFETY: as above; `movnti` needs only the 8-byte alignment `dst` has.
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "mov {a}, [{s}]",
+            "mov {b}, [{s} + 8]",
+            "movnti [{t}], {a}",
+            "movnti [{t} + 8], {b}",
+            "add {s}, 16",
+            "add {t}, 16",
+            "sub {n}, 16",
+            "jnz 2b",
+            s = inout(reg) src => _,
+            t = inout(reg) dst => _,
+            n = inout(reg) n => _,
+            a = out(reg) _,
+            b = out(reg) _,
+            options(nostack),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: as above.
+    unsafe {
+        core::ptr::copy_nonoverlapping(src, dst, n);
+    }
+}
+
 /// Copies `n` bytes from `src` to `dst` with `rep movsb` (fast-string moves: the CPU
 /// copies in wide chunks). In inline assembly the accesses are opaque to the compiler,
 /// as the media's atomics are, so racing accesses to pool bytes stay free of undefined

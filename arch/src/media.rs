@@ -68,6 +68,44 @@ pub trait Media: Send + Sync {
     /// flushed normally).
     fn write_nt(&self, off: usize, data: &[u8]);
 
+    /// Copies the `len` bytes at `src` to `dst` as [`Media::write_nt`] stores them:
+    /// durable after the next [`Media::fence`]. The ranges must not overlap (a bug in
+    /// the caller: panics). Default: through a buffer; ordinary memory copies directly,
+    /// with no pass through DRAM for the buffer (recovery moves megabytes of undo
+    /// images from the log to their homes this way).
+    fn copy_nt(&self, dst: usize, src: usize, len: usize) {
+        assert!(
+            dst.saturating_add(len) <= src || src.saturating_add(len) <= dst,
+            "overlapping media copy {src:#x} -> {dst:#x} of {len:#x}"
+        );
+        let mut buf = [0u8; 512];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(buf.len());
+            self.read(src + done, &mut buf[..n]);
+            self.write_nt(dst + done, &buf[..n]);
+            done += n;
+        }
+    }
+
+    /// Calls `f` on the `len` bytes at `off`, in one or more pieces in order: where
+    /// they lie when the media is ordinary memory, else through a buffer. For reading
+    /// megabytes without copying them (recovery checks a large record in the log).
+    ///
+    /// # Safety
+    /// No store to `[off, off + len)`, by any thread, happens while `f` runs (the
+    /// pieces may be the media's own bytes, lent as `&[u8]`).
+    unsafe fn read_in_place(&self, off: usize, len: usize, f: &mut dyn FnMut(&[u8])) {
+        let mut buf = [0u8; 512];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(buf.len());
+            self.read(off + done, &mut buf[..n]);
+            f(&buf[..n]);
+            done += n;
+        }
+    }
+
     /// Starts write-back of every cache line overlapping `[off, off + len)`.
     fn flush(&self, off: usize, len: usize);
 
@@ -177,6 +215,13 @@ impl<T: Media + ?Sized> Media for &T {
     }
     fn write_nt(&self, off: usize, data: &[u8]) {
         (**self).write_nt(off, data);
+    }
+    fn copy_nt(&self, dst: usize, src: usize, len: usize) {
+        (**self).copy_nt(dst, src, len);
+    }
+    unsafe fn read_in_place(&self, off: usize, len: usize, f: &mut dyn FnMut(&[u8])) {
+        // SAFETY: the caller's promise is passed on unchanged.
+        unsafe { (**self).read_in_place(off, len, f) }
     }
     fn flush(&self, off: usize, len: usize) {
         (**self).flush(off, len);

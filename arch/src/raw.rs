@@ -276,6 +276,49 @@ impl Media for RawMedia {
         }
     }
 
+    fn copy_nt(&self, dst: usize, src: usize, len: usize) {
+        check_range(self.len, dst, len);
+        check_range(self.len, src, len);
+        assert!(
+            dst + len <= src || src + len <= dst,
+            "overlapping media copy {src:#x} -> {dst:#x} of {len:#x}"
+        );
+        if self.flush.is_none() {
+            // eADR: ordinary stores, as `write_nt` does.
+            // SAFETY: both ranges checked and disjoint; the constructor's contract
+            // covers concurrent access.
+            unsafe { instr::copy_bytes(self.at(dst), self.at(src), len) };
+            self.counters.add_written(len as u64);
+            return;
+        }
+        // Whole destination lines in one loop; the partial lines at either end go
+        // through `write_nt` (stored and flushed).
+        let head =
+            ((CACHE_LINE - (self.base.as_ptr() as usize + dst) % CACHE_LINE) % CACHE_LINE).min(len);
+        let body = (len - head) / CACHE_LINE * CACHE_LINE;
+        let mut buf = [0u8; CACHE_LINE];
+        let mut edge = |at: usize, n: usize| {
+            if n > 0 {
+                self.read(src + at, &mut buf[..n]);
+                self.write_nt(dst + at, &buf[..n]);
+            }
+        };
+        edge(0, head);
+        // SAFETY: `[dst + head, + body)` and its source are inside the checked, disjoint
+        // ranges; `dst + head` is line aligned in memory and `body` whole lines.
+        unsafe { instr::copy_nt(self.at(dst + head), self.at(src + head), body) };
+        self.counters.add_nt(body as u64);
+        edge(head + body, len - head - body);
+    }
+
+    unsafe fn read_in_place(&self, off: usize, len: usize, f: &mut dyn FnMut(&[u8])) {
+        check_range(self.len, off, len);
+        // SAFETY: the range is checked, so the slice lies inside the mapping; the
+        // caller promises no store to it while `f` runs, so the shared slice aliases
+        // no write.
+        f(unsafe { core::slice::from_raw_parts(self.at(off), len) });
+    }
+
     #[inline(always)]
     fn flush(&self, off: usize, len: usize) {
         check_range(self.len, off, len);
@@ -396,6 +439,62 @@ mod tests {
                     );
                 }
             }
+        });
+    }
+
+    #[test]
+    fn nt_copies_at_every_alignment_and_length_match_the_source_and_touch_nothing_else() {
+        for mode in [PersistMode::Adr, PersistMode::Eadr] {
+            with_media(8192, mode, |m| {
+                for src in [4096usize, 4097, 4100, 4159] {
+                    for dst in [0usize, 1, 8, 63, 64, 100] {
+                        for len in [0usize, 1, 63, 64, 65, 128, 200, 1000, 2500] {
+                            m.fill(0, 4096, 0xEE);
+                            let data: Vec<u8> = (0..len).map(|i| (i * 11 + src) as u8).collect();
+                            m.write(src, &data);
+                            let before = m.counters();
+                            m.copy_nt(dst, src, len);
+                            m.fence();
+                            let mut back = vec![0; 4096];
+                            m.read(0, &mut back);
+                            let case = format!("{mode:?} src {src} dst {dst} len {len}");
+                            assert_eq!(&back[dst..dst + len], &data[..], "{case}");
+                            assert!(back[..dst].iter().all(|&b| b == 0xEE), "before, {case}");
+                            assert!(
+                                back[dst + len..].iter().all(|&b| b == 0xEE),
+                                "after, {case}"
+                            );
+                            if Counters::ENABLED && mode == PersistMode::Adr {
+                                // Every whole line of the destination bypasses the cache.
+                                let lines =
+                                    (dst + len) / 64 - dst.div_ceil(64).min((dst + len) / 64);
+                                assert!(
+                                    m.counters().since(&before).nt_bytes >= lines as u64 * 64,
+                                    "{case}"
+                                );
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "overlapping media copy")]
+    fn an_overlapping_nt_copy_panics() {
+        with_media(4096, PersistMode::Adr, |m| m.copy_nt(64, 100, 200));
+    }
+
+    #[test]
+    fn reading_in_place_sees_the_bytes_in_order() {
+        with_media(4096, PersistMode::Adr, |m| {
+            let data: Vec<u8> = (0..3000u32).map(|i| (i * 5) as u8).collect();
+            m.write(77, &data);
+            let mut seen = Vec::new();
+            // SAFETY: nothing stores to the media while the closure runs.
+            unsafe { m.read_in_place(77, 3000, &mut |p| seen.extend_from_slice(p)) };
+            assert_eq!(seen, data);
         });
     }
 

@@ -332,21 +332,42 @@ pub struct Group<'a> {
     pub mode: u8,
     entries: &'a [u8],
     n: usize,
+    /// Offset of the first entry in the whole record (in the log).
+    at: usize,
+    /// Relative entries of at least this many bytes have no data in `entries`
+    /// ([`copy_headers`]); [`FULL`] for a whole record.
+    elide: usize,
 }
 
-/// An entry: write `data` at pool offset `off`.
+/// The `elide` of a whole record: every entry's data is there.
+pub(crate) const FULL: usize = usize::MAX;
+
+/// An entry: write `len` bytes at pool offset `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry<'a> {
     /// Pool offset.
     pub off: u64,
-    /// Bytes.
+    /// The bytes; empty when a copy of the record left them in the log
+    /// ([`Entry::in_log`]).
     pub data: &'a [u8],
+    /// Number of bytes.
+    pub len: usize,
+    /// Offset of the bytes in the whole record (where they lie in the log).
+    pub at: usize,
+}
+
+impl Entry<'_> {
+    /// Whether the bytes are only in the log (`data` is empty but `len` is not).
+    pub fn in_log(&self) -> bool {
+        self.data.len() != self.len
+    }
 }
 
 impl<'a> Group<'a> {
     /// The entries, with absolute offsets.
     pub fn entries(&self) -> impl Iterator<Item = Entry<'a>> + Clone + 'a {
         let (mut b, n, key, kind) = (self.entries, self.n, self.key, self.kind);
+        let (mut v, elide) = (self.at, self.elide);
         (0..n).map(move |_| {
             let (off, len, hdr) = if kind == G_REL {
                 let off = u32::from_le_bytes(b[0..4].try_into().unwrap_or([0; 4]));
@@ -357,9 +378,15 @@ impl<'a> Group<'a> {
                 let len = u32::from_le_bytes(b[8..12].try_into().unwrap_or([0; 4]));
                 (off, len as usize, 16)
             };
-            let data = &b[hdr..hdr + len];
-            b = &b[hdr + len.next_multiple_of(8)..];
-            Entry { off, data }
+            let at = v + hdr;
+            v = at + len.next_multiple_of(8);
+            let (data, step) = if kind == G_REL && len >= elide {
+                (&b[hdr..hdr], hdr)
+            } else {
+                (&b[hdr..hdr + len], hdr + len.next_multiple_of(8))
+            };
+            b = &b[step..];
+            Entry { off, data, len, at }
         })
     }
 
@@ -375,7 +402,7 @@ impl<'a> Group<'a> {
 
     /// Total data bytes.
     pub fn volume(&self) -> u64 {
-        self.entries().map(|e| e.data.len() as u64).sum()
+        self.entries().map(|e| e.len as u64).sum()
     }
 }
 
@@ -396,17 +423,21 @@ impl<'a> Record<'a> {
 
 /// Validates `p` (exactly `head.lines * 64` bytes) as a record of lane `lane`.
 pub fn parse(p: &[u8], lane: u32, salt: u64) -> Result<Record<'_>, RecFault> {
-    parse_with(p, |q| check(q, lane, salt))
+    parse_with(p, FULL, |q| check(q, lane, salt))
 }
 
 /// [`parse`] with the check computed by `check` over the bytes it covers (the header
-/// alone for a padding record, else the whole record): recovery checks a large record
-/// where it lies in the log and parses a copy of its headers.
+/// alone for a padding record, else the whole record), of a whole record (`elide` is
+/// [`FULL`]) or of a copy that left out the data of relative entries of `elide` bytes
+/// and more ([`copy_headers`]): recovery checks a large record where it lies in the
+/// log and parses a copy of its headers.
 pub(crate) fn parse_with(
     p: &[u8],
+    elide: usize,
     check: impl FnOnce(&[u8]) -> u32,
 ) -> Result<Record<'_>, RecFault> {
-    if p.len() < 64 || p[..32].iter().all(|&b| b == 0) {
+    let min = if elide == FULL { 64 } else { HEADER };
+    if p.len() < min || p[..32].iter().all(|&b| b == 0) {
         return Err(RecFault::Empty);
     }
     let head = peek(p);
@@ -420,13 +451,13 @@ pub(crate) fn parse_with(
             groups: Vec::new(),
         });
     }
-    if head.lines * 64 != p.len() {
+    if elide == FULL && head.lines * 64 != p.len() {
         return Err(RecFault::BadShape);
     }
     if crate::keep_step(3) && stored != check(p) {
         return Err(RecFault::BadCheck);
     }
-    shape(p, head)
+    shape(p, head, elide)
 }
 
 /// The structure of bytes [`parse`] accepted before, without checking them again
@@ -434,51 +465,71 @@ pub(crate) fn parse_with(
 /// check of a 16 MiB record costs milliseconds). The structure is still validated, so
 /// other bytes give an error, never a panic.
 pub fn reparse(p: &[u8]) -> Result<Record<'_>, RecFault> {
+    reparse_with(p, FULL)
+}
+
+/// [`reparse`] of a whole record or of a copy ([`parse_with`]'s `elide`).
+pub(crate) fn reparse_with(p: &[u8], elide: usize) -> Result<Record<'_>, RecFault> {
     // The stored check word stands in for the check.
-    parse_with(p, |q| {
+    parse_with(p, elide, |q| {
         u32::from_le_bytes(q[24..28].try_into().unwrap_or([0; 4]))
     })
 }
 
 /// A copy of the `n`-byte record whose bytes `read(at, buf)` fetches, holding its
-/// header, group and entry headers, and the data of every entry except those `stays`
-/// says to leave out (left zero). Recovery copies a large record this way and keeps
-/// its large entries in the log. `None` when the structure runs past `n` bytes; other
-/// nonsense is left to [`parse_with`], which validates the copy as any record.
+/// header, group and entry headers, and the data of every entry except the relative
+/// entries of `elide` bytes and more, which it leaves out (no bytes in the copy:
+/// [`Entry::in_log`]). Recovery copies a large record this way and keeps its large
+/// entries in the log, so the copy of a 16 MiB undo record takes a few hundred bytes
+/// of DRAM, not 16 MiB. `None` when the structure runs past `n` bytes; other nonsense
+/// is left to [`parse_with`] (with the same `elide`), which validates the copy as any
+/// record.
 pub(crate) fn copy_headers(
     n: usize,
+    elide: usize,
     mut read: impl FnMut(usize, &mut [u8]),
-    stays: impl Fn(u8, usize) -> bool,
 ) -> Option<Vec<u8>> {
-    let mut b = alloc::vec![0u8; n];
-    read(0, b.get_mut(..HEADER)?);
+    // `at` walks the record in the log, `b` grows with what is copied.
+    let mut b = Vec::with_capacity(256);
+    let mut take = |b: &mut Vec<u8>, at: usize, k: usize| -> Option<()> {
+        at.checked_add(k).filter(|&end| end <= n)?;
+        let from = b.len();
+        b.resize(from + k, 0);
+        read(at, &mut b[from..]);
+        Some(())
+    };
+    take(&mut b, 0, HEADER)?;
     let mut at = HEADER;
     for _ in 0..peek(&b).ngroups.min(MAX_GROUPS) {
-        read(at, b.get_mut(at..at + GROUP_HEADER)?);
-        let (kind, count) = (b[at + 8], u16::from_le_bytes([b[at + 10], b[at + 11]]));
+        take(&mut b, at, GROUP_HEADER)?;
+        let g = b.len() - GROUP_HEADER;
+        let (kind, count) = (b[g + 8], u16::from_le_bytes([b[g + 10], b[g + 11]]));
         at += GROUP_HEADER;
         let (hdr, len_at) = entry_header(kind);
         for _ in 0..count {
-            read(at, b.get_mut(at..at + hdr)?);
-            let len = u32::from_le_bytes(b[at + len_at..at + len_at + 4].try_into().ok()?);
-            let data = at + hdr;
-            let end = data.checked_add((len as usize).next_multiple_of(8))?;
-            if !stays(kind, len as usize) {
-                read(data, b.get_mut(data..end)?);
+            take(&mut b, at, hdr)?;
+            let h = b.len() - hdr;
+            let len = u32::from_le_bytes(b[h + len_at..h + len_at + 4].try_into().ok()?) as usize;
+            let padded = len.next_multiple_of(8);
+            if !(kind == G_REL && len >= elide) {
+                take(&mut b, at + hdr, padded)?;
             }
-            at = end;
+            at = at.checked_add(hdr + padded)?;
         }
     }
     (at <= n).then_some(b)
 }
 
-/// The groups of a record whose header `head` passed its check.
-fn shape(p: &[u8], head: Head) -> Result<Record<'_>, RecFault> {
+/// The groups of a record whose header `head` passed its check: of the whole record
+/// `p`, or of a copy of it that left out the data of relative entries of `elide` bytes
+/// and more (whose place in the record still counts against its `lines`).
+fn shape(p: &[u8], head: Head, elide: usize) -> Result<Record<'_>, RecFault> {
     if head.flags & !KNOWN_FLAGS != 0 || head.ngroups > MAX_GROUPS || head.seq == 0 {
         return Err(RecFault::BadShape);
     }
     let mut groups = Vec::with_capacity(head.ngroups);
-    let mut at = HEADER;
+    // `at` in the copy, `v` in the whole record.
+    let (mut at, mut v, lines_end) = (HEADER, HEADER, head.lines.saturating_mul(64));
     for index in 0..head.ngroups {
         let g = p.get(at..at + GROUP_HEADER).ok_or(RecFault::BadShape)?;
         let key = u64::from_le_bytes(g[0..8].try_into().unwrap_or([0; 8]));
@@ -488,16 +539,22 @@ fn shape(p: &[u8], head: Head) -> Result<Record<'_>, RecFault> {
             return Err(RecFault::BadShape);
         }
         let start = at + GROUP_HEADER;
-        let mut e = start;
+        let vstart = v + GROUP_HEADER;
+        let (mut e, mut ve) = (start, vstart);
         let (hdr, len_at) = entry_header(kind);
         for _ in 0..n {
             let h = p.get(e..e + hdr).ok_or(RecFault::BadShape)?;
             let len =
                 u32::from_le_bytes(h[len_at..len_at + 4].try_into().unwrap_or([0; 4])) as usize;
-            e = e
-                .checked_add(hdr + len.next_multiple_of(8))
-                .ok_or(RecFault::BadShape)?;
-            if e > p.len() {
+            let whole = hdr + len.next_multiple_of(8);
+            let here = if kind == G_REL && len >= elide {
+                hdr
+            } else {
+                whole
+            };
+            e = e.checked_add(here).ok_or(RecFault::BadShape)?;
+            ve = ve.checked_add(whole).ok_or(RecFault::BadShape)?;
+            if e > p.len() || ve > lines_end {
                 return Err(RecFault::BadShape);
             }
         }
@@ -508,8 +565,10 @@ fn shape(p: &[u8], head: Head) -> Result<Record<'_>, RecFault> {
             mode,
             entries: &p[start..e],
             n,
+            at: vstart,
+            elide,
         });
-        at = e;
+        (at, v) = (e, ve);
     }
     Ok(Record { head, groups })
 }
@@ -555,9 +614,62 @@ mod tests {
             e,
             vec![Entry {
                 off: 0x10_0028,
-                data: &7u64.to_le_bytes()
+                data: &7u64.to_le_bytes(),
+                len: 8,
+                at: HEADER + GROUP_HEADER + 8,
             }]
         );
+    }
+
+    /// A record of a large and small relative entries and a metadata entry.
+    fn mixed_record() -> Vec<u8> {
+        let mut b = Builder::new();
+        b.group(0x4000, G_REL, 0);
+        b.rel(0, &[1; 20]);
+        b.rel(64, &[2; 3000]);
+        b.rel(8, &[3; 5]);
+        b.group(0x100, G_ABS, 0);
+        b.abs(0x108, &[4; 4000]);
+        assert_eq!(b.finish(3, 0, true, 1, 2), 1);
+        b.part(0).0.to_vec()
+    }
+
+    #[test]
+    fn a_copy_without_large_entries_parses_to_the_same_entries_with_their_places() {
+        let p = mixed_record();
+        let whole = parse(&p, 1, 2).unwrap();
+        let copy = copy_headers(p.len(), 1000, |at, buf| {
+            buf.copy_from_slice(&p[at..at + buf.len()]);
+        })
+        .unwrap();
+        assert!(copy.len() < p.len() - 2900, "the 3000-byte entry stays out");
+        let part = reparse_with(&copy, 1000).unwrap();
+        let w: Vec<Entry<'_>> = whole.groups().iter().flat_map(Group::entries).collect();
+        let c: Vec<Entry<'_>> = part.groups().iter().flat_map(Group::entries).collect();
+        assert_eq!(w.len(), 4);
+        for (w, c) in w.iter().zip(&c) {
+            assert_eq!((w.off, w.len, w.at), (c.off, c.len, c.at));
+            // The entry's place in the record holds its bytes.
+            assert_eq!(&p[w.at..w.at + w.len], w.data);
+            // Only the large relative entry is left out (absolute ones never are).
+            assert_eq!(c.in_log(), w.len == 3000);
+            if !c.in_log() {
+                assert_eq!(c.data, w.data);
+            }
+        }
+    }
+
+    #[test]
+    fn a_copy_whose_entries_run_past_the_record_is_refused() {
+        let p = mixed_record();
+        let read = |at: usize, buf: &mut [u8]| buf.copy_from_slice(&p[at..at + buf.len()]);
+        // Shorter than its entries say: no copy, and no read past the end.
+        assert!(copy_headers(p.len() - 64 * 10, 1000, read).is_none());
+        // A copy whose header claims fewer lines than its entries span.
+        let mut copy = copy_headers(p.len(), 1000, read).unwrap();
+        let lines = (p.len() / 64 - 10) as u32;
+        copy[8..12].copy_from_slice(&lines.to_le_bytes());
+        assert_eq!(reparse_with(&copy, 1000).err(), Some(RecFault::BadShape));
     }
 
     #[test]

@@ -30,17 +30,21 @@
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
+use core::ops::Range;
+
 use arch::{Access, Media};
+use pmalloc::checksum::Crc32c;
 use pmalloc::Heap;
 
 use crate::area::{decode_tail, encode_tail, Area, LINE};
 // Data entries at least this long are replayed with non-temporal stores.
 use crate::log::NT_MIN;
 use crate::record::{
-    check_with, copy_headers, live_mask, live_tag, parse, parse_with, peek, reparse, Entry, Group,
-    F_COMMIT, F_PAD, F_UNDO, G_ABS, G_REL, HEADER, LIVE_OFF,
+    check_with, copy_headers, live_mask, live_tag, parse, parse_with, peek, reparse_with, Entry,
+    Group, RecFault, Record, FULL, F_COMMIT, F_PAD, F_UNDO, G_ABS, HEADER, LIVE_OFF,
 };
 
+mod parallel;
 mod target;
 
 /// What recovery found and did.
@@ -179,26 +183,31 @@ pub struct ScannedRecord {
     pub lane: u32,
     /// Byte position in the lane log.
     pub pos: usize,
-    /// The record (whole lines).
+    /// The record (whole lines), or for a record recovery scanned in place, a copy
+    /// of its headers, its metadata and its data entries shorter than
+    /// [`IN_LOG_MIN`]: longer ones go from the log to their homes at replay. (Always
+    /// whole from [`scan_logs`].)
     pub bytes: Vec<u8>,
-    /// Scanned in place by recovery: `bytes` holds the headers, the metadata and the
-    /// data entries shorter than [`IN_LOG_MIN`]; longer data entries are zero there and
-    /// are copied from the log to their homes at replay. (Never set by [`scan_logs`].)
-    in_place: bool,
+    /// What `bytes` leaves out ([`copy_headers`]).
+    elide: usize,
+}
+
+impl ScannedRecord {
+    /// The structure of the record, from `bytes`.
+    fn parsed(&self) -> Result<Record<'_>, RecFault> {
+        reparse_with(&self.bytes, self.elide)
+    }
 }
 
 /// Records at least this long are scanned in place by recovery: checked where they lie
-/// in the log, in chunks, with only their headers and short entries copied. A copy of
-/// a 16 MiB undo record into fresh memory took a page fault per 4 KiB and a pass over
-/// all its bytes, a third of the whole rollback.
+/// in the log (no copy: [`Media::read_in_place`]), with only their headers and short
+/// entries copied. A copy of a 16 MiB undo record into fresh memory took a page fault
+/// per 4 KiB and a pass over all its bytes, a third of the whole rollback.
 const IN_PLACE_MIN: usize = 256 << 10;
 
 /// Data entries at least this long, in records scanned in place, stay in the log until
 /// replay copies them to their homes.
 const IN_LOG_MIN: usize = 16 << 10;
-
-/// Bytes read from the log per step when checking or copying a record in place.
-const CHUNK: usize = 64 << 10;
 
 /// What a scan of every lane found (recovery's step 1, without changing anything).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -300,22 +309,26 @@ fn scan<M: Media>(media: &M, area: &Area, salt: u64, in_place: bool) -> LogScan 
                 break;
             }
             let (at, n) = (base + pos, h.lines * LINE);
-            if n >= POPULATE_MIN {
-                media.populate(at, n, Access::Read);
-            }
-            let in_place = in_place && n >= IN_PLACE_MIN;
-            let parsed = if in_place {
-                let stays = |kind, len| kind == G_REL && len >= IN_LOG_MIN;
-                copy_headers(n, |o, buf| media.read(at + o, buf), stays).map(|b| {
-                    let c =
-                        parse_with(&b, |p| check_in_log(media, at, p, k, salt)).map(|r| r.head.seq);
-                    (b, c)
-                })
+            let elide = if in_place && n >= IN_PLACE_MIN {
+                IN_LOG_MIN
             } else {
+                FULL
+            };
+            let parsed = if elide == FULL {
+                if n >= POPULATE_MIN {
+                    media.populate(at, n, Access::Read);
+                }
                 let mut b = alloc::vec![0u8; n];
                 media.read(at, &mut b);
                 let c = parse(&b, k, salt).map(|r| r.head.seq);
                 Some((b, c))
+            } else {
+                // Checked in place, mapping its pages as it goes (`check_in_log`).
+                copy_headers(n, elide, |o, buf| media.read(at + o, buf)).map(|b| {
+                    let c = parse_with(&b, elide, |p| check_in_log(media, at, n, p, k, salt))
+                        .map(|r| r.head.seq);
+                    (b, c)
+                })
             };
             let bytes = match parsed {
                 Some((b, Ok(seq))) if seq >= last_seq => {
@@ -328,7 +341,7 @@ fn scan<M: Media>(media: &M, area: &Area, salt: u64, in_place: bool) -> LogScan 
                 lane: k,
                 pos,
                 bytes,
-                in_place,
+                elide,
             });
             pos = (pos + h.lines * LINE) % len;
             scanned += h.lines * LINE;
@@ -339,26 +352,29 @@ fn scan<M: Media>(media: &M, area: &Area, salt: u64, in_place: bool) -> LogScan 
     out
 }
 
-/// The check of the record at `at` whose header `p` starts, computed from the log.
-fn check_in_log<M: Media>(media: &M, at: usize, p: &[u8], lane: u32, salt: u64) -> u32 {
-    check_with(&p[..HEADER], lane, salt, |c| {
-        read_chunks(media, at + HEADER, p.len() - HEADER, |_, piece| {
-            c.update(piece);
-        });
+/// The check of the `n`-byte record at `at` whose header `p` starts, computed where
+/// the record lies in the log, in parts on several threads when it is long
+/// ([`parallel`]).
+fn check_in_log<M: Media>(media: &M, at: usize, n: usize, p: &[u8], lane: u32, salt: u64) -> u32 {
+    let (body, len) = (at + HEADER, n - HEADER);
+    let feed = |c: &mut Crc32c, r: Range<usize>| {
+        media.populate(body + r.start, r.len(), Access::Read);
+        // SAFETY: nothing stores to the log while recovery scans it: the pool is not
+        // open yet, and replay, which stores, starts after the scan.
+        unsafe { media.read_in_place(body + r.start, r.len(), &mut |piece| c.update(piece)) };
+    };
+    check_with(&p[..HEADER], lane, salt, |c| match c.fork() {
+        Some(empty) if parallel::threads() > 1 && len >= parallel::MIN => {
+            for (part, r) in parallel::split(len, LINE, |r| {
+                let mut f = empty.clone();
+                feed(&mut f, r.clone());
+                (f, r)
+            }) {
+                c.join(part, r.len() as u64);
+            }
+        }
+        _ => feed(c, 0..len),
     })
-}
-
-/// Reads the `n` bytes at `at` in [`CHUNK`]-byte pieces through one buffer: `f(offset
-/// from at, piece)` for each (a record or entry of megabytes never sits in DRAM whole).
-fn read_chunks<M: Media>(media: &M, at: usize, n: usize, mut f: impl FnMut(usize, &[u8])) {
-    let mut buf = alloc::vec![0u8; CHUNK.min(n)];
-    let mut i = 0;
-    while i < n {
-        let k = CHUNK.min(n - i);
-        media.read(at + i, &mut buf[..k]);
-        f(i, &buf[..k]);
-        i += k;
-    }
 }
 
 /// Steps 2-3: per object, the groups to replay in order.
@@ -391,7 +407,7 @@ fn plan<'r>(
         }
         let mut rolled = false;
         for (r, rec) in recs.iter().enumerate().take(j + 1).skip(i) {
-            let Ok(p) = reparse(&rec.bytes) else {
+            let Ok(p) = rec.parsed() else {
                 continue;
             };
             let undo = p.head.flags & F_UNDO != 0;
@@ -445,36 +461,28 @@ fn plan<'r>(
 /// they are read or stored ([`Media::populate`]): four pages and more.
 const POPULATE_MIN: usize = 16 << 10;
 
-/// Where in the pool a data entry's bytes are when its record was scanned in place
-/// and the entry left in the log ([`ScannedRecord::in_place`]); `None` when `e.data`
-/// holds them.
+/// Where in the pool a data entry's bytes are when its record's copy left them in the
+/// log ([`Entry::in_log`]); `None` when `e.data` holds them.
 fn in_log(area: &Area, rec: &ScannedRecord, e: &Entry<'_>) -> Option<usize> {
-    if !rec.in_place || e.data.len() < IN_LOG_MIN {
-        return None;
-    }
-    // The entry's data is a slice of the record's copy, at its place in the record.
-    let at = e
-        .data
-        .as_ptr()
-        .addr()
-        .checked_sub(rec.bytes.as_ptr().addr())?;
-    Some(area.log_off(rec.lane) + rec.pos + at)
+    e.in_log().then(|| area.log_off(rec.lane) + rec.pos + e.at)
 }
 
 /// Stores a data entry, from `e.data` or from the log at `from_log`; lists it in `out`
 /// when it needs a flush. Large ranges (an undo image of a big in-place write) go
 /// straight to the media, durable at the replay's fence, without reading the old
-/// lines.
+/// lines; from the log, media to media, in parts on several threads when long.
 fn store_data<M: Media>(
     media: &M,
     e: &Entry<'_>,
     from_log: Option<usize>,
     out: &mut Vec<(usize, usize)>,
 ) {
-    let (dst, n) = (e.off as usize, e.data.len());
+    let (dst, n) = (e.off as usize, e.len);
     if let Some(src) = from_log {
-        media.populate(dst, n, Access::Write);
-        read_chunks(media, src, n, |i, piece| media.write_nt(dst + i, piece));
+        parallel::split(n, LINE, |r| {
+            media.populate(dst + r.start, r.len(), Access::Write);
+            media.copy_nt(dst + r.start, src + r.start, r.len());
+        });
     } else if n >= NT_MIN {
         if n >= POPULATE_MIN {
             media.populate(dst, n, Access::Write);
@@ -482,7 +490,7 @@ fn store_data<M: Media>(
         media.write_nt(dst, e.data);
     } else {
         media.write(e.off as usize, e.data);
-        out.push((e.off as usize, e.data.len()));
+        out.push((e.off as usize, e.len));
     }
 }
 
@@ -544,8 +552,8 @@ fn replay<M: Media>(
         }
         for e in &entries {
             media.write(e.off as usize, e.data);
-            touched.push((e.off as usize, e.data.len()));
-            meta_totals.bytes += e.data.len() as u64;
+            touched.push((e.off as usize, e.len));
+            meta_totals.bytes += e.len as u64;
         }
         meta_totals.groups += 1;
         incarnation.insert(key, it.seq);
@@ -577,16 +585,13 @@ fn replay<M: Media>(
                 continue;
             };
             let end = key + o.size;
-            let outside = entries.clone().find(|e| {
-                e.off < key
-                    || e.off
-                        .checked_add(e.data.len() as u64)
-                        .is_none_or(|x| x > end)
-            });
+            let outside = entries
+                .clone()
+                .find(|e| e.off < key || e.off.checked_add(e.len as u64).is_none_or(|x| x > end));
             if let Some(e) = outside {
                 let fault = LogFault::OutsideObject {
                     offset: e.off,
-                    len: e.data.len() as u64,
+                    len: e.len as u64,
                 };
                 t.refuse(it.damage(recs, key, fault), it.group.len());
                 continue;
@@ -594,7 +599,7 @@ fn replay<M: Media>(
             let rec = &recs[it.rec];
             let mut store = |e: Entry<'_>| {
                 store_data(media, &e, in_log(area, rec, &e), out);
-                t.bytes += e.data.len() as u64;
+                t.bytes += e.len as u64;
             };
             if it.undo {
                 // Old bytes go back newest first.
@@ -707,9 +712,7 @@ where
     #[cfg(feature = "std")]
     {
         let items: usize = work.iter().map(Vec::len).sum();
-        let threads = std::thread::available_parallelism()
-            .map_or(1, usize::from)
-            .min(8);
+        let threads = parallel::threads();
         if threads > 1 && items > 64 {
             let chunk = work.len().div_ceil(threads).max(1);
             let results: Vec<(Totals, Vec<(usize, usize)>)> = std::thread::scope(|s| {
