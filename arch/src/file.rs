@@ -161,7 +161,8 @@ impl FileMedia {
             raw,
             map_len: len,
             mode,
-            read_maps_writable: tmpfs && mode != SyncMode::Dax,
+            // (tmpfs never maps with MAP_SYNC, so this is never a DAX mapping.)
+            read_maps_writable: tmpfs,
             dirty: spin::Mutex::new(None),
         })
     }

@@ -78,13 +78,14 @@ pub trait Media: Send + Sync {
             dst.saturating_add(len) <= src || src.saturating_add(len) <= dst,
             "overlapping media copy {src:#x} -> {dst:#x} of {len:#x}"
         );
-        let mut buf = [0u8; 512];
         let mut done = 0;
-        while done < len {
-            let n = (len - done).min(buf.len());
-            self.read(src + done, &mut buf[..n]);
-            self.write_nt(dst + done, &buf[..n]);
-            done += n;
+        // SAFETY: the only stores while the pieces are out go to `dst`, which does not
+        // overlap `src` (asserted above).
+        unsafe {
+            self.read_in_place(src, len, &mut |piece| {
+                self.write_nt(dst + done, piece);
+                done += piece.len();
+            });
         }
     }
 

@@ -364,7 +364,7 @@ fn check_in_log<M: Media>(media: &M, at: usize, n: usize, p: &[u8], lane: u32, s
         unsafe { media.read_in_place(body + r.start, r.len(), &mut |piece| c.update(piece)) };
     };
     check_with(&p[..HEADER], lane, salt, |c| match c.fork() {
-        Some(empty) if parallel::threads() > 1 && len >= parallel::MIN => {
+        Some(empty) if parallel::splits(len) => {
             for (part, r) in parallel::split(len, LINE, |r| {
                 let mut f = empty.clone();
                 feed(&mut f, r.clone());

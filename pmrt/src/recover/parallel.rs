@@ -25,6 +25,12 @@ pub(super) fn threads() -> usize {
     1
 }
 
+/// Whether work of `n` bytes is cut into parts: [`MIN`] bytes or more, and more than
+/// one thread.
+pub(super) fn splits(n: usize) -> bool {
+    n >= MIN && threads() > 1
+}
+
 /// `0..n` cut into at most `parts` contiguous ranges, each but the last a whole number
 /// of `unit`s; none empty unless `n` is 0.
 fn cut(n: usize, unit: usize, parts: usize) -> Vec<Range<usize>> {
@@ -51,11 +57,10 @@ pub(super) fn split<T: Send>(
     unit: usize,
     f: impl Fn(Range<usize>) -> T + Sync,
 ) -> Vec<T> {
-    let t = threads();
-    if t < 2 || n < MIN {
+    if !splits(n) {
         return alloc::vec![f(0..n)];
     }
-    let parts = cut(n, unit, t);
+    let parts = cut(n, unit, threads());
     #[cfg(feature = "std")]
     {
         let f = &f;
