@@ -558,21 +558,18 @@ fn replay<M: Media>(
         meta_totals.groups += 1;
         incarnation.insert(key, it.seq);
     }
-    let data: Vec<Vec<Item<'_>>> = work
-        .iter()
-        .map(|items| items.iter().filter(|it| !it.meta).copied().collect())
-        .filter(|items: &Vec<Item<'_>>| !items.is_empty())
-        .collect();
+    // A key's data items, in place among its metadata ones (applied above): no second
+    // list per object.
     let replay_key = |items: &[Item<'_>], out: &mut Vec<(usize, usize)>| -> Totals {
         let mut t = Totals::default();
         // Every item of a key: the object as the metadata replay left it (on media:
         // the heap re-indexes only after recovery).
-        let Some(key) = items.first().map(|it| it.group.key) else {
+        let Some(key) = items.iter().find(|it| !it.meta).map(|it| it.group.key) else {
             return t;
         };
         let object = heap.info_on_media(key).ok();
         let newest_meta = incarnation.get(&key).copied();
-        for it in items {
+        for it in items.iter().filter(|it| !it.meta) {
             let entries = it.group.entries();
             let superseded =
                 newest_meta.is_some_and(|m| it.seq < m || (it.seq == m && object.is_none()));
@@ -612,7 +609,7 @@ fn replay<M: Media>(
         t
     };
     let mut t = meta_totals;
-    t.absorb(replay_all(&data, &replay_key, &mut touched));
+    t.absorb(replay_all(work, &replay_key, &mut touched));
     report.groups_replayed += t.groups;
     report.bytes_replayed += t.bytes;
     report.groups_stale += t.stale;

@@ -19,6 +19,7 @@
 
 pub mod ablation;
 pub mod count;
+pub mod fence_cost;
 pub mod fit;
 pub mod harness;
 pub mod ours;

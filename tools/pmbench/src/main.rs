@@ -89,6 +89,16 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
+    /// What one fence costs here when it waits for 0 to 6 flushed lines, hot (in the
+    /// cache) or cold (random lines of 64 MiB), through our media primitives on a file
+    /// in the pool folder (writes fence-cost.md).
+    FenceCost {
+        /// Samples per line count (interleaved).
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Internal: one PMDK round in this process (run by pmbench itself with PMDK's
     /// environment set before the library loads).
     #[command(name = "__pmdk", hide = true)]
@@ -137,6 +147,7 @@ fn main() -> ExitCode {
             }
         }
         Some(Cmd::Ablation { rounds, common }) => run_ablation(rounds, &common),
+        Some(Cmd::FenceCost { rounds, common }) => fence_cost(rounds, &common),
         Some(Cmd::CountPmdk {
             workloads,
             ops,
@@ -154,6 +165,17 @@ fn main() -> ExitCode {
 }
 
 type Error = Box<dyn std::error::Error>;
+
+fn fence_cost(rounds: u32, common: &Common) -> Result<(), Error> {
+    let cost = pmbench::fence_cost::measure(&common.pool_dir, rounds)?;
+    let md = cost.markdown(rounds);
+    print!("{md}");
+    std::fs::create_dir_all(&common.out)?;
+    let path = common.out.join("fence-cost.md");
+    std::fs::write(&path, md)?;
+    println!("\nwrote {}", path.display());
+    Ok(())
+}
 
 fn run(args: &RunArgs) -> Result<(), Error> {
     let workloads = if args.all {
