@@ -74,10 +74,7 @@ pub trait Media: Send + Sync {
     /// with no pass through DRAM for the buffer (recovery moves megabytes of undo
     /// images from the log to their homes this way).
     fn copy_nt(&self, dst: usize, src: usize, len: usize) {
-        assert!(
-            dst.saturating_add(len) <= src || src.saturating_add(len) <= dst,
-            "overlapping media copy {src:#x} -> {dst:#x} of {len:#x}"
-        );
+        check_disjoint(dst, src, len);
         let mut done = 0;
         // SAFETY: the only stores while the pieces are out go to `dst`, which does not
         // overlap `src` (asserted above).
@@ -183,6 +180,14 @@ pub fn flush_lines_once<M: Media + ?Sized>(media: &M, ranges: &mut [(usize, usiz
     if let Some(r) = run {
         media.flush(r.start * CACHE_LINE, r.len() * CACHE_LINE);
     }
+}
+
+/// A copy between overlapping ranges is a caller bug: panics.
+pub(crate) fn check_disjoint(dst: usize, src: usize, len: usize) {
+    assert!(
+        dst.saturating_add(len) <= src || src.saturating_add(len) <= dst,
+        "overlapping media copy {src:#x} -> {dst:#x} of {len:#x}"
+    );
 }
 
 #[inline(always)]

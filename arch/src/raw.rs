@@ -4,7 +4,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 
 use crate::instr;
-use crate::media::check_range;
+use crate::media::{check_disjoint, check_range};
 use crate::{cpu, CounterCell, Counters, FlushKind, Media, MediaInfo, CACHE_LINE, WORD};
 
 /// How stores are made durable.
@@ -279,10 +279,7 @@ impl Media for RawMedia {
     fn copy_nt(&self, dst: usize, src: usize, len: usize) {
         check_range(self.len, dst, len);
         check_range(self.len, src, len);
-        assert!(
-            dst + len <= src || src + len <= dst,
-            "overlapping media copy {src:#x} -> {dst:#x} of {len:#x}"
-        );
+        check_disjoint(dst, src, len);
         if self.flush.is_none() {
             // eADR: ordinary stores, as `write_nt` does.
             // SAFETY: both ranges checked and disjoint; the constructor's contract

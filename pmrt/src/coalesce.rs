@@ -237,9 +237,10 @@ pub const STRETCH_MAX: u32 = 8;
 /// back-pressure at about one record per line, so the hot objects must fold well
 /// above 3 records per line for a workload's home lines to drop threefold; on w6,
 /// 3 per line gave 1.75x fewer home lines than write-back at every commit, 8 gives
-/// 2.09x, and 3.50x with a 16 MiB lane log.) The volume threshold is computed from the stretched count
-/// (it is what `count` typical records occupy), and it still shrinks with free log
-/// space, so the stretch never holds more log than the volume bound allows.
+/// 2.09x, and 3.50x with a 16 MiB lane log.) The volume threshold is computed from the
+/// stretched count (it is what `count` typical records occupy), and it still shrinks
+/// with free log space, so the stretch never holds more log than the volume bound
+/// allows.
 pub fn count_threshold(base: u32, efficiency: u32, spread: u32) -> u32 {
     let max = base.saturating_mul(STRETCH_MAX);
     efficiency.saturating_mul(spread).clamp(base, max.max(base))

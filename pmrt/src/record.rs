@@ -342,6 +342,13 @@ pub struct Group<'a> {
 /// The `elide` of a whole record: every entry's data is there.
 pub(crate) const FULL: usize = usize::MAX;
 
+/// Whether a copy made with `elide` ([`copy_headers`]) leaves out the data of an entry
+/// of `len` bytes in a group of `kind`: only relative entries (object data) are left
+/// in the log, never metadata.
+fn elided(kind: u8, len: usize, elide: usize) -> bool {
+    kind == G_REL && len >= elide
+}
+
 /// An entry: write `len` bytes at pool offset `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry<'a> {
@@ -380,7 +387,7 @@ impl<'a> Group<'a> {
             };
             let at = v + hdr;
             v = at + len.next_multiple_of(8);
-            let (data, step) = if kind == G_REL && len >= elide {
+            let (data, step) = if elided(kind, len, elide) {
                 (&b[hdr..hdr], hdr)
             } else {
                 (&b[hdr..hdr + len], hdr + len.next_multiple_of(8))
@@ -511,7 +518,7 @@ pub(crate) fn copy_headers(
             let h = b.len() - hdr;
             let len = u32::from_le_bytes(b[h + len_at..h + len_at + 4].try_into().ok()?) as usize;
             let padded = len.next_multiple_of(8);
-            if !(kind == G_REL && len >= elide) {
+            if !elided(kind, len, elide) {
                 take(&mut b, at + hdr, padded)?;
             }
             at = at.checked_add(hdr + padded)?;
@@ -547,11 +554,7 @@ fn shape(p: &[u8], head: Head, elide: usize) -> Result<Record<'_>, RecFault> {
             let len =
                 u32::from_le_bytes(h[len_at..len_at + 4].try_into().unwrap_or([0; 4])) as usize;
             let whole = hdr + len.next_multiple_of(8);
-            let here = if kind == G_REL && len >= elide {
-                hdr
-            } else {
-                whole
-            };
+            let here = if elided(kind, len, elide) { hdr } else { whole };
             e = e.checked_add(here).ok_or(RecFault::BadShape)?;
             ve = ve.checked_add(whole).ok_or(RecFault::BadShape)?;
             if e > p.len() || ve > lines_end {

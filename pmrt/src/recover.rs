@@ -489,8 +489,8 @@ fn store_data<M: Media>(
         }
         media.write_nt(dst, e.data);
     } else {
-        media.write(e.off as usize, e.data);
-        out.push((e.off as usize, e.len));
+        media.write(dst, e.data);
+        out.push((dst, n));
     }
 }
 

@@ -54,9 +54,9 @@ impl Buf {
             len,
         }
     }
-    /// Zeroed and `len` long again, reusing the allocation where it is large enough.
-    fn reset(&mut self, len: usize) {
-        self.lines.clear();
+    /// `len` long again, reusing the allocation where it is large enough; the bytes
+    /// are left as they were (the caller overwrites them all).
+    fn resize(&mut self, len: usize) {
         self.lines.resize(len.div_ceil(64), Line([0; 64]));
         self.len = len;
     }
@@ -181,11 +181,12 @@ pub(crate) struct Scratch {
 const SPARE_BUFS: usize = 16;
 const SPARE_BUF_MAX: usize = 64 * 1024;
 
-/// A zeroed buffer of `len` bytes, from `bufs` when one is kept.
+/// A buffer of `len` bytes, from `bufs` when one is kept, for the caller to overwrite
+/// whole: its contents are unspecified (a kept one holds an earlier transaction's).
 fn take_buf(bufs: &mut Vec<Buf>, len: usize) -> Buf {
     match bufs.pop() {
         Some(mut b) => {
-            b.reset(len);
+            b.resize(len);
             b
         }
         None => Buf::zeroed(len),
@@ -505,6 +506,8 @@ impl<'p, M: Media> Tx<'p, M> {
         let mut shadow = take_buf(&mut self.s.bufs, size);
         let n = init.len().min(size);
         shadow.bytes_mut()[..n].copy_from_slice(&init[..n]);
+        // A new object is zero beyond `init`.
+        shadow.bytes_mut()[n..].fill(0);
         let obj = r.obj;
         let fresh = self.s.allocs.len();
         let i = self.s.push_obj(obj, size as u64, type_num);

@@ -4,8 +4,8 @@
 //! quote 110-170 ns for one line; a shared machine drifts from it hour to hour), so the
 //! figures come with the command that measures them, side by side with the workloads.
 //!
-//! Two placements of the lines: *hot* (the same 8 lines, always in the cache: a log head
-//! or a lane's record slots) and *cold* (a random line of 64 MiB each time: object homes
+//! Two placements of the lines: *hot* (the first `n` lines of the file every time, so
+//! always in the cache: a log head or a lane's record slots) and *cold* (a random line of 64 MiB each time: object homes
 //! written back; the store's own cache miss is included, as a write-back pays it too).
 
 use std::fmt::Write as _;
@@ -53,8 +53,8 @@ pub fn measure(dir: &Path, rounds: u32) -> Result<FenceCost, arch::FileMediaErro
     let mut cold = vec![Vec::new(); MAX_LINES + 1];
     for _ in 0..rounds {
         for n in 0..=MAX_LINES {
-            hot[n].push(sample(&media, n, |i, k| ((i as usize * 8 + k) % 8) * 64));
-            cold[n].push(sample(&media, n, |_, _| {
+            hot[n].push(sample(&media, n, |k| k * 64));
+            cold[n].push(sample(&media, n, |_| {
                 rng.below((SPAN / 64) as u32) as usize * 64
             }));
         }
@@ -69,12 +69,12 @@ pub fn measure(dir: &Path, rounds: u32) -> Result<FenceCost, arch::FileMediaErro
 }
 
 /// ns per fence over [`FENCES`] fences, each after storing to and flushing `n` lines
-/// (`at(fence, k)` gives line `k`'s offset).
-fn sample(media: &FileMedia, n: usize, mut at: impl FnMut(u32, usize) -> usize) -> f64 {
+/// (`at(k)` gives line `k`'s offset).
+fn sample(media: &FileMedia, n: usize, mut at: impl FnMut(usize) -> usize) -> f64 {
     let t = std::time::Instant::now();
     for i in 0..FENCES {
         for k in 0..n {
-            let off = at(i, k);
+            let off = at(k);
             media.write_u64(off, u64::from(i));
             media.flush(off, 8);
         }
@@ -89,7 +89,7 @@ impl FenceCost {
         let mut s = format!(
             "`pmbench fence-cost --rounds {rounds}`: ns per fence (median of {rounds} samples \
              of {FENCES} fences, ± half the max-min spread), each fence after a store to and a \
-             `clwb` of n lines.\n\n| lines | hot (8 lines in the cache) | cold (random line of \
+             `clwb` of n lines.\n\n| lines | hot (the same lines, in the cache) | cold (random line of \
              64 MiB) |\n|---|---|---|\n"
         );
         for (n, (h, c)) in self.hot.iter().zip(&self.cold).enumerate() {
@@ -122,6 +122,16 @@ mod tests {
         assert_eq!(
             md.lines().filter(|l| l.starts_with("| ")).count(),
             MAX_LINES + 2
+        );
+    }
+
+    #[test]
+    fn a_missing_pool_folder_is_a_typed_error() {
+        let dir = std::env::temp_dir().join(format!("pmbench-no-such-{}", std::process::id()));
+        let e = measure(&dir, 1).expect_err("no folder, no file");
+        assert!(
+            matches!(e, arch::FileMediaError::Io { what: "open", .. }),
+            "{e:?}"
         );
     }
 }

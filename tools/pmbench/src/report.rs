@@ -284,7 +284,7 @@ impl Report {
         );
         s.push_str(
             "| workload | ours | PMDK | PMDK no-flush | ops/s ours / PMDK / no-flush | \
-                          ratio ours/PMDK | ours lines/op | ours nt lines/op | ours fences/op | ours WA | \
+             ratio ours/PMDK | ours lines/op | ours nt lines/op | ours fences/op | ours WA | \
              PMDK fences/op | PMDK lines/op | PMDK nt lines/op | PMDK WA |\n",
         );
         s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -296,7 +296,7 @@ impl Report {
             let pmdk_c = r.pmdk_counts;
             let _ = writeln!(
                 s,
-                                "| {name} (per {}) | {} | {} | {} | {} / {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {name} (per {}) | {} | {} | {} | {} / {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.unit,
                 r.ours.time_text(),
                 r.pmdk.time_text(),
@@ -305,7 +305,7 @@ impl Report {
                 per_s(&r.pmdk),
                 per_s(&r.pmdk_no_flush),
                 f(r.ratio),
-                                f(ours_c.map(|c| c.lines_flushed)),
+                f(ours_c.map(|c| c.lines_flushed)),
                 f(ours_c.map(|c| c.nt_lines)),
                 f(ours_c.map(|c| c.fences)),
                 f(ours_c.and_then(|c| c.write_amplification)),
@@ -387,9 +387,9 @@ fn tx_table(s: &mut String, rows: &[Row]) {
     s.push_str(
         "Ours, per committed transaction (`pmrt` statistics over the timed region, flush \
          path; write-back = home lines flushed by coalescing, eager = what write-back at \
-                  every commit would flush; all lines (flushed, not counting non-temporal ones: \
-         records of 1 KiB and more) and fences from `arch`; WA = bytes made \
-         durable / bytes the user changed):\n\n\
+         every commit would flush; all lines (flushed, not counting non-temporal ones: \
+         records of 1 KiB and more) and fences from `arch`; WA = bytes made durable / \
+         bytes the user changed):\n\n\
          | workload | commit lines/tx | commit fences/tx | write-back lines/tx | \
          eager lines/tx | all lines/tx | all fences/tx | logged B/tx | user B/tx | WA |\n\
          |---|---|---|---|---|---|---|---|---|---|\n",
