@@ -243,7 +243,7 @@ pub fn seal(p: &mut [u8], seq: u64, groups: usize, flags: u16, lane: u32, salt: 
 }
 
 /// The check of a record (or of a padding record's header alone).
-fn check(p: &[u8], lane: u32, salt: u64) -> u32 {
+pub(crate) fn check(p: &[u8], lane: u32, salt: u64) -> u32 {
     check_with(&p[..HEADER], lane, salt, |c| c.update(&p[HEADER..]))
 }
 
@@ -303,19 +303,31 @@ pub struct Head {
 
 /// Reads a header from a record's first line, without checking (for the scanner,
 /// which then reads the whole record and calls [`parse`]).
+///
+/// # Panics
+/// If `line` is shorter than 24 bytes (every caller passes at least a header).
 pub fn peek(line: &[u8]) -> Head {
-    let u = |a: usize, b: usize| -> u64 {
-        line[a..b]
-            .iter()
-            .rev()
-            .fold(0u64, |acc, &x| (acc << 8) | u64::from(x))
+    // Three word loads: recovery peeks at every scanned record several times.
+    let h: &[u8; 24] = line[..24].try_into().unwrap_or(&[0; 24]);
+    let w = |a: usize| {
+        u64::from_le_bytes([
+            h[a],
+            h[a + 1],
+            h[a + 2],
+            h[a + 3],
+            h[a + 4],
+            h[a + 5],
+            h[a + 6],
+            h[a + 7],
+        ])
     };
+    let mid = w(8);
     Head {
-        seq: u(0, 8),
-        lines: u(8, 12) as usize,
-        ngroups: u(12, 14) as usize,
-        flags: u(14, 16) as u16,
-        live: u(16, 24),
+        seq: w(0),
+        lines: (mid & 0xffff_ffff) as usize,
+        ngroups: ((mid >> 32) & 0xffff) as usize,
+        flags: (mid >> 48) as u16,
+        live: w(16),
     }
 }
 
@@ -443,6 +455,21 @@ pub(crate) fn parse_with(
     elide: usize,
     check: impl FnOnce(&[u8]) -> u32,
 ) -> Result<Record<'_>, RecFault> {
+    let mut groups = Vec::new();
+    let head = parse_into(p, elide, check, Some(&mut groups))?;
+    Ok(Record { head, groups })
+}
+
+/// [`parse_with`] that appends the groups to `out` (`None`: validates them only)
+/// instead of allocating a list per record: recovery parses every scanned record
+/// twice, once to check it and once to plan its groups. On an error `out` may hold
+/// some of the record's groups.
+pub(crate) fn parse_into<'a>(
+    p: &'a [u8],
+    elide: usize,
+    check: impl FnOnce(&[u8]) -> u32,
+    out: Option<&mut Vec<Group<'a>>>,
+) -> Result<Head, RecFault> {
     let min = if elide == FULL { 64 } else { HEADER };
     if p.len() < min || p[..32].iter().all(|&b| b == 0) {
         return Err(RecFault::Empty);
@@ -453,10 +480,7 @@ pub(crate) fn parse_with(
         if stored != check(&p[..HEADER]) {
             return Err(RecFault::BadCheck);
         }
-        return Ok(Record {
-            head,
-            groups: Vec::new(),
-        });
+        return Ok(head);
     }
     if elide == FULL && head.lines * 64 != p.len() {
         return Err(RecFault::BadShape);
@@ -464,7 +488,8 @@ pub(crate) fn parse_with(
     if crate::keep_step(3) && stored != check(p) {
         return Err(RecFault::BadCheck);
     }
-    shape(p, head, elide)
+    shape(p, head, elide, out)?;
+    Ok(head)
 }
 
 /// The structure of bytes [`parse`] accepted before, without checking them again
@@ -477,10 +502,21 @@ pub fn reparse(p: &[u8]) -> Result<Record<'_>, RecFault> {
 
 /// [`reparse`] of a whole record or of a copy ([`parse_with`]'s `elide`).
 pub(crate) fn reparse_with(p: &[u8], elide: usize) -> Result<Record<'_>, RecFault> {
-    // The stored check word stands in for the check.
-    parse_with(p, elide, |q| {
-        u32::from_le_bytes(q[24..28].try_into().unwrap_or([0; 4]))
-    })
+    parse_with(p, elide, stored_check)
+}
+
+/// [`reparse_with`] appending the groups to `out` ([`parse_into`]).
+pub(crate) fn reparse_into<'a>(
+    p: &'a [u8],
+    elide: usize,
+    out: &mut Vec<Group<'a>>,
+) -> Result<Head, RecFault> {
+    parse_into(p, elide, stored_check, Some(out))
+}
+
+/// The stored check word, standing in for the check of bytes parsed before.
+fn stored_check(q: &[u8]) -> u32 {
+    u32::from_le_bytes(q[24..28].try_into().unwrap_or([0; 4]))
 }
 
 /// A copy of the `n`-byte record whose bytes `read(at, buf)` fetches, holding its
@@ -527,14 +563,22 @@ pub(crate) fn copy_headers(
     (at <= n).then_some(b)
 }
 
-/// The groups of a record whose header `head` passed its check: of the whole record
-/// `p`, or of a copy of it that left out the data of relative entries of `elide` bytes
-/// and more (whose place in the record still counts against its `lines`).
-fn shape(p: &[u8], head: Head, elide: usize) -> Result<Record<'_>, RecFault> {
+/// The groups of a record whose header `head` passed its check, appended to `out` (or
+/// only validated): of the whole record `p`, or of a copy of it that left out the data
+/// of relative entries of `elide` bytes and more (whose place in the record still
+/// counts against its `lines`).
+fn shape<'a>(
+    p: &'a [u8],
+    head: Head,
+    elide: usize,
+    mut out: Option<&mut Vec<Group<'a>>>,
+) -> Result<(), RecFault> {
     if head.flags & !KNOWN_FLAGS != 0 || head.ngroups > MAX_GROUPS || head.seq == 0 {
         return Err(RecFault::BadShape);
     }
-    let mut groups = Vec::with_capacity(head.ngroups);
+    if let Some(o) = out.as_deref_mut() {
+        o.reserve(head.ngroups);
+    }
     // `at` in the copy, `v` in the whole record.
     let (mut at, mut v, lines_end) = (HEADER, HEADER, head.lines.saturating_mul(64));
     for index in 0..head.ngroups {
@@ -561,19 +605,21 @@ fn shape(p: &[u8], head: Head, elide: usize) -> Result<Record<'_>, RecFault> {
                 return Err(RecFault::BadShape);
             }
         }
-        groups.push(Group {
-            index,
-            key,
-            kind,
-            mode,
-            entries: &p[start..e],
-            n,
-            at: vstart,
-            elide,
-        });
+        if let Some(o) = out.as_deref_mut() {
+            o.push(Group {
+                index,
+                key,
+                kind,
+                mode,
+                entries: &p[start..e],
+                n,
+                at: vstart,
+                elide,
+            });
+        }
         (at, v) = (e, ve);
     }
-    Ok(Record { head, groups })
+    Ok(())
 }
 
 #[cfg(test)]

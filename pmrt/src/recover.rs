@@ -40,8 +40,8 @@ use crate::area::{decode_tail, encode_tail, Area, LINE};
 // Data entries at least this long are replayed with non-temporal stores.
 use crate::log::NT_MIN;
 use crate::record::{
-    check_with, copy_headers, live_mask, live_tag, parse, parse_with, peek, reparse_with, Entry,
-    Group, RecFault, Record, FULL, F_COMMIT, F_PAD, F_UNDO, G_ABS, HEADER, LIVE_OFF,
+    check, check_with, copy_headers, live_mask, live_tag, parse, parse_into, peek, reparse_into,
+    Entry, Group, FULL, F_COMMIT, F_PAD, F_UNDO, G_ABS, HEADER, LIVE_OFF, MAX_GROUPS,
 };
 
 mod parallel;
@@ -192,10 +192,64 @@ pub struct ScannedRecord {
     elide: usize,
 }
 
-impl ScannedRecord {
-    /// The structure of the record, from `bytes`.
-    fn parsed(&self) -> Result<Record<'_>, RecFault> {
-        reparse_with(&self.bytes, self.elide)
+/// A record recovery scanned: [`ScannedRecord`] with its bytes in one buffer shared by
+/// every record of the scan ([`Scan`]), not in an allocation of its own (a recovery of
+/// 150,000 one-line records spent a fifth of its time allocating and freeing them).
+#[derive(Clone, Copy)]
+struct Scanned<'a> {
+    lane: u32,
+    pos: usize,
+    bytes: &'a [u8],
+    elide: usize,
+}
+
+/// A record's place in [`Scan::chunks`].
+#[derive(Clone, Copy)]
+struct Found {
+    lane: u32,
+    pos: usize,
+    chunk: usize,
+    start: usize,
+    len: usize,
+    elide: usize,
+}
+
+/// What [`scan`] found: [`LogScan`] with the records' bytes end to end in chunks of at
+/// least [`CHUNK`] bytes (fixed buffers: one growing buffer spent a fifth of a recovery
+/// copying itself as it grew).
+#[derive(Default)]
+struct Scan {
+    found: Vec<Found>,
+    chunks: Vec<Vec<u8>>,
+    heads: Vec<usize>,
+    log_bytes: u64,
+    bad_tails: u32,
+}
+
+/// The least size of a [`Scan`] chunk.
+const CHUNK: usize = 1 << 20;
+
+impl Scan {
+    /// A chunk with room for `n` more bytes: the last one, or a new one.
+    fn room(&mut self, n: usize) -> usize {
+        match self.chunks.last() {
+            Some(c) if c.capacity() - c.len() >= n => {}
+            _ => self.chunks.push(Vec::with_capacity(n.max(CHUNK))),
+        }
+        self.chunks.len() - 1
+    }
+
+    /// The records, borrowing their bytes.
+    fn records(&self) -> Vec<Scanned<'_>> {
+        self.found
+            .iter()
+            .map(|f| Scanned {
+                lane: f.lane,
+                pos: f.pos,
+                bytes: &self.chunks[f.chunk][f.start..f.start + f.len],
+                elide: f.elide,
+            })
+            .collect()
     }
 }
 
@@ -243,19 +297,16 @@ pub(crate) struct Recovered {
 
 /// Scans, replays and resets (module docs).
 pub(crate) fn recover<M: Media>(heap: &Heap<M>, area: &Area) -> Recovered {
-    let LogScan {
-        records: recs,
-        heads,
-        log_bytes,
-        bad_tails,
-    } = scan(heap.media(), area, heap.salt(), true);
+    let mut scanned = scan(heap.media(), area, heap.salt(), true);
+    let heads = core::mem::take(&mut scanned.heads);
+    let recs = scanned.records();
     let mut report = RecoveryReport {
         records: recs.len() as u64,
-        log_bytes,
-        bad_tails,
+        log_bytes: scanned.log_bytes,
+        bad_tails: scanned.bad_tails,
         ..RecoveryReport::default()
     };
-    let max_seq = recs.iter().map(|r| peek(&r.bytes).seq).max().unwrap_or(0);
+    let max_seq = recs.iter().map(|r| peek(r.bytes).seq).max().unwrap_or(0);
     let work = plan(&recs, heap.salt(), &mut report);
     replay(heap, area, &recs, &work, &mut report);
     reset(heap, area, &recs, &heads);
@@ -271,15 +322,30 @@ pub(crate) fn recover<M: Media>(heap: &Heap<M>, area: &Area) -> Recovered {
 /// Step 1: the records of every lane, in log order, and each lane's end of scan. Reads
 /// only; a tool can use it to list what recovery would see.
 pub fn scan_logs<M: Media>(media: &M, area: &Area, salt: u64) -> LogScan {
-    scan(media, area, salt, false)
+    let s = scan(media, area, salt, false);
+    LogScan {
+        records: s
+            .records()
+            .iter()
+            .map(|r| ScannedRecord {
+                lane: r.lane,
+                pos: r.pos,
+                bytes: r.bytes.to_vec(),
+                elide: r.elide,
+            })
+            .collect(),
+        heads: s.heads,
+        log_bytes: s.log_bytes,
+        bad_tails: s.bad_tails,
+    }
 }
 
 /// [`scan_logs`]; with `in_place`, records of [`IN_PLACE_MIN`] bytes and more are
 /// checked in the log and copied only in part (see [`ScannedRecord`]).
-fn scan<M: Media>(media: &M, area: &Area, salt: u64, in_place: bool) -> LogScan {
-    let mut out = LogScan {
+fn scan<M: Media>(media: &M, area: &Area, salt: u64, in_place: bool) -> Scan {
+    let mut out = Scan {
         heads: Vec::with_capacity(area.lanes as usize),
-        ..LogScan::default()
+        ..Scan::default()
     };
     for k in 0..area.lanes {
         let base = area.log_off(k);
@@ -314,33 +380,45 @@ fn scan<M: Media>(media: &M, area: &Area, salt: u64, in_place: bool) -> LogScan 
             } else {
                 FULL
             };
-            let parsed = if elide == FULL {
+            let (chunk, start, seq) = if elide == FULL {
                 if n >= POPULATE_MIN {
                     media.populate(at, n, Access::Read);
                 }
-                let mut b = alloc::vec![0u8; n];
-                media.read(at, &mut b);
-                let c = parse(&b, k, salt).map(|r| r.head.seq);
-                Some((b, c))
+                let chunk = out.room(n);
+                let c = &mut out.chunks[chunk];
+                let start = c.len();
+                c.resize(start + n, 0);
+                let b = &mut c[start..];
+                media.read(at, b);
+                let seq = parse_into(b, FULL, |q| check(q, k, salt), None).map(|h| h.seq);
+                (chunk, start, seq)
             } else {
                 // Checked in place, mapping its pages as it goes (`check_in_log`).
-                copy_headers(n, elide, |o, buf| media.read(at + o, buf)).map(|b| {
-                    let c = parse_with(&b, elide, |p| check_in_log(media, at, n, p, k, salt))
-                        .map(|r| r.head.seq);
-                    (b, c)
-                })
+                let Some(b) = copy_headers(n, elide, |o, buf| media.read(at + o, buf)) else {
+                    break;
+                };
+                let seq = parse_into(&b, elide, |p| check_in_log(media, at, n, p, k, salt), None)
+                    .map(|h| h.seq);
+                let chunk = out.room(b.len());
+                let start = out.chunks[chunk].len();
+                out.chunks[chunk].extend_from_slice(&b);
+                (chunk, start, seq)
             };
-            let bytes = match parsed {
-                Some((b, Ok(seq))) if seq >= last_seq => {
-                    last_seq = seq;
-                    b
+            let c = &mut out.chunks[chunk];
+            let kept = c.len() - start;
+            match seq {
+                Ok(seq) if seq >= last_seq => last_seq = seq,
+                _ => {
+                    c.truncate(start);
+                    break;
                 }
-                _ => break,
-            };
-            out.records.push(ScannedRecord {
+            }
+            out.found.push(Found {
                 lane: k,
                 pos,
-                bytes,
+                chunk,
+                start,
+                len: kept,
                 elide,
             });
             pos = (pos + h.lines * LINE) % len;
@@ -377,29 +455,57 @@ fn check_in_log<M: Media>(media: &M, at: usize, n: usize, p: &[u8], lane: u32, s
     })
 }
 
+/// Steps 2-3's result: every group to replay in one list, object by object, each
+/// object's in sequence order (one list, where a list per object cost an allocation
+/// per object: a recovery of small records replays about one group per object).
+struct Work<'r> {
+    /// Every group scanned (dead ones too).
+    all: Vec<Item<'r>>,
+    /// The ones to replay: indices into `all`, object by object (copies of the items
+    /// doubled the memory a recovery touches for the first time).
+    items: Vec<usize>,
+    /// Where each object's items end in `items`.
+    ends: Vec<usize>,
+}
+
+impl<'r> Work<'r> {
+    /// The items of objects `objs` (indices into `ends`), object by object.
+    fn objects(&self, objs: Range<usize>) -> impl Iterator<Item = &[usize]> + '_ {
+        objs.map(|i| &self.items[i.checked_sub(1).map_or(0, |p| self.ends[p])..self.ends[i]])
+    }
+
+    /// The items `idx` names.
+    fn get<'w>(&'w self, idx: &'w [usize]) -> impl Iterator<Item = &'w Item<'r>> + Clone + 'w {
+        idx.iter().map(|&i| &self.all[i])
+    }
+}
+
 /// Steps 2-3: per object, the groups to replay in order.
-fn plan<'r>(
-    recs: &'r [ScannedRecord],
-    salt: u64,
-    report: &mut RecoveryReport,
-) -> Vec<Vec<Item<'r>>> {
+fn plan<'r>(recs: &[Scanned<'r>], salt: u64, report: &mut RecoveryReport) -> Work<'r> {
     // Every group once, and a compact sort key per group (object, sequence number,
     // dead, index): one sort of small keys, where a map of per-object lists made an
     // allocation per object and a tree walk per group. The index makes the order of
-    // equal keys their log order.
-    let mut all: Vec<Item<'r>> = Vec::with_capacity(recs.len());
-    let mut order: Vec<(u64, u64, bool, usize)> = Vec::with_capacity(recs.len());
+    // equal keys their log order. Sized from the headers' group counts, so neither
+    // list grows.
+    let groups: usize = recs
+        .iter()
+        .map(|r| peek(r.bytes).ngroups.min(MAX_GROUPS))
+        .sum();
+    let mut all: Vec<Item<'r>> = Vec::with_capacity(groups);
+    let mut order: Vec<(u64, u64, bool, usize)> = Vec::with_capacity(groups);
+    // One record's groups at a time, in one buffer.
+    let mut parsed: Vec<Group<'r>> = Vec::with_capacity(MAX_GROUPS);
     let mut i = 0;
     while i < recs.len() {
-        let head = peek(&recs[i].bytes);
+        let head = peek(recs[i].bytes);
         let mut j = i;
         while j + 1 < recs.len()
             && recs[j + 1].lane == recs[i].lane
-            && peek(&recs[j + 1].bytes).seq == head.seq
+            && peek(recs[j + 1].bytes).seq == head.seq
         {
             j += 1;
         }
-        let committed = peek(&recs[j].bytes).flags & F_COMMIT != 0;
+        let committed = peek(recs[j].bytes).flags & F_COMMIT != 0;
         if committed {
             report.committed += 1;
         } else {
@@ -407,23 +513,24 @@ fn plan<'r>(
         }
         let mut rolled = false;
         for (r, rec) in recs.iter().enumerate().take(j + 1).skip(i) {
-            let Ok(p) = rec.parsed() else {
+            parsed.clear();
+            let Ok(head) = reparse_into(rec.bytes, rec.elide, &mut parsed) else {
                 continue;
             };
-            let undo = p.head.flags & F_UNDO != 0;
+            let undo = head.flags & F_UNDO != 0;
             // Undo data matters only for uncommitted transactions (and only while its
             // record is live); redo data only for committed ones.
-            let mask = live_mask(&p.head, rec.lane, salt);
+            let mask = live_mask(&head, rec.lane, salt);
             if undo && (committed || mask & 1 == 0) || !undo && !committed {
                 continue;
             }
             rolled |= undo;
-            for g in p.groups() {
+            for g in &parsed {
                 let live = undo || mask & (1 << g.index) != 0;
                 let item = Item {
                     rec: r,
                     group: *g,
-                    seq: p.head.seq,
+                    seq: head.seq,
                     undo,
                     meta: g.kind == G_ABS,
                 };
@@ -440,18 +547,25 @@ fn plan<'r>(
         i = j + 1;
     }
     order.sort_unstable();
-    let mut work: Vec<Vec<Item<'r>>> = Vec::new();
+    let mut work = Work {
+        all,
+        items: Vec::with_capacity(order.len()),
+        ends: Vec::new(),
+    };
     for keys in order.chunk_by(|a, b| a.0 == b.0) {
         let newest_dead = keys.iter().rposition(|k| k.2);
         let skip = newest_dead.map_or(0, |d| d + 1);
         report.groups_dead += skip as u64;
-        let rest: Vec<Item<'r>> = keys[skip..]
-            .iter()
-            .map(|k| all[k.3])
-            .filter(|it| it.rec != DEAD)
-            .collect();
-        if !rest.is_empty() {
-            work.push(rest);
+        let before = work.items.len();
+        let all = &work.all;
+        work.items.extend(
+            keys[skip..]
+                .iter()
+                .map(|k| k.3)
+                .filter(|&i| all[i].rec != DEAD),
+        );
+        if work.items.len() > before {
+            work.ends.push(work.items.len());
         }
     }
     work
@@ -463,7 +577,7 @@ const POPULATE_MIN: usize = 16 << 10;
 
 /// Where in the pool a data entry's bytes are when its record's copy left them in the
 /// log ([`Entry::in_log`]); `None` when `e.data` holds them.
-fn in_log(area: &Area, rec: &ScannedRecord, e: &Entry<'_>) -> Option<usize> {
+fn in_log(area: &Area, rec: &Scanned<'_>, e: &Entry<'_>) -> Option<usize> {
     e.in_log().then(|| area.log_off(rec.lane) + rec.pos + e.at)
 }
 
@@ -504,7 +618,7 @@ fn entries_of<'r>(it: &Item<'r>) -> Vec<Entry<'r>> {
 }
 
 impl Item<'_> {
-    fn damage(&self, recs: &[ScannedRecord], key: u64, fault: LogFault) -> LogDamage {
+    fn damage(&self, recs: &[Scanned<'_>], key: u64, fault: LogFault) -> LogDamage {
         LogDamage {
             lane: recs[self.rec].lane,
             pos: recs[self.rec].pos,
@@ -522,15 +636,14 @@ impl Item<'_> {
 fn replay<M: Media>(
     heap: &Heap<M>,
     area: &Area,
-    recs: &[ScannedRecord],
-    work: &[Vec<Item<'_>>],
+    recs: &[Scanned<'_>],
+    work: &Work<'_>,
     report: &mut RecoveryReport,
 ) {
     let media = heap.media();
     let mut touched: Vec<(usize, usize)> = Vec::new();
     let mut meta: Vec<Item<'_>> = work
-        .iter()
-        .flatten()
+        .get(&work.items)
         .filter(|it| it.meta)
         .copied()
         .collect();
@@ -560,16 +673,17 @@ fn replay<M: Media>(
     }
     // A key's data items, in place among its metadata ones (applied above): no second
     // list per object.
-    let replay_key = |items: &[Item<'_>], out: &mut Vec<(usize, usize)>| -> Totals {
+    let replay_key = |idx: &[usize], out: &mut Vec<(usize, usize)>| -> Totals {
+        let items = work.get(idx);
         let mut t = Totals::default();
         // Every item of a key: the object as the metadata replay left it (on media:
         // the heap re-indexes only after recovery).
-        let Some(key) = items.iter().find(|it| !it.meta).map(|it| it.group.key) else {
+        let Some(key) = items.clone().find(|it| !it.meta).map(|it| it.group.key) else {
             return t;
         };
         let object = heap.info_on_media(key).ok();
         let newest_meta = incarnation.get(&key).copied();
-        for it in items.iter().filter(|it| !it.meta) {
+        for it in items.filter(|it| !it.meta) {
             let entries = it.group.entries();
             let superseded =
                 newest_meta.is_some_and(|m| it.seq < m || (it.seq == m && object.is_none()));
@@ -621,7 +735,7 @@ fn replay<M: Media>(
 }
 
 /// Step 5: every scanned record dead, then every tail at the end of its scan.
-fn reset<M: Media>(heap: &Heap<M>, area: &Area, recs: &[ScannedRecord], heads: &[usize]) {
+fn reset<M: Media>(heap: &Heap<M>, area: &Area, recs: &[Scanned<'_>], heads: &[usize]) {
     let (media, salt) = (heap.media(), heap.salt());
     // The marks keep lanes apart: if some tails moved and others did not, the records
     // still scanned must not replay over what the passed ones wrote (an older group of
@@ -632,7 +746,7 @@ fn reset<M: Media>(heap: &Heap<M>, area: &Area, recs: &[ScannedRecord], heads: &
     if recs.windows(2).any(|w| w[0].lane != w[1].lane) {
         for rec in recs {
             let at = area.log_off(rec.lane) + rec.pos + LIVE_OFF;
-            media.write_u64(at, live_tag(peek(&rec.bytes).seq, rec.lane, salt));
+            media.write_u64(at, live_tag(peek(rec.bytes).seq, rec.lane, salt));
             media.flush(at, 8);
         }
     }
@@ -694,13 +808,9 @@ const DEAD: usize = usize::MAX;
 
 /// Replays every object's items, on worker threads when `std` is on and there is
 /// enough work.
-fn replay_all<F>(
-    work: &[Vec<Item<'_>>],
-    replay_key: &F,
-    touched: &mut Vec<(usize, usize)>,
-) -> Totals
+fn replay_all<F>(work: &Work<'_>, replay_key: &F, touched: &mut Vec<(usize, usize)>) -> Totals
 where
-    F: Fn(&[Item<'_>], &mut Vec<(usize, usize)>) -> Totals + Sync,
+    F: Fn(&[usize], &mut Vec<(usize, usize)>) -> Totals + Sync,
 {
     let add = |mut a: Totals, b: Totals| {
         a.absorb(b);
@@ -708,17 +818,18 @@ where
     };
     #[cfg(feature = "std")]
     {
-        let items: usize = work.iter().map(Vec::len).sum();
         let threads = parallel::threads();
-        if threads > 1 && items > 64 {
-            let chunk = work.len().div_ceil(threads).max(1);
+        if threads > 1 && work.items.len() > 64 {
+            let n = work.ends.len();
+            let chunk = n.div_ceil(threads).max(1);
             let results: Vec<(Totals, Vec<(usize, usize)>)> = std::thread::scope(|s| {
-                let handles: Vec<_> = work
-                    .chunks(chunk)
-                    .map(|part| {
+                let handles: Vec<_> = (0..n)
+                    .step_by(chunk)
+                    .map(|from| {
                         s.spawn(move || {
                             let mut out = Vec::new();
-                            let t = part.iter().fold(Totals::default(), |t, items| {
+                            let objs = work.objects(from..(from + chunk).min(n));
+                            let t = objs.fold(Totals::default(), |t, items| {
                                 add(t, replay_key(items, &mut out))
                             });
                             (t, out)
@@ -740,7 +851,8 @@ where
             return t;
         }
     }
-    work.iter().fold(Totals::default(), |t, items| {
-        add(t, replay_key(items, touched))
-    })
+    work.objects(0..work.ends.len())
+        .fold(Totals::default(), |t, items| {
+            add(t, replay_key(items, touched))
+        })
 }
