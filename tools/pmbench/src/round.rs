@@ -110,6 +110,9 @@ pub struct TxCounters {
     /// pool's life.
     #[serde(default)]
     pub largest_record: u64,
+    /// Bytes of one lane's log (`PoolStats::lane_log_bytes`).
+    #[serde(default)]
+    pub lane_log_bytes: u64,
 }
 
 impl TxCounters {
@@ -130,6 +133,7 @@ impl TxCounters {
             by_volume: b.coalescing.by_volume - a.coalescing.by_volume,
             by_backpressure: b.coalescing.by_backpressure - a.coalescing.by_backpressure,
             largest_record: b.coalescing.largest_record,
+            lane_log_bytes: b.lane_log_bytes,
         }
     }
 }
