@@ -77,6 +77,52 @@ impl Groups {
     }
 }
 
+/// A chain's home byte ranges outside its near lines, merged when they touch: the
+/// first in place (most chains hold one, an object header's word), so draining it
+/// reads no other memory; a list on the heap cost a cache miss per drain.
+#[derive(Debug, Default)]
+pub(crate) struct Ranges {
+    /// The first range; a length of 0 means none.
+    first: (u64, u32),
+    more: Vec<(u64, u32)>,
+}
+
+impl Ranges {
+    /// Adds `len` (> 0) bytes at `off`, merged into the newest range when they touch.
+    fn add(&mut self, off: u64, len: u32) {
+        let last = match self.more.last_mut() {
+            Some(r) => r,
+            None if self.first.1 == 0 => {
+                self.first = (off, len);
+                return;
+            }
+            None => &mut self.first,
+        };
+        let (o, l) = (last.0, u64::from(last.1));
+        if off >= o && off <= o + l {
+            let end = (off + u64::from(len)).max(o + l);
+            if let Ok(n) = u32::try_from(end - o) {
+                last.1 = n;
+                return;
+            }
+        }
+        self.more.push((off, len));
+    }
+
+    /// The ranges, oldest first.
+    fn iter(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        core::iter::once(self.first)
+            .filter(|r| r.1 != 0)
+            .chain(self.more.iter().copied())
+    }
+
+    /// Forgets them (keeping memory).
+    fn clear(&mut self) {
+        self.first = (0, 0);
+        self.more.clear();
+    }
+}
+
 /// The part of an object's state that coalescing takes away.
 #[derive(Debug, Default)]
 pub(crate) struct Chain {
@@ -87,7 +133,7 @@ pub(crate) struct Chain {
     pub lines: [u64; NEAR_WORDS],
     /// Other home byte ranges to write back, `(pool offset, length)` (allocation
     /// metadata, lines of larger objects), merged when they touch.
-    pub ranges: Vec<(u64, u32)>,
+    pub ranges: Ranges,
     /// Records (transactions) pending.
     pub count: u32,
     /// Bytes logged and pending.
@@ -125,14 +171,7 @@ impl Chain {
             }
             return;
         }
-        if let Some((o, l)) = self.ranges.last_mut() {
-            if off >= *o && off <= *o + u64::from(*l) {
-                let end = (off + u64::from(len)).max(*o + u64::from(*l));
-                *l = (end - *o) as u32;
-                return;
-            }
-        }
-        self.ranges.push((off, len));
+        self.ranges.add(off, len);
     }
 
     /// Whether nothing is pending.
@@ -391,12 +430,12 @@ impl PendingIndex {
                 };
             }
         }
-        ranges.extend_from_slice(&c.ranges);
+        ranges.extend(c.ranges.iter());
         let near: u32 = c.lines.iter().map(|w| w.count_ones()).sum();
         let far: usize = c
             .ranges
             .iter()
-            .map(|&(o, n)| arch::line_range(o as usize, n as usize).len())
+            .map(|(o, n)| arch::line_range(o as usize, n as usize).len())
             .sum();
         st.spread = near.saturating_add(u32::try_from(far).unwrap_or(u32::MAX));
         // The count threshold may have moved: recompute the volume threshold too.
