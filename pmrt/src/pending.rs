@@ -497,6 +497,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ranges_keep_the_first_in_place_and_merge_only_touching_ones() {
+        let mut r = Ranges::default();
+        assert_eq!(r.iter().count(), 0);
+        r.add(4096, 16);
+        assert!(r.more.is_empty(), "the first range lives in place");
+        // Touching (starts at its end) and overlapping ranges merge into the newest.
+        r.add(4112, 16);
+        r.add(4100, 4);
+        assert_eq!(r.iter().collect::<Vec<_>>(), [(4096, 32)]);
+        // A gap starts a new range; later ones merge into that one, not the first.
+        r.add(8192, 8);
+        r.add(8200, 8);
+        assert_eq!(r.iter().collect::<Vec<_>>(), [(4096, 32), (8192, 16)]);
+        // A merge whose length would not fit 32 bits is kept as a range of its own.
+        r.add(8200, u32::MAX);
+        assert_eq!(r.iter().count(), 3);
+        r.clear();
+        assert_eq!(r.iter().count(), 0);
+        r.add(64, 8);
+        assert_eq!(r.iter().collect::<Vec<_>>(), [(64, 8)]);
+    }
+
+    #[test]
     fn near_lines_drain_as_merged_runs_and_far_ranges_stay_ranges() {
         let idx = PendingIndex::new();
         let key = 64 * 1000 + 16;

@@ -308,19 +308,7 @@ pub struct Head {
 /// If `line` is shorter than 24 bytes (every caller passes at least a header).
 pub fn peek(line: &[u8]) -> Head {
     // Three word loads: recovery peeks at every scanned record several times.
-    let h: &[u8; 24] = line[..24].try_into().unwrap_or(&[0; 24]);
-    let w = |a: usize| {
-        u64::from_le_bytes([
-            h[a],
-            h[a + 1],
-            h[a + 2],
-            h[a + 3],
-            h[a + 4],
-            h[a + 5],
-            h[a + 6],
-            h[a + 7],
-        ])
-    };
+    let w = |a: usize| u64::from_le_bytes(line[a..a + 8].try_into().unwrap_or([0; 8]));
     let mid = w(8);
     Head {
         seq: w(0),
