@@ -214,9 +214,10 @@ struct Found {
     elide: usize,
 }
 
-/// What [`scan`] found: [`LogScan`] with the records' bytes end to end in chunks of at
-/// least [`CHUNK`] bytes (fixed buffers: one growing buffer spent a fifth of a recovery
-/// copying itself as it grew).
+/// What [`scan`] found: [`LogScan`] with the records' bytes end to end in chunks
+/// (fixed buffers: one growing buffer spent a fifth of a recovery copying itself as it
+/// grew). Chunks start at [`CHUNK_MIN`] bytes and double up to [`CHUNK`], so a short
+/// log takes a small buffer (the kernel's heap is small) and a long one few.
 #[derive(Default)]
 struct Scan {
     found: Vec<Found>,
@@ -226,15 +227,22 @@ struct Scan {
     bad_tails: u32,
 }
 
-/// The least size of a [`Scan`] chunk.
+/// The size of a [`Scan`]'s first chunk (or of a record, if larger).
+const CHUNK_MIN: usize = 64 << 10;
+/// The size chunks double up to (or of a record, if larger).
 const CHUNK: usize = 1 << 20;
 
 impl Scan {
-    /// A chunk with room for `n` more bytes: the last one, or a new one.
+    /// A chunk with room for `n` more bytes: the last one, or a new one as large as
+    /// all before it together, within `[CHUNK_MIN, CHUNK]`.
     fn room(&mut self, n: usize) -> usize {
         match self.chunks.last() {
             Some(c) if c.capacity() - c.len() >= n => {}
-            _ => self.chunks.push(Vec::with_capacity(n.max(CHUNK))),
+            _ => {
+                let held: usize = self.chunks.iter().map(Vec::capacity).sum();
+                let size = held.clamp(CHUNK_MIN, CHUNK).max(n);
+                self.chunks.push(Vec::with_capacity(size));
+            }
         }
         self.chunks.len() - 1
     }
@@ -855,4 +863,35 @@ where
         .fold(Totals::default(), |t, items| {
             add(t, replay_key(items, touched))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_chunks_start_small_double_and_fit_any_record() {
+        let mut s = Scan::default();
+        let fill = |s: &mut Scan, n: usize| {
+            let c = s.room(n);
+            let len = s.chunks[c].len();
+            s.chunks[c].resize(len + n, 0);
+            c
+        };
+        // A short log takes one small chunk.
+        assert_eq!(fill(&mut s, 64), 0);
+        assert_eq!(fill(&mut s, 64), 0);
+        assert_eq!(s.chunks[0].capacity(), CHUNK_MIN);
+        // Full: the next chunk is as large as all before it, doubling up to CHUNK.
+        fill(&mut s, CHUNK_MIN - 128);
+        assert_eq!(fill(&mut s, 64), 1);
+        assert_eq!(s.chunks[1].capacity(), CHUNK_MIN);
+        fill(&mut s, CHUNK_MIN - 64);
+        fill(&mut s, 64);
+        assert_eq!(s.chunks[2].capacity(), 2 * CHUNK_MIN);
+        // A record larger than a chunk gets one of its own size.
+        let big = fill(&mut s, 3 * CHUNK);
+        assert_eq!(s.chunks[big].len(), 3 * CHUNK);
+        assert!(s.chunks.iter().map(Vec::capacity).all(|c| c <= 3 * CHUNK));
+    }
 }
