@@ -280,7 +280,6 @@ impl<M: Media> Pool<M> {
             pending_objects,
             pending_bytes,
             coalescing,
-            lane_log_bytes: self.area.lane_bytes as u64,
         }
     }
 }
@@ -307,7 +306,4 @@ pub struct PoolStats {
     pub pending_bytes: u64,
     /// Coalescing statistics.
     pub coalescing: crate::coalesce::CoalesceStats,
-    /// Bytes of one lane's log: how many pending records one thread's transactions can
-    /// leave before back-pressure writes the oldest ones' objects back.
-    pub lane_log_bytes: u64,
 }

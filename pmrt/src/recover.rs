@@ -194,25 +194,22 @@ pub struct ScannedRecord {
 
 /// A record recovery scanned: [`ScannedRecord`] with its bytes in one buffer shared by
 /// every record of the scan ([`Scan`]), not in an allocation of its own (a recovery of
-/// 150,000 one-line records spent a fifth of its time allocating and freeing them).
+/// 150,000 one-line records spent a fifth of its time allocating and freeing them),
+/// and the header fields the plan groups records by, read once by the scan (each peek
+/// at a record again is a cache miss).
 #[derive(Clone, Copy)]
-struct Scanned<'a> {
+struct Scanned<B> {
     lane: u32,
     pos: usize,
-    bytes: &'a [u8],
+    seq: u64,
+    flags: u16,
     elide: usize,
+    /// The bytes: `(chunk, start, len)` in [`Scan::chunks`] while scanning, then a slice.
+    bytes: B,
 }
 
 /// A record's place in [`Scan::chunks`].
-#[derive(Clone, Copy)]
-struct Found {
-    lane: u32,
-    pos: usize,
-    chunk: usize,
-    start: usize,
-    len: usize,
-    elide: usize,
-}
+type Found = Scanned<(usize, usize, usize)>;
 
 /// What [`scan`] found: [`LogScan`] with the records' bytes end to end in chunks
 /// (fixed buffers: one growing buffer spent a fifth of a recovery copying itself as it
@@ -221,6 +218,8 @@ struct Found {
 #[derive(Default)]
 struct Scan {
     found: Vec<Found>,
+    /// Groups of all records found (their headers' counts).
+    groups: usize,
     chunks: Vec<Vec<u8>>,
     heads: Vec<usize>,
     log_bytes: u64,
@@ -248,14 +247,19 @@ impl Scan {
     }
 
     /// The records, borrowing their bytes.
-    fn records(&self) -> Vec<Scanned<'_>> {
+    fn records(&self) -> Vec<Scanned<&[u8]>> {
         self.found
             .iter()
-            .map(|f| Scanned {
-                lane: f.lane,
-                pos: f.pos,
-                bytes: &self.chunks[f.chunk][f.start..f.start + f.len],
-                elide: f.elide,
+            .map(|f| {
+                let (chunk, start, len) = f.bytes;
+                Scanned {
+                    lane: f.lane,
+                    pos: f.pos,
+                    seq: f.seq,
+                    flags: f.flags,
+                    elide: f.elide,
+                    bytes: &self.chunks[chunk][start..start + len],
+                }
             })
             .collect()
     }
@@ -314,8 +318,8 @@ pub(crate) fn recover<M: Media>(heap: &Heap<M>, area: &Area) -> Recovered {
         bad_tails: scanned.bad_tails,
         ..RecoveryReport::default()
     };
-    let max_seq = recs.iter().map(|r| peek(r.bytes).seq).max().unwrap_or(0);
-    let work = plan(&recs, heap.salt(), &mut report);
+    let max_seq = recs.iter().map(|r| r.seq).max().unwrap_or(0);
+    let work = plan(&recs, scanned.groups, heap.salt(), &mut report);
     replay(heap, area, &recs, &work, &mut report);
     reset(heap, area, &recs, &heads);
     // The heap indexed its chunk table before the replay changed it.
@@ -414,20 +418,23 @@ fn scan<M: Media>(media: &M, area: &Area, salt: u64, in_place: bool) -> Scan {
             };
             let c = &mut out.chunks[chunk];
             let kept = c.len() - start;
-            match seq {
-                Ok(seq) if seq >= last_seq => last_seq = seq,
+            let seq = match seq {
+                Ok(seq) if seq >= last_seq => seq,
                 _ => {
                     c.truncate(start);
                     break;
                 }
-            }
+            };
+            last_seq = seq;
+            // A record that parsed has at most MAX_GROUPS groups.
+            out.groups += h.ngroups;
             out.found.push(Found {
                 lane: k,
                 pos,
-                chunk,
-                start,
-                len: kept,
+                seq,
+                flags: h.flags,
                 elide,
+                bytes: (chunk, start, kept),
             });
             pos = (pos + h.lines * LINE) % len;
             scanned += h.lines * LINE;
@@ -488,32 +495,33 @@ impl<'r> Work<'r> {
     }
 }
 
-/// Steps 2-3: per object, the groups to replay in order.
-fn plan<'r>(recs: &[Scanned<'r>], salt: u64, report: &mut RecoveryReport) -> Work<'r> {
+/// Steps 2-3: per object, the groups to replay in order (`groups`: the records' group
+/// count, for the lists' sizes).
+fn plan<'r>(
+    recs: &[Scanned<&'r [u8]>],
+    groups: usize,
+    salt: u64,
+    report: &mut RecoveryReport,
+) -> Work<'r> {
     // Every group once, and a compact sort key per group (object, sequence number,
     // dead, index): one sort of small keys, where a map of per-object lists made an
     // allocation per object and a tree walk per group. The index makes the order of
     // equal keys their log order. Sized from the headers' group counts, so neither
     // list grows.
-    let groups: usize = recs
-        .iter()
-        .map(|r| peek(r.bytes).ngroups.min(MAX_GROUPS))
-        .sum();
     let mut all: Vec<Item<'r>> = Vec::with_capacity(groups);
     let mut order: Vec<(u64, u64, bool, usize)> = Vec::with_capacity(groups);
     // One record's groups at a time, in one buffer.
     let mut parsed: Vec<Group<'r>> = Vec::with_capacity(MAX_GROUPS);
     let mut i = 0;
     while i < recs.len() {
-        let head = peek(recs[i].bytes);
         let mut j = i;
         while j + 1 < recs.len()
             && recs[j + 1].lane == recs[i].lane
-            && peek(recs[j + 1].bytes).seq == head.seq
+            && recs[j + 1].seq == recs[i].seq
         {
             j += 1;
         }
-        let committed = peek(recs[j].bytes).flags & F_COMMIT != 0;
+        let committed = recs[j].flags & F_COMMIT != 0;
         if committed {
             report.committed += 1;
         } else {
@@ -585,7 +593,7 @@ const POPULATE_MIN: usize = 16 << 10;
 
 /// Where in the pool a data entry's bytes are when its record's copy left them in the
 /// log ([`Entry::in_log`]); `None` when `e.data` holds them.
-fn in_log(area: &Area, rec: &Scanned<'_>, e: &Entry<'_>) -> Option<usize> {
+fn in_log(area: &Area, rec: &Scanned<&[u8]>, e: &Entry<'_>) -> Option<usize> {
     e.in_log().then(|| area.log_off(rec.lane) + rec.pos + e.at)
 }
 
@@ -626,7 +634,7 @@ fn entries_of<'r>(it: &Item<'r>) -> Vec<Entry<'r>> {
 }
 
 impl Item<'_> {
-    fn damage(&self, recs: &[Scanned<'_>], key: u64, fault: LogFault) -> LogDamage {
+    fn damage(&self, recs: &[Scanned<&[u8]>], key: u64, fault: LogFault) -> LogDamage {
         LogDamage {
             lane: recs[self.rec].lane,
             pos: recs[self.rec].pos,
@@ -644,7 +652,7 @@ impl Item<'_> {
 fn replay<M: Media>(
     heap: &Heap<M>,
     area: &Area,
-    recs: &[Scanned<'_>],
+    recs: &[Scanned<&[u8]>],
     work: &Work<'_>,
     report: &mut RecoveryReport,
 ) {
@@ -743,7 +751,7 @@ fn replay<M: Media>(
 }
 
 /// Step 5: every scanned record dead, then every tail at the end of its scan.
-fn reset<M: Media>(heap: &Heap<M>, area: &Area, recs: &[Scanned<'_>], heads: &[usize]) {
+fn reset<M: Media>(heap: &Heap<M>, area: &Area, recs: &[Scanned<&[u8]>], heads: &[usize]) {
     let (media, salt) = (heap.media(), heap.salt());
     // The marks keep lanes apart: if some tails moved and others did not, the records
     // still scanned must not replay over what the passed ones wrote (an older group of
@@ -754,7 +762,7 @@ fn reset<M: Media>(heap: &Heap<M>, area: &Area, recs: &[Scanned<'_>], heads: &[u
     if recs.windows(2).any(|w| w[0].lane != w[1].lane) {
         for rec in recs {
             let at = area.log_off(rec.lane) + rec.pos + LIVE_OFF;
-            media.write_u64(at, live_tag(peek(rec.bytes).seq, rec.lane, salt));
+            media.write_u64(at, live_tag(rec.seq, rec.lane, salt));
             media.flush(at, 8);
         }
     }

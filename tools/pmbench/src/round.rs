@@ -110,14 +110,23 @@ pub struct TxCounters {
     /// pool's life.
     #[serde(default)]
     pub largest_record: u64,
-    /// Bytes of one lane's log (`PoolStats::lane_log_bytes`).
+    /// Bytes of one lane's log (`Area::lane_bytes`): the window of pending records one
+    /// thread has before back-pressure.
     #[serde(default)]
     pub lane_log_bytes: u64,
 }
 
 impl TxCounters {
+    /// What `pool` did since its statistics were `before` (high-water marks: now).
+    pub fn since<M: arch::Media>(pool: &pmrt::Pool<M>, before: &pmrt::PoolStats) -> Self {
+        TxCounters {
+            lane_log_bytes: pool.area().lane_bytes as u64,
+            ..Self::between(before, &pool.stats())
+        }
+    }
+
     /// The growth from `a` to `b` (high-water marks: `b`'s).
-    pub fn between(a: &pmrt::PoolStats, b: &pmrt::PoolStats) -> Self {
+    fn between(a: &pmrt::PoolStats, b: &pmrt::PoolStats) -> Self {
         TxCounters {
             commits: b.commits - a.commits,
             commit_lines: b.commit_lines_flushed - a.commit_lines_flushed,
@@ -133,7 +142,7 @@ impl TxCounters {
             by_volume: b.coalescing.by_volume - a.coalescing.by_volume,
             by_backpressure: b.coalescing.by_backpressure - a.coalescing.by_backpressure,
             largest_record: b.coalescing.largest_record,
-            lane_log_bytes: b.lane_log_bytes,
+            lane_log_bytes: 0,
         }
     }
 }

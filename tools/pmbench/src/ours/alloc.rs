@@ -247,7 +247,7 @@ fn run_tx_on(pool: &Pool<FileMedia>, job: &TxAllocJob) -> Result<RoundResult, En
     let before = pool.stats();
     let (r, ns, counters) = timed(pool.heap().media(), || realloc(&job.timed, &mut model));
     r?;
-    let tx = TxCounters::between(&before, &pool.stats());
+    let tx = TxCounters::since(pool, &before);
     verify_slots(pool, &slots, &model, job.size)?;
     Ok(RoundResult {
         timings: vec![Timing {

@@ -47,7 +47,7 @@ fn run_on(
         updates(id, pool, &objs, job, &job.timed, warm_n + 1)
     });
     r?;
-    let tx = TxCounters::between(&before, &pool.stats());
+    let tx = TxCounters::since(pool, &before);
     apply(&mut model, job, &job.timed, warm_n + 1);
     verify(id, pool, &objs, job, &model)?;
     Ok(RoundResult {
