@@ -239,6 +239,28 @@ pub unsafe fn crc32c_u64(crc: u32, v: u64) -> u32 {
     }
 }
 
+/// One step of CRC-32C over 4 bytes (`crc32 r32, r32`).
+///
+/// # Safety
+/// The CPU supports SSE4.2.
+#[inline(always)]
+pub unsafe fn crc32c_u32(crc: u32, v: u32) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut c = crc;
+        // SAFETY: the caller guarantees SSE4.2; the instruction touches only registers.
+        unsafe {
+            core::arch::asm!("crc32 {c:e}, {v:e}", c = inout(reg) c, v = in(reg) v, options(pure, nomem, nostack, preserves_flags));
+        }
+        c
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = v;
+        unreachable!("crc32c_u32 needs x86_64 with SSE4.2 ({crc})")
+    }
+}
+
 /// One step of CRC-32C over one byte (`crc32 r32, r8`).
 ///
 /// # Safety

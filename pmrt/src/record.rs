@@ -166,9 +166,9 @@ impl Builder {
     /// Adds a relative entry: `data` goes at `key + off`.
     pub fn rel(&mut self, off: u32, data: &[u8]) {
         self.bump_entries();
-        self.buf.extend_from_slice(&off.to_le_bytes());
-        self.buf
-            .extend_from_slice(&(data.len() as u32).to_le_bytes());
+        // The entry's offset and length words in one store.
+        let head = u64::from(off) | (data.len() as u64) << 32;
+        self.buf.extend_from_slice(&head.to_le_bytes());
         self.data(data);
     }
 
@@ -215,10 +215,12 @@ impl Builder {
 
     /// The largest finished part, in bytes.
     pub fn largest(&self) -> usize {
-        (0..self.parts.len())
-            .map(|i| self.part(i).0.len())
-            .max()
-            .unwrap_or(0)
+        let (mut largest, mut end) = (0, self.buf.len());
+        for &(start, _) in self.parts.iter().rev() {
+            largest = largest.max(end - start);
+            end = start;
+        }
+        largest
     }
 }
 
@@ -255,12 +257,18 @@ pub(crate) fn check_with(
     salt: u64,
     rest: impl FnOnce(&mut Crc32c),
 ) -> u32 {
+    // Word by word: the same bytes as feeding the slices, with fewer calls (every
+    // commit seals a record).
+    let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap_or([0; 8]));
     let mut c = Crc32c::new();
-    c.update(&header[0..16]);
-    c.update(&header[28..HEADER]);
+    c.update_u64(word(0));
+    c.update_u64(word(8));
+    c.update_u32(u32::from_le_bytes(
+        header[28..32].try_into().unwrap_or([0; 4]),
+    ));
     rest(&mut c);
-    c.update(&u64::from(lane).to_le_bytes());
-    c.update(&salt.to_le_bytes());
+    c.update_u64(u64::from(lane));
+    c.update_u64(salt);
     c.finish()
 }
 
