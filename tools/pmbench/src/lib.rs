@@ -22,6 +22,8 @@ pub mod count;
 pub mod fence_cost;
 pub mod fit;
 pub mod harness;
+pub mod instructions;
+
 pub mod ours;
 #[cfg(feature = "pmdk")]
 pub mod pmdk;

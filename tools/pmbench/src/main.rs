@@ -99,6 +99,17 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
+    /// Instructions executed per operation on each side (ours with flushes and eADR,
+    /// PMDK with and without flushes), counted by running one quick round of each
+    /// workload under valgrind's callgrind: the CPU work between fences, free of the
+    /// machine's noise (writes instructions.md). Needs valgrind and the pmdk feature.
+    Instructions {
+        /// Workloads to count (default: w1..w6 and mixed; w7 runs two threads).
+        #[arg(value_enum)]
+        workloads: Vec<WorkloadId>,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Internal: one PMDK round in this process (run by pmbench itself with PMDK's
     /// environment set before the library loads).
     #[command(name = "__pmdk", hide = true)]
@@ -148,6 +159,7 @@ fn main() -> ExitCode {
         }
         Some(Cmd::Ablation { rounds, common }) => run_ablation(rounds, &common),
         Some(Cmd::FenceCost { rounds, common }) => fence_cost(rounds, &common),
+        Some(Cmd::Instructions { workloads, common }) => instructions(workloads, &common),
         Some(Cmd::CountPmdk {
             workloads,
             ops,
@@ -165,6 +177,34 @@ fn main() -> ExitCode {
 }
 
 type Error = Box<dyn std::error::Error>;
+
+fn instructions(workloads: Vec<WorkloadId>, common: &Common) -> Result<(), Error> {
+    use pmbench::instructions as ins;
+    let ids: Vec<WorkloadId> = if workloads.is_empty() {
+        WorkloadId::ALL
+            .into_iter()
+            .filter(|&id| ins::countable(id))
+            .collect()
+    } else {
+        workloads
+    };
+    if let Some(id) = ids.iter().find(|&&id| !ins::countable(id)) {
+        return Err(format!("{id} times other units than operations: not counted").into());
+    }
+    let exe = std::env::current_exe()?;
+    let work = common.out.join("instructions");
+    let mut rows = Vec::new();
+    for id in ids {
+        eprintln!("counting {id} under callgrind");
+        rows.push((id, ins::count(&exe, id, &work, &common.pool_dir)?));
+    }
+    let md = ins::markdown(&rows);
+    print!("{md}");
+    let path = common.out.join("instructions.md");
+    std::fs::write(&path, md)?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
 
 fn fence_cost(rounds: u32, common: &Common) -> Result<(), Error> {
     let cost = pmbench::fence_cost::measure(&common.pool_dir, rounds)?;

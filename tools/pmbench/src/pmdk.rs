@@ -287,6 +287,8 @@ impl Drop for Pool {
 /// region (the tracer takes its counts at each stop).
 pub type Mark = Option<extern "C" fn()>;
 
+/// Never inlined: `pmbench instructions` finds PMDK's timed region by this name.
+#[inline(never)]
 fn marked<R>(mark: Mark, f: impl FnOnce() -> R) -> R {
     if let Some(m) = mark {
         m();
