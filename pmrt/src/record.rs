@@ -259,13 +259,10 @@ pub(crate) fn check_with(
 ) -> u32 {
     // Word by word: the same bytes as feeding the slices, with fewer calls (every
     // commit seals a record).
-    let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap_or([0; 8]));
     let mut c = Crc32c::new();
-    c.update_u64(word(0));
-    c.update_u64(word(8));
-    c.update_u32(u32::from_le_bytes(
-        header[28..32].try_into().unwrap_or([0; 4]),
-    ));
+    c.update_u64(u64_at(header, 0));
+    c.update_u64(u64_at(header, 8));
+    c.update_u32(u32_at(header, 28));
     rest(&mut c);
     c.update_u64(u64::from(lane));
     c.update_u64(salt);
@@ -316,14 +313,13 @@ pub struct Head {
 /// If `line` is shorter than 24 bytes (every caller passes at least a header).
 pub fn peek(line: &[u8]) -> Head {
     // Three word loads: recovery peeks at every scanned record several times.
-    let w = |a: usize| u64::from_le_bytes(line[a..a + 8].try_into().unwrap_or([0; 8]));
-    let mid = w(8);
+    let mid = u64_at(line, 8);
     Head {
-        seq: w(0),
+        seq: u64_at(line, 0),
         lines: (mid & 0xffff_ffff) as usize,
         ngroups: ((mid >> 32) & 0xffff) as usize,
         flags: (mid >> 48) as u16,
-        live: w(16),
+        live: u64_at(line, 16),
     }
 }
 
@@ -385,13 +381,10 @@ impl<'a> Group<'a> {
         let (mut v, elide) = (self.at, self.elide);
         (0..n).map(move |_| {
             let (off, len, hdr) = if kind == G_REL {
-                let off = u32::from_le_bytes(b[0..4].try_into().unwrap_or([0; 4]));
-                let len = u32::from_le_bytes(b[4..8].try_into().unwrap_or([0; 4]));
+                let (off, len) = (u32_at(b, 0), u32_at(b, 4));
                 (key.wrapping_add(u64::from(off)), len as usize, 8)
             } else {
-                let off = u64::from_le_bytes(b[0..8].try_into().unwrap_or([0; 8]));
-                let len = u32::from_le_bytes(b[8..12].try_into().unwrap_or([0; 4]));
-                (off, len as usize, 16)
+                (u64_at(b, 0), u32_at(b, 8) as usize, 16)
             };
             let at = v + hdr;
             v = at + len.next_multiple_of(8);
@@ -471,7 +464,7 @@ pub(crate) fn parse_into<'a>(
         return Err(RecFault::Empty);
     }
     let head = peek(p);
-    let stored = u32::from_le_bytes(p[24..28].try_into().unwrap_or([0; 4]));
+    let stored = stored_check(p);
     if head.flags & F_PAD != 0 {
         if stored != check(&p[..HEADER]) {
             return Err(RecFault::BadCheck);
@@ -512,7 +505,18 @@ pub(crate) fn reparse_into<'a>(
 
 /// The stored check word, standing in for the check of bytes parsed before.
 fn stored_check(q: &[u8]) -> u32 {
-    u32::from_le_bytes(q[24..28].try_into().unwrap_or([0; 4]))
+    u32_at(q, 24)
+}
+
+/// The little-endian word at `at` of `b`. Panics if `b` is too short: every caller
+/// has checked the length first.
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]))
+}
+
+/// The little-endian 32-bit word at `at` of `b` (as [`u64_at`]).
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap_or([0; 4]))
 }
 
 /// A copy of the `n`-byte record whose bytes `read(at, buf)` fetches, holding its
@@ -579,7 +583,7 @@ fn shape<'a>(
     let (mut at, mut v, lines_end) = (HEADER, HEADER, head.lines.saturating_mul(64));
     for index in 0..head.ngroups {
         let g = p.get(at..at + GROUP_HEADER).ok_or(RecFault::BadShape)?;
-        let key = u64::from_le_bytes(g[0..8].try_into().unwrap_or([0; 8]));
+        let key = u64_at(g, 0);
         let (kind, mode) = (g[8], g[9]);
         let n = u16::from_le_bytes([g[10], g[11]]) as usize;
         if kind > G_ABS {
@@ -591,8 +595,7 @@ fn shape<'a>(
         let (hdr, len_at) = entry_header(kind);
         for _ in 0..n {
             let h = p.get(e..e + hdr).ok_or(RecFault::BadShape)?;
-            let len =
-                u32::from_le_bytes(h[len_at..len_at + 4].try_into().unwrap_or([0; 4])) as usize;
+            let len = u32_at(h, len_at) as usize;
             let whole = hdr + len.next_multiple_of(8);
             let here = if elided(kind, len, elide) { hdr } else { whole };
             e = e.checked_add(here).ok_or(RecFault::BadShape)?;

@@ -176,39 +176,48 @@ impl core::fmt::Display for LogDamage {
 }
 
 /// A record a scan found: its lane, its position in the lane log, its bytes (a valid
-/// record: its check passed).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScannedRecord {
+/// record: its check passed), and the header fields the plan groups records by, read
+/// once by the scan (each peek at a record again is a cache miss).
+///
+/// `B` is how the bytes are held: owned for [`scan_logs`] ([`ScannedRecord`]); in
+/// recovery, a place in one buffer shared by every record of the scan ([`Scan`]), then
+/// a slice of it (a recovery of 150,000 one-line records spent a fifth of its time
+/// allocating and freeing a buffer per record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scanned<B> {
     /// Lane.
     pub lane: u32,
     /// Byte position in the lane log.
     pub pos: usize,
+    seq: u64,
+    flags: u16,
+    /// What `bytes` leaves out ([`copy_headers`]).
+    elide: usize,
     /// The record (whole lines), or for a record recovery scanned in place, a copy
     /// of its headers, its metadata and its data entries shorter than
     /// [`IN_LOG_MIN`]: longer ones go from the log to their homes at replay. (Always
     /// whole from [`scan_logs`].)
-    pub bytes: Vec<u8>,
-    /// What `bytes` leaves out ([`copy_headers`]).
-    elide: usize,
+    pub bytes: B,
 }
 
-/// A record recovery scanned: [`ScannedRecord`] with its bytes in one buffer shared by
-/// every record of the scan ([`Scan`]), not in an allocation of its own (a recovery of
-/// 150,000 one-line records spent a fifth of its time allocating and freeing them),
-/// and the header fields the plan groups records by, read once by the scan (each peek
-/// at a record again is a cache miss).
-#[derive(Clone, Copy)]
-struct Scanned<B> {
-    lane: u32,
-    pos: usize,
-    seq: u64,
-    flags: u16,
-    elide: usize,
-    /// The bytes: `(chunk, start, len)` in [`Scan::chunks`] while scanning, then a slice.
-    bytes: B,
+impl<B> Scanned<B> {
+    /// The same record with its bytes held as `bytes`.
+    fn with_bytes<C>(&self, bytes: C) -> Scanned<C> {
+        Scanned {
+            lane: self.lane,
+            pos: self.pos,
+            seq: self.seq,
+            flags: self.flags,
+            elide: self.elide,
+            bytes,
+        }
+    }
 }
 
-/// A record's place in [`Scan::chunks`].
+/// A record [`scan_logs`] found, owning its bytes.
+pub type ScannedRecord = Scanned<Vec<u8>>;
+
+/// A record's place in [`Scan::chunks`]: `(chunk, start, len)`.
 type Found = Scanned<(usize, usize, usize)>;
 
 /// What [`scan`] found: [`LogScan`] with the records' bytes end to end in chunks
@@ -252,14 +261,7 @@ impl Scan {
             .iter()
             .map(|f| {
                 let (chunk, start, len) = f.bytes;
-                Scanned {
-                    lane: f.lane,
-                    pos: f.pos,
-                    seq: f.seq,
-                    flags: f.flags,
-                    elide: f.elide,
-                    bytes: &self.chunks[chunk][start..start + len],
-                }
+                f.with_bytes(&self.chunks[chunk][start..start + len])
             })
             .collect()
     }
@@ -339,12 +341,7 @@ pub fn scan_logs<M: Media>(media: &M, area: &Area, salt: u64) -> LogScan {
         records: s
             .records()
             .iter()
-            .map(|r| ScannedRecord {
-                lane: r.lane,
-                pos: r.pos,
-                bytes: r.bytes.to_vec(),
-                elide: r.elide,
-            })
+            .map(|r| r.with_bytes(r.bytes.to_vec()))
             .collect(),
         heads: s.heads,
         log_bytes: s.log_bytes,

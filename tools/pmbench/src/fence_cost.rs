@@ -5,8 +5,9 @@
 //! figures come with the command that measures them, side by side with the workloads.
 //!
 //! Two placements of the lines: *hot* (the first `n` lines of the file every time, so
-//! always in the cache: a log head or a lane's record slots) and *cold* (a random line of 64 MiB each time: object homes
-//! written back; the store's own cache miss is included, as a write-back pays it too).
+//! always in the cache: a log head or a lane's record slots) and *cold* (a random line
+//! of 64 MiB each time: object homes written back; the store's own cache miss is
+//! included, as a write-back pays it too).
 
 use std::fmt::Write as _;
 use std::path::Path;

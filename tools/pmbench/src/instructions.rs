@@ -7,15 +7,16 @@
 //! fence counts of the main run). pmbench runs itself twice under
 //!
 //! ```text
-//! valgrind --tool=callgrind --trace-children=yes --callgrind-out-file=DIR/cg.%p
+//! valgrind --tool=callgrind --trace-children=C --callgrind-out-file=DIR/cg.%p
 //!     --toggle-collect=F [--toggle-collect='pmbench::pmdk::marked*']
 //!     pmbench W --rounds 1 --no-count --quick
 //! ```
 //!
 //! so only timed regions count: with `F` = `pmbench::ours::region_flush*` and PMDK's
-//! timed regions (in its two children: with flushes, then without, in the order they
-//! started), then with `F` = `pmbench::ours::region_eadr*` alone. (Callgrind's dumps
-//! would split one run, but a dump taken while collection is toggled came out empty.)
+//! timed regions (`C` = yes: its two children, with flushes, then without, in the order
+//! they started), then with `F` = `pmbench::ours::region_eadr*` alone (`C` = no: PMDK's
+//! children run natively). (Callgrind's dumps would split one run, but a dump taken
+//! while collection is toggled came out empty.)
 //! Under valgrind neither side sees `clwb` (valgrind's CPU does not report it), so
 //! both flush with `clflush`: that changes which flush instruction runs, not how many
 //! instructions run around it.
@@ -111,17 +112,18 @@ pub fn count(
         id,
         &work.join(format!("{}-flush", id.name())),
         pool_dir,
-        &["pmbench::ours::region_flush*", "pmbench::pmdk::marked*"],
+        true,
     )?;
+    // PMDK's children were counted above: this run lets them run natively.
     let eadr = run(
         exe,
         id,
         &work.join(format!("{}-eadr", id.name())),
         pool_dir,
-        &["pmbench::ours::region_eadr*"],
+        false,
     )?;
-    let (ours, pmdk) = split(id, &flush)?;
-    let (ours_eadr, _) = split(id, &eadr)?;
+    let (ours, pmdk) = split(id, &flush, 2)?;
+    let (ours_eadr, _) = split(id, &eadr, 0)?;
     let ops = Params::quick().ops as f64;
     Ok(PerOp {
         ours: ours as f64 / ops,
@@ -131,21 +133,31 @@ pub fn count(
     })
 }
 
-/// One run of `exe` on `id` under callgrind collecting inside `toggles`; its dumps.
+/// One run of `exe` on `id` under callgrind, collecting inside our flushing rounds'
+/// timed region and PMDK's children's (`flush`), or inside our eADR round's only; the
+/// profiles it wrote.
 fn run(
     exe: &Path,
     id: WorkloadId,
     dir: &Path,
     pool_dir: &Path,
-    toggles: &[&str],
-) -> Result<Vec<Dump>, InstrError> {
+    flush: bool,
+) -> Result<Vec<Profile>, InstrError> {
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
     }
     std::fs::create_dir_all(dir)?;
+    let toggles: &[&str] = if flush {
+        &["pmbench::ours::region_flush*", "pmbench::pmdk::marked*"]
+    } else {
+        &["pmbench::ours::region_eadr*"]
+    };
     let out = Command::new("valgrind")
         .arg("--tool=callgrind")
-        .arg("--trace-children=yes")
+        .arg(format!(
+            "--trace-children={}",
+            if flush { "yes" } else { "no" }
+        ))
         .arg(format!("--callgrind-out-file={}/cg.%p", dir.display()))
         .args(toggles.iter().map(|t| format!("--toggle-collect={t}")))
         .arg(exe)
@@ -168,43 +180,37 @@ fn run(
             ),
         });
     }
-    read_dumps(dir)
+    read_profiles(dir)
 }
 
-/// A callgrind output file: the process it came from, its dump number (0 for the
-/// final dump), and its instruction total.
+/// A callgrind output file (`cg.<pid>`): the process it came from and its instruction
+/// total.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Dump {
+struct Profile {
     pid: u32,
-    part: u32,
     total: u64,
     cmd: String,
 }
 
-fn read_dumps(dir: &Path) -> Result<Vec<Dump>, InstrError> {
-    let mut dumps = Vec::new();
+/// The profiles in `dir`, in the order their processes started.
+fn read_profiles(dir: &Path) -> Result<Vec<Profile>, InstrError> {
+    let mut profiles = Vec::new();
     for e in std::fs::read_dir(dir)? {
         let path: PathBuf = e?.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        let Some(rest) = name.strip_prefix("cg.") else {
-            continue;
-        };
-        let mut it = rest.split('.');
-        let pid = it.next().and_then(|p| p.parse().ok());
-        let part = it.next().map_or(Some(0), |p| p.parse().ok());
-        let (Some(pid), Some(part)) = (pid, part) else {
-            continue;
-        };
-        let text = std::fs::read_to_string(&path)?;
-        dumps.push(parse_dump(pid, part, &text));
+        let pid = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("cg."))
+            .and_then(|p| p.parse().ok());
+        if let Some(pid) = pid {
+            profiles.push(parse_profile(pid, &std::fs::read_to_string(&path)?));
+        }
     }
-    dumps.sort_by_key(|d| (d.pid, d.part));
-    Ok(dumps)
+    profiles.sort_by_key(|d| d.pid);
+    Ok(profiles)
 }
 
-fn parse_dump(pid: u32, part: u32, text: &str) -> Dump {
+fn parse_profile(pid: u32, text: &str) -> Profile {
     let field = |key: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(key))
@@ -215,39 +221,34 @@ fn parse_dump(pid: u32, part: u32, text: &str) -> Dump {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    Dump {
+    Profile {
         pid,
-        part,
         total,
         cmd: field("cmd:").unwrap_or("").to_string(),
     }
 }
 
-/// Ours: the total of the one process that is not a PMDK child; PMDK: its two
-/// children's totals in the order they started (with flushes, then without).
-fn split(id: WorkloadId, dumps: &[Dump]) -> Result<(u64, [u64; 2]), InstrError> {
-    let is_child = |d: &Dump| d.cmd.contains(" __pmdk ");
-    let ours: Vec<u64> = dumps
-        .iter()
-        .filter(|d| !is_child(d))
-        .map(|d| d.total)
-        .collect();
-    let pmdk: Vec<u64> = dumps
-        .iter()
-        .filter(|d| is_child(d))
-        .map(|d| d.total)
-        .collect();
-    let (&[a], &[c, d]) = (&ours[..], &pmdk[..]) else {
-        return Err(InstrError::Files {
+/// Ours: the total of the one process that is not a PMDK child; PMDK: the totals of
+/// its `children` children (traced ones), in the order they started (with flushes,
+/// then without).
+fn split(
+    id: WorkloadId,
+    profiles: &[Profile],
+    children: usize,
+) -> Result<(u64, Vec<u64>), InstrError> {
+    let (pmdk, ours): (Vec<&Profile>, Vec<&Profile>) =
+        profiles.iter().partition(|d| d.cmd.contains(" __pmdk "));
+    match ours[..] {
+        [o] if pmdk.len() == children => Ok((o.total, pmdk.iter().map(|d| d.total).collect())),
+        _ => Err(InstrError::Files {
             id,
             found: format!(
-                "{} processes of ours and {} PMDK children",
+                "{} processes of ours and {} PMDK children (expected 1 and {children})",
                 ours.len(),
                 pmdk.len()
             ),
-        });
-    };
-    Ok((a, [c, d]))
+        }),
+    }
 }
 
 /// The report: one row per workload.
@@ -284,34 +285,37 @@ pub fn markdown(rows: &[(WorkloadId, PerOp)]) -> String {
 mod tests {
     use super::*;
 
-    fn dump(pid: u32, part: u32, total: u64, cmd: &str) -> Dump {
-        Dump {
+    fn profile(pid: u32, total: u64, cmd: &str) -> Profile {
+        Profile {
             pid,
-            part,
             total,
             cmd: cmd.to_string(),
         }
     }
 
     #[test]
-    fn files_split_into_ours_and_pmdk_children_in_start_order() {
+    fn profiles_split_into_ours_and_pmdk_children_in_start_order() {
         let files = [
-            dump(10, 0, 30_000_000, "pmbench w1 --quick"),
-            dump(11, 0, 36_000_000, "pmbench __pmdk w1 --pool p --quick"),
-            dump(12, 0, 35_000_000, "pmbench __pmdk w1 --pool p --quick"),
+            profile(10, 30_000_000, "pmbench w1 --quick"),
+            profile(11, 36_000_000, "pmbench __pmdk w1 --pool p --quick"),
+            profile(12, 35_000_000, "pmbench __pmdk w1 --pool p --quick"),
         ];
-        let (ours, pmdk) = split(WorkloadId::W1, &files).unwrap();
-        assert_eq!((ours, pmdk), (30_000_000, [36_000_000, 35_000_000]));
-        assert!(split(WorkloadId::W1, &files[..2]).is_err());
+        let (ours, pmdk) = split(WorkloadId::W1, &files, 2).unwrap();
+        assert_eq!((ours, pmdk), (30_000_000, vec![36_000_000, 35_000_000]));
+        assert!(split(WorkloadId::W1, &files[..2], 2).is_err());
+        assert_eq!(split(WorkloadId::W1, &files[..1], 0).unwrap().0, 30_000_000);
+        assert!(
+            split(WorkloadId::W1, &files[1..], 2).is_err(),
+            "no process of ours"
+        );
     }
 
     #[test]
-    fn a_dump_is_read_for_its_total_and_command() {
-        let d = parse_dump(
+    fn a_profile_is_read_for_its_total_and_command() {
+        let d = parse_profile(
             7,
-            2,
-            "version: 1\ncmd:  pmbench __pmdk w1\npart: 2\nsummary: 1234\ntotals: 1234\n",
+            "version: 1\ncmd:  pmbench __pmdk w1\npart: 1\nsummary: 1234\ntotals: 1234\n",
         );
-        assert_eq!(d, dump(7, 2, 1234, "pmbench __pmdk w1"));
+        assert_eq!(d, profile(7, 1234, "pmbench __pmdk w1"));
     }
 }
