@@ -128,7 +128,10 @@ impl Builder {
         self.parts.is_empty() && self.groups == 0
     }
 
-    /// Starts a group for `key` (ends the previous one).
+    /// Starts a group for `key` (ends the previous one). A group holds at most
+    /// `u16::MAX` entries: more continue in a new group for the same key (only undo
+    /// groups reach that: a redo group logs an object of at most `SHADOW_MAX` bytes,
+    /// at most one entry per 32 bytes of it, or at most [`WRITES_MAX`](crate::tx::WRITES_MAX) explicit writes).
     pub fn group(&mut self, key: u64, kind: u8, mode: u8) {
         if self.groups == MAX_GROUPS {
             self.close_part();
@@ -152,8 +155,14 @@ impl Builder {
 
     fn bump_entries(&mut self) {
         if let Some(g) = self.group_start {
-            let n = u16::from_le_bytes([self.buf[g + 10], self.buf[g + 11]]) + 1;
-            self.buf[g + 10..g + 12].copy_from_slice(&n.to_le_bytes());
+            let n = u16::from_le_bytes([self.buf[g + 10], self.buf[g + 11]]);
+            if n == u16::MAX {
+                let key = u64::from_le_bytes(self.buf[g..g + 8].try_into().unwrap_or([0; 8]));
+                let (kind, mode) = (self.buf[g + 8], self.buf[g + 9]);
+                self.group(key, kind, mode);
+                return self.bump_entries();
+            }
+            self.buf[g + 10..g + 12].copy_from_slice(&(n + 1).to_le_bytes());
         }
     }
 
@@ -211,6 +220,47 @@ impl Builder {
     /// Total bytes of the finished parts.
     pub fn bytes(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Lays out and seals, in one pass, a one-part record of one relative group for
+    /// `key` (the small-transaction commit): an entry per `(offset from key, bytes)` of
+    /// `writes` (at most `u16::MAX` of them). Returns its bytes, as [`Builder::part`]
+    /// `(0)` does afterwards.
+    pub fn single<'a>(
+        &mut self,
+        key: u64,
+        mode: u8,
+        writes: impl Iterator<Item = (u32, &'a [u8])> + Clone,
+        seq: u64,
+        lane: u32,
+        salt: u64,
+    ) -> &[u8] {
+        let (mut n, mut len) = (0usize, HEADER + GROUP_HEADER);
+        for (_, d) in writes.clone() {
+            n += 1;
+            len += 8 + d.len().next_multiple_of(8);
+        }
+        debug_assert!(u16::try_from(n).is_ok());
+        self.buf.clear();
+        self.buf.resize(len.next_multiple_of(64), 0);
+        let b = &mut self.buf[..];
+        b[HEADER..HEADER + 8].copy_from_slice(&key.to_le_bytes());
+        let kind = u64::from(G_REL) | u64::from(mode) << 8 | (n as u64) << 16;
+        b[HEADER + 8..HEADER + 16].copy_from_slice(&kind.to_le_bytes());
+        let mut at = HEADER + GROUP_HEADER;
+        for (off, d) in writes {
+            let head = u64::from(off) | (d.len() as u64) << 32;
+            b[at..at + 8].copy_from_slice(&head.to_le_bytes());
+            b[at + 8..at + 8 + d.len()].copy_from_slice(d);
+            at += 8 + d.len().next_multiple_of(8);
+        }
+        seal(b, seq, 1, F_COMMIT, lane, salt);
+        self.parts.clear();
+        self.parts.push((0, 1));
+        self.cur = self.buf.len();
+        self.groups = 0;
+        self.group_start = None;
+        &self.buf
     }
 
     /// The largest finished part, in bytes.
@@ -510,7 +560,7 @@ fn stored_check(q: &[u8]) -> u32 {
 
 /// The little-endian word at `at` of `b`. Panics if `b` is too short: every caller
 /// has checked the length first.
-fn u64_at(b: &[u8], at: usize) -> u64 {
+pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]))
 }
 
@@ -667,6 +717,44 @@ mod tests {
                 at: HEADER + GROUP_HEADER + 8,
             }]
         );
+    }
+
+    #[test]
+    fn a_group_of_more_entries_than_its_count_holds_continues_in_another() {
+        let mut b = Builder::new();
+        b.group(0x8000, G_REL, 0);
+        for i in 0..70_000u32 {
+            b.rel(i * 32, &u64::from(i).to_le_bytes());
+        }
+        assert_eq!(b.finish(9, F_UNDO, false, 0, 3), 1);
+        let r = parse(b.part(0).0, 0, 3).unwrap();
+        assert_eq!(r.groups().len(), 2);
+        let e: Vec<Entry<'_>> = r.groups().iter().flat_map(Group::entries).collect();
+        assert_eq!(e.len(), 70_000);
+        for (i, e) in e.iter().enumerate() {
+            assert_eq!(
+                (e.off, e.data),
+                (0x8000 + i as u64 * 32, &(i as u64).to_le_bytes()[..])
+            );
+        }
+    }
+
+    #[test]
+    fn a_single_record_equals_the_one_built_entry_by_entry() {
+        let writes: [(u32, &[u8]); 3] = [(8, &[1; 8]), (100, &[2; 3]), (400, &[3; 70])];
+        let mut b = Builder::new();
+        b.group(0x4000, G_REL, 1);
+        for (off, d) in writes {
+            b.rel(off, d);
+        }
+        b.finish(11, 0, true, 2, 5);
+        let built = b.part(0).0.to_vec();
+        let mut s = Builder::new();
+        let single = s
+            .single(0x4000, 1, writes.iter().copied(), 11, 2, 5)
+            .to_vec();
+        assert_eq!(single, built);
+        assert_eq!((s.parts(), s.part(0).0), (1, &built[..]));
     }
 
     /// A record of a large and small relative entries and a metadata entry.

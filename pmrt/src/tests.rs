@@ -518,3 +518,38 @@ fn an_extent_root_allocated_in_the_log_survives_a_crash() {
     q.read_bytes(big, 0, &mut b).unwrap();
     assert_eq!(b, [0x5A; 64]);
 }
+
+#[test]
+fn a_transaction_of_more_writes_than_a_group_counts_survives_a_crash() {
+    // 70,000 explicit writes to one object: more entries than a record group's 16-bit
+    // count holds, so they cannot be logged one entry each.
+    let p = pool();
+    coalesce_only_when_full(&p);
+    let obj = p
+        .transaction(|tx| tx.alloc_bytes(60 * 1024, 8, 7, &[]))
+        .unwrap();
+    p.transaction(|tx| {
+        for i in 0..70_000u32 {
+            let off = (i as usize * 8) % (60 * 1024);
+            tx.write(obj, off, &u64::from(i))?;
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    let expect = |q: &Pool<SimMedia>| {
+        let mut b = vec![0u8; 60 * 1024];
+        q.read_bytes(obj, 0, &mut b).unwrap();
+        for k in 0..60 * 1024 / 8 {
+            let last = (k..70_000).step_by(60 * 1024 / 8).next_back().unwrap();
+            assert_eq!(
+                b[k * 8..k * 8 + 8],
+                u64::from(last as u32).to_le_bytes(),
+                "word {k}"
+            );
+        }
+    };
+    expect(&p);
+    let (q, r) = crash_reopen(&p);
+    assert!(r.groups_replayed > 0, "{r:?}");
+    expect(&q);
+}

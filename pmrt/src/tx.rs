@@ -26,12 +26,12 @@ use pmalloc::layout::ROOT_SLOT;
 use pmalloc::{bytes_of, from_bytes, Freeing, PPtr, Persistent, Reserved};
 
 use crate::area::LINE;
-use crate::coalesce::{Committed, Sched, Trigger};
+use crate::coalesce::{Batch, CommitView, Committed, Sched, Trigger};
 use crate::dirty_map::{dirty_runs, DirtyMap};
 use crate::error::Error;
 use crate::log::{Lane, LaneLog, LaneStats, Room};
 use crate::mode::{Mode, ModeInput, SHADOW_MAX};
-use crate::pending::GroupRef;
+use crate::pending::{GroupRef, ObjState};
 use crate::pool::Pool;
 use crate::record::{Builder, F_UNDO, G_ABS, G_REL, LIVE_OFF, MAX_GROUPS};
 
@@ -88,7 +88,7 @@ struct TxObj {
 
 impl TxObj {
     /// Each explicit write with its bytes.
-    fn each_write(&self) -> impl Iterator<Item = (u32, &[u8])> + '_ {
+    fn each_write(&self) -> impl Iterator<Item = (u32, &[u8])> + Clone + '_ {
         let mut at = 0;
         self.writes.iter().map(move |&(off, len)| {
             let d = &self.data[at..at + len as usize];
@@ -176,6 +176,10 @@ pub(crate) struct Scratch {
     /// allocation per object per transaction was a twentieth of w5.
     bufs: Vec<Buf>,
 }
+
+/// Explicit writes an object of at most [`SHADOW_MAX`] bytes collects in a transaction
+/// before it is copied instead (logged by difference, at most one entry per 32 bytes).
+pub(crate) const WRITES_MAX: usize = 1024;
 
 /// Shadow buffers a lane keeps, and the largest it keeps.
 const SPARE_BUFS: usize = 16;
@@ -424,6 +428,17 @@ impl<'p, M: Media> Tx<'p, M> {
                 len: bytes.len() as u64,
             });
         }
+        // Past WRITES_MAX writes, or more bytes than the object, a copy is cheaper to
+        // log (only what differs) and bounds the record; objects updated in place keep
+        // their writes (no copy of a large object; a record too large for the log is
+        // refused at commit).
+        if o.shadow.is_none()
+            && o.size <= SHADOW_MAX
+            && (o.writes.len() >= WRITES_MAX || o.data.len() + bytes.len() > o.size as usize)
+        {
+            self.shadow(i);
+        }
+        let o = &mut self.s.objs[i];
         if let Some(s) = o.shadow.as_mut() {
             s.bytes_mut()[off..off + bytes.len()].copy_from_slice(bytes);
         } else {
@@ -823,6 +838,9 @@ impl<M: Media> Tx<'_, M> {
     /// Commits (module docs). On `Err` nothing was written and the transaction aborts.
     #[allow(clippy::too_many_lines)] // one protocol, step by step, reads best in one place
     pub(crate) fn commit(mut self) -> Result<(), Error> {
+        if let Some(mode) = self.small() {
+            return self.commit_small(mode);
+        }
         let pool = self.pool;
         let media = pool.media();
         let salt = pool.salt();
@@ -1037,49 +1055,180 @@ impl<M: Media> Tx<'_, M> {
                     }
                     Src::Root => media.write_u64(ROOT_SLOT, root.unwrap_or(0)),
                 }
-                st.chain.groups.push(gr);
-                for &(o, l) in ranges {
-                    st.chain.add_range(g.key, o, l);
-                }
-                st.chain.count += 1;
-                st.chain.volume += g.volume;
-                Pool::<M>::schedule(st, &c, &view, ls)
+                chain_group::<M>(st, g.key, gr, ranges.iter().copied(), &c, &view, ls)
             });
-            match sched {
-                Sched::Now => {
-                    if batch.push(g.key).is_err() {
-                        s.queued.push((u32::MAX, g.key));
-                    }
-                }
-                Sched::Queue(freq) => s.queued.push((freq, g.key)),
-                Sched::Wait => {}
-            }
-            if view.cfg.eager && !batch.contains(&g.key) && batch.push(g.key).is_err() {
-                pool.coalesce_keys(&batch, Trigger::Eager, false);
-                batch.clear();
-                let _ = batch.push(g.key);
-            }
+            route(pool, sched, g.key, &view, &mut batch, &mut s.queued);
         }
         for f in s.frees.drain(..) {
             pool.pending
                 .with(f.obj, |p| p.chain.freeing = Some(alloc::boxed::Box::new(f)));
         }
+        self.close(&view, &mut batch, [lines, fences, logged, user_bytes]);
+        Ok(())
+    }
+
+    /// The single object a *small* transaction changed, and its mode, if this is one:
+    /// an existing object of at most [`SHADOW_MAX`] bytes changed only by explicit
+    /// writes and redo-logged (Delta or Full: the writes are logged as they are),
+    /// nothing allocated, freed or published. Most updates are small; they commit
+    /// through [`Tx::commit_small`].
+    fn small(&self) -> Option<Mode> {
+        let s = &**self.s;
+        let [o] = s.live() else {
+            return None;
+        };
+        if o.fresh.is_some()
+            || o.shadow.is_some()
+            || o.writes.is_empty()
+            || o.size > SHADOW_MAX
+            || self.root.is_some()
+            || !s.frees.is_empty()
+            || s.allocs.iter().any(|a| a.obj != 0)
+        {
+            return None;
+        }
+        let mode = o.mode.unwrap_or_else(|| {
+            self.pool.policy.choose(&ModeInput {
+                obj: o.obj,
+                size: o.size,
+                type_num: o.type_num,
+                dirty_lines: write_lines(o),
+                lines: (o.size as usize).div_ceil(64),
+            })
+        });
+        (mode != Mode::CriticalSection).then_some(mode)
+    }
+
+    /// Commits a small transaction ([`Tx::small`]): the protocol of [`Tx::commit`] for
+    /// one redo group, without its plans and lists. The record is laid out in one pass,
+    /// appended and fenced; then the homes are stored and the chain extended in one
+    /// lookup of the object's index slot.
+    fn commit_small(mut self, mode: Mode) -> Result<(), Error> {
+        let pool = self.pool;
+        let media = pool.media();
+        let lane = self.log.idx;
+        let s = &mut **self.s;
+        let o = &s.objs[0];
+        let key = o.obj;
+        let seq = pool.next_seq();
+        let rec = s
+            .redo
+            .single(key, mode as u8, o.each_write(), seq, lane, pool.salt());
+        // Room for the record and a padding record before it (as `commit`).
+        make_room(pool, &mut self.log, self.lane, 2 * rec.len())?;
+        self.done = true;
+        if !crate::keep_step(2) {
+            for (off, d) in o.each_write() {
+                media.write(key as usize + off as usize, d);
+                media.flush(key as usize + off as usize, d.len());
+            }
+        }
+        let live = crate::record::u64_at(rec, LIVE_OFF);
+        let (recno, pos) = self
+            .log
+            .append(media, &self.lane.recs, rec, live, &[key], seq);
+        let lines = (rec.len() / LINE) as u64;
+        if crate::keep_step(1) {
+            media.fence();
+        }
+        media.crash_point("pmrt.tx.committed");
+
+        let view = pool.commit_view(self.log.free_q8(), seq);
+        let ls = &self.lane.stats;
+        let (mut volume, mut home_lines) = (0u64, 0u64);
+        for (off, d) in o.each_write() {
+            volume += d.len() as u64;
+            home_lines += arch::line_range(key as usize + off as usize, d.len()).len() as u64;
+        }
+        let c = Committed {
+            volume,
+            lines: home_lines,
+            size: o.size,
+        };
+        let gr = GroupRef::new(lane, recno, 0, pos);
+        let sched = pool.pending.with(key, |st| {
+            for (off, d) in o.each_write() {
+                media.write(key as usize + off as usize, d);
+            }
+            let ranges = o
+                .writes
+                .iter()
+                .map(|&(off, len)| (key + u64::from(off), len));
+            chain_group::<M>(st, key, gr, ranges, &c, &view, ls)
+        });
+        let mut batch = crate::coalesce::Batch::new();
+        route(pool, sched, key, &view, &mut batch, &mut s.queued);
+        self.close(&view, &mut batch, [lines, 1, volume, volume]);
+        Ok(())
+    }
+
+    /// The end of both commit paths: the lane's counters (`[record lines, fences,
+    /// bytes logged, bytes users changed]`), the queue and this commit's coalescing
+    /// batch, then the lane released and the batch written back.
+    fn close(self, view: &CommitView, batch: &mut Batch, counts: [u64; 4]) {
+        let pool = self.pool;
+        let ls = &self.lane.stats;
         LaneStats::add(&ls.commits, 1);
-        LaneStats::add(&ls.commit_lines, lines);
-        LaneStats::add(&ls.commit_fences, fences);
-        LaneStats::add(&ls.logged_bytes, logged);
-        LaneStats::add(&ls.user_bytes, user_bytes);
+        LaneStats::add(&ls.commit_lines, counts[0]);
+        LaneStats::add(&ls.commit_fences, counts[1]);
+        LaneStats::add(&ls.logged_bytes, counts[2]);
+        LaneStats::add(&ls.user_bytes, counts[3]);
         let why = if view.cfg.eager {
             Trigger::Eager
         } else {
-            pool.take_batch(&s.queued, &mut batch, &view)
+            pool.take_batch(&self.s.queued, batch, view)
         };
         // Coalesce with the lane released: other transactions may use it meanwhile.
         drop(self);
         if !batch.is_empty() {
-            pool.coalesce_keys(&batch, why, false);
+            pool.coalesce_keys(batch, why, false);
         }
-        Ok(())
+    }
+}
+
+/// Adds a committed group to `st`'s chain with the home ranges it leaves to write
+/// back, and schedules coalescing (both commit paths, under the object's index lock).
+fn chain_group<M: Media>(
+    st: &mut ObjState,
+    key: u64,
+    gr: GroupRef,
+    ranges: impl Iterator<Item = (u64, u32)>,
+    c: &Committed,
+    view: &CommitView,
+    ls: &LaneStats,
+) -> Sched {
+    st.chain.groups.push(gr);
+    for (o, l) in ranges {
+        st.chain.add_range(key, o, l);
+    }
+    st.chain.count += 1;
+    st.chain.volume += c.volume;
+    Pool::<M>::schedule(st, c, view, ls)
+}
+
+/// Acts on `key`'s schedule: into this commit's `batch` (volume threshold met, or
+/// eager coalescing), into the queue (`queued`, count threshold met), or nothing.
+fn route<M: Media>(
+    pool: &Pool<M>,
+    sched: Sched,
+    key: u64,
+    view: &CommitView,
+    batch: &mut Batch,
+    queued: &mut Vec<(u32, u64)>,
+) {
+    match sched {
+        Sched::Now => {
+            if batch.push(key).is_err() {
+                queued.push((u32::MAX, key));
+            }
+        }
+        Sched::Queue(freq) => queued.push((freq, key)),
+        Sched::Wait => {}
+    }
+    if view.cfg.eager && !batch.contains(&key) && batch.push(key).is_err() {
+        pool.coalesce_keys(batch, Trigger::Eager, false);
+        batch.clear();
+        let _ = batch.push(key);
     }
 }
 

@@ -183,7 +183,10 @@ fn step(
     progress: &Mutex<Progress>,
 ) -> Result<Option<Vec<Slot>>, Error> {
     let mut next: Vec<Slot> = state.to_vec();
-    let touches = 1 + rng.below(3) as usize;
+    // A quarter are small updates when they find an object (one object, explicit
+    // writes): the commit path `Tx::commit_small` takes those.
+    let small = rng.chance(1, 4);
+    let touches = if small { 1 } else { 1 + rng.below(3) as usize };
     for _ in 0..touches {
         let i = rng.below(SLOTS as u64) as usize;
         match next[i].clone() {
@@ -214,7 +217,7 @@ fn step(
                         let off = rng.below(bytes.len() as u64) as usize;
                         let len = (1 + rng.below(64) as usize).min(bytes.len() - off);
                         let data = random_bytes(rng, len);
-                        if rng.chance(1, 2) {
+                        if small || rng.chance(1, 2) {
                             tx.write_bytes(ptr, off, &data)?;
                         } else {
                             tx.open_bytes_mut(ptr)?[off..off + len].copy_from_slice(&data);

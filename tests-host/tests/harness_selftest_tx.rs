@@ -23,10 +23,10 @@ fn seeded_transaction_bugs_are_caught() {
         // word (TrustStaleLive) needs per-word tearing over a durable dead mask, which
         // only records coalesced from the other lane, undo records, or rounds that
         // release a freed object (their marks are made durable first) leave, as the
-        // committer's own marks stay lazy; seeds 2 and 4 meet it within 400
-        // transactions (seed 6 did before freed objects' rounds made their marks
-        // durable, and no longer does).
-        for seed in [1, 2, 6, 9, 11] {
+        // committer's own marks stay lazy; of seeds 1 to 8, seeds 3 and 4 meet it within
+        // 400 transactions of today's scenario (a seed's transactions change with it:
+        // seeds 2 and 4 did before a quarter of them became small updates).
+        for seed in [1, 2, 3, 4, 6, 9, 11] {
             let mut cfg = Config::from_env(40_000, seed);
             cfg.only_point = None;
             // Torn appends (a stale live word under new words) come from per-word tearing.
