@@ -40,6 +40,8 @@ pub(crate) struct LaneLog {
     pub next_recno: u64,
     /// The pool salt (records' checks).
     pub salt: u64,
+    /// `2^32 * 256 / len`: the free share by a multiply (every commit asks for it).
+    q8_mul: u64,
     /// Buffers of this lane's transactions, kept between them (taken by the running
     /// transaction).
     pub scratch: Option<alloc::boxed::Box<crate::tx::Scratch>>,
@@ -184,12 +186,23 @@ impl LaneLog {
             ptail: head,
             next_recno: 0,
             salt,
+            q8_mul: (256u64 << 32) / area.lane_bytes.max(1) as u64,
             scratch: None,
         }
     }
 
+    /// `pos` (below twice the log's length) brought into the ring: a compare where
+    /// a remainder would divide (several times a commit).
+    fn wrap(&self, pos: usize) -> usize {
+        if pos >= self.len {
+            pos - self.len
+        } else {
+            pos
+        }
+    }
+
     fn used(&self) -> usize {
-        (self.head + self.len - self.ptail) % self.len
+        self.wrap(self.head + self.len - self.ptail)
     }
 
     /// Whether `bytes` fit (counting a wrap's padding), keeping one line free so a full
@@ -269,7 +282,7 @@ impl LaneLog {
         // the record's stores. No one marks its groups before the commit adds them to
         // the pending chains, so the early entry is never acted on.
         let recno = self.push(recs, live, keys);
-        self.head = (pos + rec.len()) % self.len;
+        self.head = self.wrap(pos + rec.len());
         // Large records skip reading the (long evicted) log lines they overwrite.
         if rec.len() >= NT_MIN {
             media.write_nt(self.base + pos, rec);
@@ -280,7 +293,7 @@ impl LaneLog {
             // lines (a lap of the ring old, long out of the cache) for the next
             // commit's stores.
             for l in 0..rec.len() / LINE {
-                media.prefetch_write(self.base + (self.head + l * LINE) % self.len);
+                media.prefetch_write(self.base + self.wrap(self.head + l * LINE));
             }
         }
         (recno, pos)
@@ -302,8 +315,31 @@ impl LaneLog {
         recno
     }
 
-    /// Free share of the log, out of 256.
+    /// Free share of the log, out of 256 (rounded down; at most one below the exact
+    /// quotient).
     pub fn free_q8(&self) -> u32 {
-        ((self.len - self.used()) * 256 / self.len) as u32
+        (((self.len - self.used()) as u64 * self.q8_mul) >> 32).min(256) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_free_share_is_the_quotient_or_one_below() {
+        for lanes in [1, 3, 7] {
+            let area = Area::compute(1 << 20, (1 << 20) + 977 * 4096, lanes).unwrap();
+            let mut log = LaneLog::new(&area, 0, 0, 1);
+            for used in (0..area.lane_bytes).step_by(64 * 7) {
+                log.head = used;
+                let exact = ((area.lane_bytes - used) * 256 / area.lane_bytes) as u32;
+                let q8 = log.free_q8();
+                assert!(q8 <= exact && q8 + 1 >= exact, "{used}: {q8} for {exact}");
+            }
+            log.head = log.len - LINE;
+            log.ptail = LINE;
+            assert_eq!(log.used(), log.len - 2 * LINE, "wraps");
+        }
     }
 }
