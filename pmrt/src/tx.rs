@@ -1071,10 +1071,11 @@ impl<M: Media> Tx<'_, M> {
     /// an existing object of at most [`SHADOW_MAX`] bytes changed only by explicit
     /// writes and redo-logged (Delta or Full: the writes are logged as they are),
     /// nothing allocated, freed or published. Most updates are small; they commit
-    /// through [`Tx::commit_small`].
-    fn small(&self) -> Option<Mode> {
-        let s = &**self.s;
-        let [o] = s.live() else {
+    /// through [`Tx::commit_small`]. A mode the policy chose is kept for the general
+    /// path, which then does not ask again.
+    fn small(&mut self) -> Option<Mode> {
+        let s = &mut **self.s;
+        let [o] = &mut s.objs[..s.n] else {
             return None;
         };
         if o.fresh.is_some()
@@ -1096,6 +1097,7 @@ impl<M: Media> Tx<'_, M> {
                 lines: (o.size as usize).div_ceil(64),
             })
         });
+        o.mode = Some(mode);
         (mode != Mode::CriticalSection).then_some(mode)
     }
 
