@@ -566,6 +566,7 @@ impl<M: Media> Pool<M> {
     /// `st`'s chain (module docs). Runs under the object's shard lock, in the same
     /// lookup that extended the chain.
     /// Counters go to `ls`, the committing lane's.
+    #[inline]
     pub(crate) fn schedule(
         st: &mut ObjState,
         g: &Committed,

@@ -315,10 +315,17 @@ impl LaneLog {
         recno
     }
 
-    /// Free share of the log, out of 256 (rounded down; at most one below the exact
-    /// quotient).
+    /// Free share of the log, out of 256 (rounded down).
     pub fn free_q8(&self) -> u32 {
-        (((self.len - self.used()) as u64 * self.q8_mul) >> 32).min(256) as u32
+        let free = (self.len - self.used()) as u64;
+        // The multiply gives the quotient or one below it; one compare corrects it.
+        let q = (free * self.q8_mul) >> 32;
+        let q = if (q + 1) * self.len as u64 <= free * 256 {
+            q + 1
+        } else {
+            q
+        };
+        q.min(256) as u32
     }
 }
 
@@ -327,15 +334,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_free_share_is_the_quotient_or_one_below() {
+    fn the_free_share_is_the_exact_quotient() {
         for lanes in [1, 3, 7] {
             let area = Area::compute(1 << 20, (1 << 20) + 977 * 4096, lanes).unwrap();
             let mut log = LaneLog::new(&area, 0, 0, 1);
             for used in (0..area.lane_bytes).step_by(64 * 7) {
                 log.head = used;
                 let exact = ((area.lane_bytes - used) * 256 / area.lane_bytes) as u32;
-                let q8 = log.free_q8();
-                assert!(q8 <= exact && q8 + 1 >= exact, "{used}: {q8} for {exact}");
+                assert_eq!(log.free_q8(), exact, "{used} used");
             }
             log.head = log.len - LINE;
             log.ptail = LINE;

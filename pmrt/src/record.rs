@@ -153,16 +153,28 @@ impl Builder {
         self.group_start = None;
     }
 
+    #[inline]
     fn bump_entries(&mut self) {
         if let Some(g) = self.group_start {
             let n = u16::from_le_bytes([self.buf[g + 10], self.buf[g + 11]]);
             if n == u16::MAX {
-                let key = u64::from_le_bytes(self.buf[g..g + 8].try_into().unwrap_or([0; 8]));
-                let (kind, mode) = (self.buf[g + 8], self.buf[g + 9]);
-                self.group(key, kind, mode);
-                return self.bump_entries();
+                self.continue_group(g);
+                return;
             }
             self.buf[g + 10..g + 12].copy_from_slice(&(n + 1).to_le_bytes());
+        }
+    }
+
+    /// Starts a group like the full one at `g` (key, kind, mode), holding the entry
+    /// being added.
+    #[cold]
+    #[inline(never)]
+    fn continue_group(&mut self, g: usize) {
+        let key = u64_at(&self.buf, g);
+        let (kind, mode) = (self.buf[g + 8], self.buf[g + 9]);
+        self.group(key, kind, mode);
+        if let Some(n) = self.group_start {
+            self.buf[n + 10..n + 12].copy_from_slice(&1u16.to_le_bytes());
         }
     }
 

@@ -1190,6 +1190,7 @@ impl<M: Media> Tx<'_, M> {
 
 /// Adds a committed group to `st`'s chain with the home ranges it leaves to write
 /// back, and schedules coalescing (both commit paths, under the object's index lock).
+#[inline(always)]
 fn chain_group<M: Media>(
     st: &mut ObjState,
     key: u64,
@@ -1210,6 +1211,7 @@ fn chain_group<M: Media>(
 
 /// Acts on `key`'s schedule: into this commit's `batch` (volume threshold met, or
 /// eager coalescing), into the queue (`queued`, count threshold met), or nothing.
+#[inline(always)]
 fn route<M: Media>(
     pool: &Pool<M>,
     sched: Sched,
