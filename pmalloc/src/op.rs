@@ -186,6 +186,13 @@ impl<M: Media> Heap<M> {
                 let head = lane.current[class] - 1;
                 let run = self.run_state(head, class as u8);
                 if let Some(idx) = run.take() {
+                    // The next allocation of this class reads (and then writes) the
+                    // header of the run's next free slot: start fetching it, as this
+                    // one's was a cache miss.
+                    if let Some(next) = run.peek() {
+                        let at = self.slot_loc(head, class as u8, next).hdr_off;
+                        self.media.prefetch_write(at);
+                    }
                     return Ok(Reservation {
                         loc: self.slot_loc(head, class as u8, idx),
                         chunk_op: None,
