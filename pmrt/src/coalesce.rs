@@ -205,6 +205,7 @@ impl CoalesceConfig {
         CoalesceConfig {
             count_threshold: 1 << 20,
             volume: false,
+            behind_age: 0,
             ..Self::default()
         }
     }
@@ -219,6 +220,7 @@ impl CoalesceConfig {
             batch: 3,
             eager: false,
             line_efficiency: 0,
+            behind_age: 6,
         }
     }
 }
@@ -263,6 +265,11 @@ pub struct CoalesceConfig {
     /// Records per written-back home line an object's count threshold stretches toward
     /// (0: off); see [`count_threshold`].
     pub line_efficiency: u32,
+    /// Commits since an object's last write after which a small transaction on it,
+    /// finding nothing pending, writes its home lines *behind* (0: never): flushed
+    /// after the commit, durable at the lane's next commit fence, then retired
+    /// (module docs).
+    pub behind_age: u32,
 }
 
 impl Default for CoalesceConfig {
@@ -273,6 +280,7 @@ impl Default for CoalesceConfig {
             batch: 16,
             eager: false,
             line_efficiency: 8,
+            behind_age: 1024,
         }
     }
 }
@@ -318,6 +326,10 @@ pub struct CoalesceStats {
     pub over_threshold_max: u64,
     /// Largest single record seen (bytes).
     pub largest_record: u64,
+    /// Objects written behind (their homes flushed by their own commit and retired
+    /// after the lane's next fence, no round); their lines count in
+    /// `lines_written_back` too.
+    pub written_behind: u64,
 }
 
 impl CoalesceStats {
@@ -384,6 +396,7 @@ struct Counters {
 pub struct Coalescer {
     count_threshold: AtomicU32,
     line_efficiency: AtomicU32,
+    behind_age: AtomicU32,
     volume: AtomicBool,
     batch: AtomicUsize,
     eager: AtomicBool,
@@ -434,6 +447,7 @@ impl Default for Coalescer {
         Coalescer {
             count_threshold: AtomicU32::new(CoalesceConfig::default().count_threshold),
             line_efficiency: AtomicU32::new(CoalesceConfig::default().line_efficiency),
+            behind_age: AtomicU32::new(CoalesceConfig::default().behind_age),
             volume: AtomicBool::new(CoalesceConfig::default().volume),
             batch: AtomicUsize::new(CoalesceConfig::default().batch),
             eager: AtomicBool::new(CoalesceConfig::default().eager),
@@ -459,6 +473,7 @@ impl Coalescer {
         CoalesceConfig {
             count_threshold: self.count_threshold.load(Relaxed),
             line_efficiency: self.line_efficiency.load(Relaxed),
+            behind_age: self.behind_age.load(Relaxed),
             volume: self.volume.load(Relaxed),
             batch: self.batch.load(Relaxed),
             eager: self.eager.load(Relaxed),
@@ -545,6 +560,7 @@ impl<M: Media> Pool<M> {
         let co = &self.coalescer;
         co.count_threshold.store(cfg.count_threshold, Relaxed);
         co.line_efficiency.store(cfg.line_efficiency, Relaxed);
+        co.behind_age.store(cfg.behind_age, Relaxed);
         co.volume.store(cfg.volume, Relaxed);
         co.batch.store(cfg.batch, Relaxed);
         co.eager.store(cfg.eager, Relaxed);
@@ -814,6 +830,33 @@ impl<M: Media> Pool<M> {
             Trigger::Count | Trigger::Volume | Trigger::Eager => 0,
         };
         cleared
+    }
+
+    /// Retires a group written behind (`Tx::commit_small`): its homes were flushed by
+    /// the commit that logged it and a fence of the same lane has passed since, so
+    /// they are durable; if it is still its object's only pending group, the chain is
+    /// emptied and the group marked dead, lazily, as a round marks it.
+    pub(crate) fn retire_behind(&self, key: u64, g: GroupRef, ls: &LaneStats) {
+        let Some(lines) = self.pending.retire(key, g) else {
+            return;
+        };
+        LaneStats::add(&ls.behind, 1);
+        LaneStats::add(&ls.behind_lines, u64::from(lines));
+        let media = self.media();
+        let mut uf = self.coalescer.unflushed.lock();
+        let lane = u32::from(g.lane);
+        let base = self.area.log_off(lane);
+        let mut recs = self.lanes[usize::from(g.lane)].recs.lock();
+        if let Some(rm) = recs.get_mut(g.recno) {
+            rm.live &= !(1u64 << g.group);
+            media.write_u64(base + rm.pos + LIVE_OFF, rm.live | rm.tag);
+            uf.push(RecId {
+                lane,
+                recno: g.recno,
+                pos: rm.pos,
+            });
+        }
+        recs.pop_dead();
     }
 
     /// Back-pressure: coalesces the objects holding lane `lane`'s oldest live records,

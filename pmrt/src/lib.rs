@@ -46,6 +46,7 @@ pub(crate) fn keep_step(bug: u8) -> bool {
             4 => seeded_bug::Bug::TrustStaleLive,
             5 => seeded_bug::Bug::UndoUnfenced,
             6 => seeded_bug::Bug::WriteThroughInBatch,
+            7 => seeded_bug::Bug::RetireBeforeFence,
             _ => seeded_bug::Bug::None,
         })
     }

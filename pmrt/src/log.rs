@@ -42,6 +42,9 @@ pub(crate) struct LaneLog {
     pub salt: u64,
     /// `2^32 * 256 / len`: the free share by a multiply (every commit asks for it).
     q8_mul: u64,
+    /// The group the last commit wrote behind (its object's home lines flushed, no
+    /// fence of their own): retired after the next commit's fence.
+    pub behind: Option<(u64, crate::pending::GroupRef)>,
     /// Buffers of this lane's transactions, kept between them (taken by the running
     /// transaction).
     pub scratch: Option<alloc::boxed::Box<crate::tx::Scratch>>,
@@ -151,6 +154,8 @@ pub(crate) struct LaneStats {
     pub by_count: AtomicU64,
     pub largest_record: AtomicU64,
     pub pending_hwm: AtomicU64,
+    pub behind: AtomicU64,
+    pub behind_lines: AtomicU64,
     pub over_threshold_max: AtomicU64,
 }
 
@@ -187,6 +192,7 @@ impl LaneLog {
             next_recno: 0,
             salt,
             q8_mul: (256u64 << 32) / area.lane_bytes.max(1) as u64,
+            behind: None,
             scratch: None,
         }
     }

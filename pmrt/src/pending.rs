@@ -174,6 +174,17 @@ impl Chain {
         self.ranges.add(off, len);
     }
 
+    /// Home lines to write back (what a write-back of the chain flushes).
+    pub fn home_lines(&self) -> u32 {
+        let near: u32 = self.lines.iter().map(|w| w.count_ones()).sum();
+        let far: usize = self
+            .ranges
+            .iter()
+            .map(|(o, n)| arch::line_range(o as usize, n as usize).len())
+            .sum();
+        near.saturating_add(u32::try_from(far).unwrap_or(u32::MAX))
+    }
+
     /// Whether nothing is pending.
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty() && self.freeing.is_none()
@@ -431,13 +442,7 @@ impl PendingIndex {
             }
         }
         ranges.extend(c.ranges.iter());
-        let near: u32 = c.lines.iter().map(|w| w.count_ones()).sum();
-        let far: usize = c
-            .ranges
-            .iter()
-            .map(|(o, n)| arch::line_range(o as usize, n as usize).len())
-            .sum();
-        st.spread = near.saturating_add(u32::try_from(far).unwrap_or(u32::MAX));
+        st.spread = c.home_lines();
         // The count threshold may have moved: recompute the volume threshold too.
         st.thresh = 0;
         let c = &mut st.chain;
@@ -449,6 +454,29 @@ impl PendingIndex {
         Some(Drained {
             freeing: c.freeing.take().map(|f| *f),
         })
+    }
+
+    /// Takes `key`'s chain away if it holds exactly the group `g` and nothing to
+    /// release: a group written behind, whose home lines are durable now. Returns
+    /// the home lines it held if it did (the caller then marks `g` dead).
+    pub fn retire(&self, key: u64, g: GroupRef) -> Option<u32> {
+        let h = hash(key);
+        let mut t = self.shard(h).table.lock();
+        let st = t.get_mut(key, h)?;
+        let c = &mut st.chain;
+        if c.freeing.is_some() || c.groups.len != 1 || c.groups.head[0] != g {
+            return None;
+        }
+        // The spread (and so the count threshold) of a one-group chain stays what it
+        // was for most such objects: the volume threshold is kept, not recomputed at
+        // the object's next commit.
+        st.spread = c.home_lines();
+        c.groups.clear();
+        c.lines = [0; NEAR_WORDS];
+        c.ranges.clear();
+        c.count = 0;
+        c.volume = 0;
+        Some(st.spread)
     }
 
     /// Every key with a pending chain.

@@ -271,6 +271,9 @@ impl<M: Media> Pool<M> {
         coalescing.pending_hwm = max(|s| &s.pending_hwm);
         coalescing.over_threshold_max = max(|s| &s.over_threshold_max);
         coalescing.largest_record = max(|s| &s.largest_record);
+        coalescing.written_behind = sum(|s| &s.behind);
+        coalescing.lines_written_back += sum(|s| &s.behind_lines);
+        coalescing.objects += coalescing.written_behind;
         PoolStats {
             commits: sum(|s| &s.commits),
             aborts: sum(|s| &s.aborts),

@@ -22,6 +22,9 @@ pub enum Bug {
     UndoUnfenced = 5,
     /// Write-through homes stored in the commit batch, before the commit fence.
     WriteThroughInBatch = 6,
+    /// A group written behind is retired by its own commit, before a fence has made
+    /// its flushed homes durable.
+    RetireBeforeFence = 7,
 }
 
 static ACTIVE: AtomicU8 = AtomicU8::new(0);

@@ -157,6 +157,60 @@ fn an_eight_byte_update_costs_one_fence_and_one_line() {
 }
 
 #[test]
+fn a_cold_object_is_written_behind_and_retired_at_the_lanes_next_fence() {
+    let p = pool();
+    let root = setup(&p);
+    let a = p.read(root).unwrap().accounts;
+    p.set_coalesce_config(CoalesceConfig {
+        behind_age: 2,
+        ..CoalesceConfig::default()
+    });
+    // Age the accounts past the threshold, then start with nothing pending.
+    for i in 0..2u64 {
+        p.transaction(|tx| tx.write(a[7], 8, &i)).unwrap();
+    }
+    p.coalesce();
+    let durable_u64 = |p: &Pool<SimMedia>, at: u64| {
+        let img = p.heap().media().durable_image();
+        u64::from_le_bytes(img[at as usize..at as usize + 8].try_into().unwrap())
+    };
+    let before = p.heap().media().counters();
+    p.transaction_in(0, |tx| tx.write(a[2], 8, &555u64))
+        .unwrap();
+    // Committed, its home line flushed but not fenced: still pending.
+    assert_ne!(durable_u64(&p, a[2].raw() + 8), 555);
+    assert_eq!(p.stats().pending_objects, 1);
+    let d = p.heap().media().counters().since(&before);
+    assert_eq!(
+        (d.fences, d.lines_flushed),
+        (1, 2),
+        "record and home line: {d:?}"
+    );
+    // The lane's next commit fences it: durable, retired, its group dead.
+    p.transaction_in(0, |tx| tx.write(a[3], 8, &666u64))
+        .unwrap();
+    assert_eq!(durable_u64(&p, a[2].raw() + 8), 555);
+    assert_eq!(p.stats().pending_objects, 1, "only the second object");
+    assert_eq!(p.stats().coalescing.written_behind, 1);
+    let (q, _) = crash_reopen(&p);
+    assert_eq!(q.read(a[2]).unwrap().balance, 555);
+    assert_eq!(q.read(a[3]).unwrap().balance, 666);
+    // A crash before the next fence replays the group instead.
+    p.transaction_in(0, |tx| tx.write(a[4], 8, &777u64))
+        .unwrap();
+    let (q, _) = crash_reopen(&p);
+    assert_eq!(q.read(a[4]).unwrap().balance, 777);
+    // Recently written objects keep their chains for coalescing.
+    p.transaction_in(0, |tx| tx.write(a[4], 16, &1u64)).unwrap();
+    p.transaction_in(0, |tx| tx.write(a[5], 8, &1u64)).unwrap();
+    assert_eq!(
+        p.stats().pending_objects,
+        2,
+        "a[4] written again at once keeps its chain, a[5] waits for the next fence"
+    );
+}
+
+#[test]
 fn small_transactions_leave_the_pool_the_general_path_leaves() {
     // The same writes on two identical pools: alone in their transaction (the small
     // path), and with a second object read (the general path). Both pools must end

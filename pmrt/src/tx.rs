@@ -177,6 +177,11 @@ pub(crate) struct Scratch {
     bufs: Vec<Buf>,
 }
 
+/// Most home lines a commit writes behind: the lane's next commit fence waits for
+/// them, and more lines there cost more than a back-pressure round does per line
+/// (w3's 16 lines behind were slower; w1's one line faster).
+const BEHIND_LINES: u64 = 2;
+
 /// Explicit writes an object of at most [`SHADOW_MAX`] bytes collects in a transaction
 /// before it is copied instead (logged by difference, at most one entry per 32 bytes).
 pub(crate) const WRITES_MAX: usize = 1024;
@@ -977,6 +982,9 @@ impl<M: Media> Tx<'_, M> {
         }
         fences += 1;
         media.crash_point("pmrt.tx.committed");
+        if let Some((k, g)) = self.log.behind.take() {
+            pool.retire_behind(k, g, &self.lane.stats);
+        }
 
         // 7. Write-through objects: stored in place and made durable now (after the
         //    record: stored before it, a torn record would leave them half new with
@@ -1134,6 +1142,9 @@ impl<M: Media> Tx<'_, M> {
             media.fence();
         }
         media.crash_point("pmrt.tx.committed");
+        if let Some((k, g)) = self.log.behind.take() {
+            pool.retire_behind(k, g, &self.lane.stats);
+        }
 
         let view = pool.commit_view(self.log.free_q8(), seq);
         let ls = &self.lane.stats;
@@ -1148,7 +1159,14 @@ impl<M: Media> Tx<'_, M> {
             size: o.size,
         };
         let gr = GroupRef::new(lane, recno, 0, pos);
-        let sched = pool.pending.with(key, |st| {
+        let (sched, behind) = pool.pending.with(key, |st| {
+            // Nothing pending and untouched for a while: its lines will not be written
+            // again before back-pressure would write them back, so write them behind.
+            let behind = !view.cfg.eager
+                && view.cfg.behind_age != 0
+                && home_lines <= BEHIND_LINES
+                && st.chain.is_empty()
+                && view.now.saturating_sub(st.last_tick) >= u64::from(view.cfg.behind_age);
             for (off, d) in o.each_write() {
                 media.write(key as usize + off as usize, d);
             }
@@ -1156,8 +1174,19 @@ impl<M: Media> Tx<'_, M> {
                 .writes
                 .iter()
                 .map(|&(off, len)| (key + u64::from(off), len));
-            chain_group::<M>(st, key, gr, ranges, &c, &view, ls)
+            (chain_group::<M>(st, key, gr, ranges, &c, &view, ls), behind)
         });
+        if behind {
+            for (off, d) in o.each_write() {
+                media.flush(key as usize + off as usize, d.len());
+            }
+            self.log.behind = Some((key, gr));
+            if !crate::keep_step(7) {
+                if let Some((k, g)) = self.log.behind.take() {
+                    pool.retire_behind(k, g, &self.lane.stats);
+                }
+            }
+        }
         let mut batch = crate::coalesce::Batch::new();
         route(pool, sched, key, &view, &mut batch, &mut s.queued);
         self.close(&view, &mut batch, [lines, 1, volume, volume]);

@@ -16,6 +16,7 @@ fn seeded_transaction_bugs_are_caught() {
         Bug::TrustStaleLive,
         Bug::UndoUnfenced,
         Bug::WriteThroughInBatch,
+        Bug::RetireBeforeFence,
     ] {
         set(bug);
         let mut caught = None;

@@ -164,14 +164,16 @@ fn coalesce_config() -> impl Strategy<Value = CoalesceConfig> {
         1..6usize,
         prop::bool::weighted(0.1),
         0..5u32,
+        prop_oneof![Just(0u32), 1..8u32],
     )
         .prop_map(
-            |(count_threshold, volume, batch, eager, line_efficiency)| CoalesceConfig {
+            |(count_threshold, volume, batch, eager, line_efficiency, behind_age)| CoalesceConfig {
                 count_threshold,
                 volume,
                 batch,
                 eager,
                 line_efficiency,
+                behind_age,
             },
         )
 }

@@ -606,6 +606,7 @@ fn recovery_sample(
         coalesce: Some(pmrt::CoalesceConfig {
             count_threshold: u32::MAX,
             volume: false,
+            behind_age: 0,
             ..pmrt::CoalesceConfig::default()
         }),
         ..cfg.clone()

@@ -18,6 +18,7 @@ pub fn by_count(site: &Site<'_>) -> Result<(), TestFailure> {
     pool.set_coalesce_config(CoalesceConfig {
         volume: false,
         batch: 1,
+        behind_age: 0,
         ..CoalesceConfig::frequent()
     });
     let nv = site.nvdimm()?;
@@ -72,6 +73,7 @@ pub fn by_volume(site: &Site<'_>) -> Result<(), TestFailure> {
     pool.set_coalesce_config(CoalesceConfig {
         count_threshold: 1 << 20,
         batch: 16,
+        behind_age: 0,
         ..CoalesceConfig::frequent()
     });
     let s0 = pool.stats().coalescing;
