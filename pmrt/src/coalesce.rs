@@ -205,7 +205,6 @@ impl CoalesceConfig {
         CoalesceConfig {
             count_threshold: 1 << 20,
             volume: false,
-            behind_age: 0,
             ..Self::default()
         }
     }
@@ -268,7 +267,9 @@ pub struct CoalesceConfig {
     /// Commits since an object's last write after which a small transaction on it,
     /// finding nothing pending, writes its home lines *behind* (0: never): flushed
     /// after the commit, durable at the lane's next commit fence, then retired
-    /// (module docs).
+    /// (`coalescing.md`). Off by default: with flushes the next fence's wait for the
+    /// extra line cost more than it saved; a pool on eADR media (no flushes) starts
+    /// with [`BEHIND_AGE_EADR`].
     pub behind_age: u32,
 }
 
@@ -280,10 +281,14 @@ impl Default for CoalesceConfig {
             batch: 16,
             eager: false,
             line_efficiency: 8,
-            behind_age: 1024,
+            behind_age: 0,
         }
     }
 }
+
+/// The write-behind age of a pool on eADR media (the access frequency's decay
+/// period).
+pub const BEHIND_AGE_EADR: u32 = 1024;
 
 /// Why a coalescing round ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -396,7 +401,7 @@ struct Counters {
 pub struct Coalescer {
     count_threshold: AtomicU32,
     line_efficiency: AtomicU32,
-    behind_age: AtomicU32,
+    pub(crate) behind_age: AtomicU32,
     volume: AtomicBool,
     batch: AtomicUsize,
     eager: AtomicBool,

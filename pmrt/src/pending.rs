@@ -467,10 +467,8 @@ impl PendingIndex {
         if c.freeing.is_some() || c.groups.len != 1 || c.groups.head[0] != g {
             return None;
         }
-        // The spread (and so the count threshold) of a one-group chain stays what it
-        // was for most such objects: the volume threshold is kept, not recomputed at
-        // the object's next commit.
         st.spread = c.home_lines();
+        st.thresh = 0;
         c.groups.clear();
         c.lines = [0; NEAR_WORDS];
         c.ranges.clear();

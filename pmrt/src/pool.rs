@@ -106,6 +106,12 @@ impl<M: Media> Pool<M> {
     }
 
     fn assemble(heap: Heap<M>, area: Area, heads: &[usize], seq: u64, reserved: u64) -> Self {
+        let coalescer = Coalescer::default();
+        if heap.media().info().eadr {
+            coalescer
+                .behind_age
+                .store(crate::coalesce::BEHIND_AGE_EADR, Relaxed);
+        }
         let lanes: Vec<Lane> = (0..area.lanes)
             .map(|k| {
                 let pos = heads.get(k as usize).copied().unwrap_or(0);
@@ -124,7 +130,7 @@ impl<M: Media> Pool<M> {
             seq_reserved: AtomicU64::new(reserved),
             seq_lock: spin::Mutex::new(()),
             pending: PendingIndex::new(),
-            coalescer: Coalescer::default(),
+            coalescer,
             policy: Box::new(StaticPolicy::default()),
         }
     }

@@ -131,7 +131,7 @@ impl Builder {
     /// Starts a group for `key` (ends the previous one). A group holds at most
     /// `u16::MAX` entries: more continue in a new group for the same key (only undo
     /// groups reach that: a redo group logs an object of at most `SHADOW_MAX` bytes,
-    /// at most one entry per 32 bytes of it, or at most [`WRITES_MAX`](crate::tx::WRITES_MAX) explicit writes).
+    /// at most one entry per 32 bytes of it, or at most 1,024 explicit writes: `tx::WRITES_MAX`).
     pub fn group(&mut self, key: u64, kind: u8, mode: u8) {
         if self.groups == MAX_GROUPS {
             self.close_part();

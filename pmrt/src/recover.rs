@@ -180,7 +180,7 @@ impl core::fmt::Display for LogDamage {
 /// once by the scan (each peek at a record again is a cache miss).
 ///
 /// `B` is how the bytes are held: owned for [`scan_logs`] ([`ScannedRecord`]); in
-/// recovery, a place in one buffer shared by every record of the scan ([`Scan`]), then
+/// recovery, a place in one buffer shared by every record of the scan (`Scan`), then
 /// a slice of it (a recovery of 150,000 one-line records spent a fifth of its time
 /// allocating and freeing a buffer per record).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,7 +195,7 @@ pub struct Scanned<B> {
     elide: usize,
     /// The record (whole lines), or for a record recovery scanned in place, a copy
     /// of its headers, its metadata and its data entries shorter than
-    /// [`IN_LOG_MIN`]: longer ones go from the log to their homes at replay. (Always
+    /// `IN_LOG_MIN`: longer ones go from the log to their homes at replay. (Always
     /// whole from [`scan_logs`].)
     pub bytes: B,
 }
