@@ -24,7 +24,7 @@ fn seeded_transaction_bugs_are_caught() {
         // word (TrustStaleLive) needs per-word tearing over a durable dead mask, which
         // only records coalesced from the other lane, undo records, or rounds that
         // release a freed object (their marks are made durable first) leave, as the
-                // committer's own marks stay lazy. A seed's transactions change with the
+        // committer's own marks stay lazy. A seed's transactions change with the
         // scenario and the runtime: seeds 2 and 4 met it within 400 transactions, then
         // 3 and 4 once a quarter of them became small updates, and seed 1 since
         // write-behind retires groups.
