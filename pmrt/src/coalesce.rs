@@ -538,6 +538,15 @@ impl Seen {
     }
 }
 
+/// Clears group `group`'s bit of record `rm` (in the lane log at pool offset `base`)
+/// and stores its live word, in the cache only; returns the word's pool offset.
+fn mark_dead<M: Media>(media: &M, base: usize, rm: &mut crate::log::RecMeta, group: u8) -> usize {
+    rm.live &= !(1u64 << group);
+    let at = base + rm.pos + LIVE_OFF;
+    media.write_u64(at, rm.live | rm.tag);
+    at
+}
+
 /// What a commit's scheduling step decided for one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Sched {
@@ -794,10 +803,9 @@ impl<M: Media> Pool<M> {
                 let Some(rm) = recs.get_mut(g.recno) else {
                     continue;
                 };
-                rm.live &= !(1u64 << g.group);
-                media.write_u64(base + rm.pos + LIVE_OFF, rm.live | rm.tag);
+                let at = mark_dead(media, base, rm, g.group);
                 if durable {
-                    to_flush.push((base + rm.pos + LIVE_OFF, 8));
+                    to_flush.push((at, 8));
                 } else {
                     uf.push(RecId {
                         lane: u32::from(g.lane),
@@ -853,8 +861,7 @@ impl<M: Media> Pool<M> {
         let base = self.area.log_off(lane);
         let mut recs = self.lanes[usize::from(g.lane)].recs.lock();
         if let Some(rm) = recs.get_mut(g.recno) {
-            rm.live &= !(1u64 << g.group);
-            media.write_u64(base + rm.pos + LIVE_OFF, rm.live | rm.tag);
+            mark_dead(media, base, rm, g.group);
             uf.push(RecId {
                 lane,
                 recno: g.recno,

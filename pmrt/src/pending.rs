@@ -217,14 +217,24 @@ pub(crate) struct ObjState {
 }
 
 impl ObjState {
-    /// Records the home lines a write-back flushed. A new spread moves the count
-    /// threshold, so the volume threshold is recomputed at the next commit; the same
-    /// spread keeps it (the common case, and a recompute costs a w1 commit 5%).
-    fn new_spread(&mut self, spread: u32) {
-        if spread != self.spread {
-            self.spread = spread;
+    /// Empties the chain once its home lines are durable (a drain's or a retire's
+    /// write-back), keeping what it held back to release, and records the lines as
+    /// the object's spread; returns them. A new spread moves the count threshold, so
+    /// the volume threshold is recomputed at the next commit; the same spread keeps
+    /// it (the common case, and a recompute costs a w1 commit 5%).
+    fn written_back(&mut self) -> u32 {
+        let c = &mut self.chain;
+        let lines = c.home_lines();
+        c.groups.clear();
+        c.lines = [0; NEAR_WORDS];
+        c.ranges.clear();
+        c.count = 0;
+        c.volume = 0;
+        if lines != self.spread {
+            self.spread = lines;
             self.thresh = 0;
         }
+        lines
     }
 }
 
@@ -454,16 +464,9 @@ impl PendingIndex {
             }
         }
         ranges.extend(c.ranges.iter());
-        let lines = c.home_lines();
-        st.new_spread(lines);
-        let c = &mut st.chain;
-        c.groups.clear();
-        c.lines = [0; NEAR_WORDS];
-        c.ranges.clear();
-        c.count = 0;
-        c.volume = 0;
+        st.written_back();
         Some(Drained {
-            freeing: c.freeing.take().map(|f| *f),
+            freeing: st.chain.freeing.take().map(|f| *f),
         })
     }
 
@@ -478,15 +481,7 @@ impl PendingIndex {
         if c.freeing.is_some() || c.groups.len != 1 || c.groups.head[0] != g {
             return None;
         }
-        let lines = c.home_lines();
-        st.new_spread(lines);
-        let c = &mut st.chain;
-        c.groups.clear();
-        c.lines = [0; NEAR_WORDS];
-        c.ranges.clear();
-        c.count = 0;
-        c.volume = 0;
-        Some(st.spread)
+        Some(st.written_back())
     }
 
     /// Every key with a pending chain.
