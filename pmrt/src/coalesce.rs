@@ -28,7 +28,9 @@
 //! any in-place write (undo-logged or fresh large objects) every listed mark is flushed
 //! and fenced.
 
+use alloc::collections::BinaryHeap;
 use alloc::vec::Vec;
+use core::cmp::Reverse;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use arch::Media;
@@ -220,6 +222,7 @@ impl CoalesceConfig {
             eager: false,
             line_efficiency: 0,
             behind_age: 6,
+            lane_turn: LANE_TURN,
         }
     }
 }
@@ -271,6 +274,13 @@ pub struct CoalesceConfig {
     /// extra line cost more than it saved; a pool on eADR media (no flushes) starts
     /// with [`BEHIND_AGE_EADR`].
     pub behind_age: u32,
+    /// Lanes take turns (0: never; every thread keeps to the lane its stack hashes
+    /// to): when a lane's log holds only records of the current turn and less than
+    /// `lane_turn`/256 of it is free, transactions move on to the next lane, whose
+    /// records are then the oldest. So the whole runtime area, not one lane's share,
+    /// is a single thread's window of pending records, and lanes give back their
+    /// space oldest first (`coalescing.md`, "Lanes take turns").
+    pub lane_turn: u32,
 }
 
 impl Default for CoalesceConfig {
@@ -282,9 +292,14 @@ impl Default for CoalesceConfig {
             eager: false,
             line_efficiency: 8,
             behind_age: 0,
+            lane_turn: LANE_TURN,
         }
     }
 }
+
+/// The default [`CoalesceConfig::lane_turn`]: a turn ends when less than an eighth of
+/// the lane's log is free.
+pub const LANE_TURN: u32 = 32;
 
 /// The write-behind age of a pool on eADR media (the access frequency's decay
 /// period).
@@ -344,45 +359,86 @@ impl CoalesceStats {
     }
 }
 
-/// A record whose live word was updated in the cache but not yet flushed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A record whose live word was updated in the cache but not yet flushed. Ordered by
+/// record number first: within a lane that is sequence order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct RecId {
-    pub lane: u32,
     pub recno: u64,
+    pub seq: u64,
+    pub lane: u32,
     pub pos: usize,
 }
 
-/// The lazy dead-marks. A tail move flushes other lanes' entries and drops its own
-/// lane's passed ones; when every entry is the moving lane's, that scan only trims, so
-/// it is put off until the list has doubled (a passed entry kept longer costs at most
-/// a needless flush of a line later).
+/// The lazy dead-marks, per lane, oldest record first. A mark must be durable before
+/// a newer group of its object can leave the log unseen (recovery skips what is older
+/// than an object's newest dead group, but not what is older than a group gone with
+/// its record), so a tail move flushes the other lanes' marks on records older than
+/// the newest record it passes and drops its own lane's passed ones. Marks on newer
+/// records wait: with lanes taking turns, most marks are on other lanes' records, and
+/// most of those are newer than what a tail passes.
 #[derive(Debug, Default)]
 struct Lazy {
-    ids: Vec<RecId>,
-    /// Entries of more than one lane may be present.
-    mixed: bool,
-    /// Length at which a tail move scans its own lane's entries anyway.
-    compact_at: usize,
+    lanes: Vec<BinaryHeap<Reverse<RecId>>>,
+    /// The mark listed last (a round marks a record's groups together: its live word
+    /// is one line, listed once).
+    last: Option<RecId>,
 }
 
 impl Lazy {
     fn push(&mut self, id: RecId) {
-        // Another group of the record just listed (a round marks a record's groups
-        // together): its live word is one line, listed once.
-        if self.ids.last() == Some(&id) {
+        if self.last == Some(id) {
             return;
         }
-        if self.ids.first().is_some_and(|f| f.lane != id.lane) {
-            self.mixed = true;
+        self.last = Some(id);
+        let lane = id.lane as usize;
+        if self.lanes.len() <= lane {
+            self.lanes.resize_with(lane + 1, BinaryHeap::new);
         }
-        self.ids.push(id);
+        self.lanes[lane].push(Reverse(id));
     }
 
-    /// Whether a tail move on `lane` can skip the scan.
-    fn only_lane(&self, lane: u32) -> bool {
-        !self.mixed
-            && self.ids.first().is_none_or(|f| f.lane == lane)
-            && self.ids.len() < self.compact_at
+    /// The sequence number of the oldest record with a lazy mark in a lane other than
+    /// `lane` (`u64::MAX`: none).
+    fn oldest_other(&self, lane: u32) -> u64 {
+        self.lanes
+            .iter()
+            .enumerate()
+            .filter(|&(l, _)| l != lane as usize)
+            .filter_map(|(_, h)| h.peek().map(|Reverse(id)| id.seq))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Takes every mark out of the list.
+    fn drain(&mut self) -> impl Iterator<Item = RecId> + '_ {
+        self.last = None;
+        self.lanes
+            .iter_mut()
+            .flat_map(|h| h.drain().map(|Reverse(id)| id))
+    }
+
+    /// A tail move on `lane` to its record `front`, passing records up to sequence
+    /// number `passed`: drops the lane's own marks before `front` (they leave the log
+    /// with the tail) and hands `flush` every other lane's mark on a record older than
+    /// `passed`. Returns whether it flushed any.
+    fn pass(&mut self, lane: u32, front: u64, passed: u64, mut flush: impl FnMut(&RecId)) -> bool {
+        self.last = None;
+        let mut flushed = false;
+        for (l, h) in self.lanes.iter_mut().enumerate() {
+            let own = l == lane as usize;
+            while let Some(Reverse(id)) = h.peek() {
+                if own && id.recno < front {
+                    h.pop();
+                } else if !own && id.seq < passed {
+                    flush(id);
+                    flushed = true;
+                    h.pop();
+                } else {
+                    break;
+                }
+            }
+        }
+        flushed
     }
 }
 
@@ -402,6 +458,7 @@ pub struct Coalescer {
     count_threshold: AtomicU32,
     line_efficiency: AtomicU32,
     pub(crate) behind_age: AtomicU32,
+    lane_turn: AtomicU32,
     volume: AtomicBool,
     batch: AtomicUsize,
     eager: AtomicBool,
@@ -453,6 +510,7 @@ impl Default for Coalescer {
             count_threshold: AtomicU32::new(CoalesceConfig::default().count_threshold),
             line_efficiency: AtomicU32::new(CoalesceConfig::default().line_efficiency),
             behind_age: AtomicU32::new(CoalesceConfig::default().behind_age),
+            lane_turn: AtomicU32::new(CoalesceConfig::default().lane_turn),
             volume: AtomicBool::new(CoalesceConfig::default().volume),
             batch: AtomicUsize::new(CoalesceConfig::default().batch),
             eager: AtomicBool::new(CoalesceConfig::default().eager),
@@ -479,6 +537,7 @@ impl Coalescer {
             count_threshold: self.count_threshold.load(Relaxed),
             line_efficiency: self.line_efficiency.load(Relaxed),
             behind_age: self.behind_age.load(Relaxed),
+            lane_turn: self.lane_turn.load(Relaxed),
             volume: self.volume.load(Relaxed),
             batch: self.batch.load(Relaxed),
             eager: self.eager.load(Relaxed),
@@ -575,6 +634,7 @@ impl<M: Media> Pool<M> {
         co.count_threshold.store(cfg.count_threshold, Relaxed);
         co.line_efficiency.store(cfg.line_efficiency, Relaxed);
         co.behind_age.store(cfg.behind_age, Relaxed);
+        co.lane_turn.store(cfg.lane_turn, Relaxed);
         co.volume.store(cfg.volume, Relaxed);
         co.batch.store(cfg.batch, Relaxed);
         co.eager.store(cfg.eager, Relaxed);
@@ -810,23 +870,21 @@ impl<M: Media> Pool<M> {
                     uf.push(RecId {
                         lane: u32::from(g.lane),
                         recno: g.recno,
+                        seq: rm.seq,
                         pos: rm.pos,
                     });
                 }
                 cleared += 1;
             }
-            recs.pop_dead();
         }
         if durable {
             // Earlier lazy marks must be durable too (a superset of this round's
             // objects' marks: the list is not kept per object).
             to_flush.extend(
-                uf.ids
-                    .drain(..)
+                uf.drain()
                     .map(|id| (self.area.log_off(id.lane) + id.pos + LIVE_OFF, 8)),
             );
             arch::flush_lines_once(media, to_flush);
-            uf.mixed = false;
             media.fence();
         }
         drop(uf);
@@ -865,10 +923,10 @@ impl<M: Media> Pool<M> {
             uf.push(RecId {
                 lane,
                 recno: g.recno,
+                seq: rm.seq,
                 pos: rm.pos,
             });
         }
-        recs.pop_dead();
     }
 
     /// Back-pressure: coalesces the objects holding lane `lane`'s oldest live records,
@@ -879,13 +937,14 @@ impl<M: Media> Pool<M> {
         let mut keys: Batch = Batch::new();
         let mut seen = Seen::new();
         {
-            let mut r = self.lanes[lane as usize].recs.lock();
-            r.pop_dead();
-            let Some(first) = r.recs.front().map(|m| m.pos) else {
+            let r = self.lanes[lane as usize].recs.lock();
+            // Dead records a held-back tail has not passed yet come first.
+            let mut live = r.recs.iter().skip_while(|m| m.live == 0).peekable();
+            let Some(first) = live.peek().map(|m| m.pos) else {
                 return false;
             };
             let span = self.area.lane_bytes / 8;
-            'recs: for m in &r.recs {
+            'recs: for m in live {
                 let dist = (m.pos + self.area.lane_bytes - first) % self.area.lane_bytes;
                 if dist > span && !keys.is_empty() {
                     break;
@@ -903,54 +962,41 @@ impl<M: Media> Pool<M> {
         self.coalesce_keys(&keys, Trigger::BackPressure, false) > 0
     }
 
-    /// Moves lane `log`'s persisted tail over its dead records. First makes every
-    /// lazy dead-mark still in the logs durable: an older group of an object must never
-    /// outlive a newer one the tail passes. When it drops marks from the lazy list, the
-    /// list stays locked through the fence and the tail's own persist, so no other lane
-    /// can see it emptied before the marks it lost are durable or passed by the tail (a
-    /// durable round that releases a freed object, or precedes an in-place write,
-    /// relies on that: a mark dropped here but not yet passed could otherwise let
-    /// recovery replay old bytes there).
+    /// Moves lane `log`'s persisted tail over its dead records. A tail that passes a
+    /// record must not leave an older group of one of its objects replayable: every
+    /// lazy dead-mark of another lane on a record older than the newest one passed is
+    /// made durable first (see [`Lazy`]). With `hold_back` the tail stops instead at
+    /// the first record newer than another lane's oldest lazy mark, so nothing is
+    /// flushed: lanes taking whole-log turns pass only the oldest records there are.
+    /// The lazy list stays locked through the flushes and the tail's own persist, so no
+    /// other lane can see it emptied before the marks it lost are durable or passed by
+    /// the tail (a durable round that releases a freed object, or precedes an in-place
+    /// write, relies on that: a mark dropped here but not yet passed could otherwise
+    /// let recovery replay old bytes there).
     /// False if the tail could not move.
-    pub(crate) fn advance_tail(&self, log: &mut LaneLog, lane: &Lane) -> bool {
-        let (vt, front) = {
+    pub(crate) fn advance_tail(&self, log: &mut LaneLog, lane: &Lane, hold_back: bool) -> bool {
+        let mut uf = self.coalescer.unflushed.lock();
+        let limit = if hold_back {
+            uf.oldest_other(log.idx)
+        } else {
+            u64::MAX
+        };
+        let (vt, front, passed) = {
             let mut r = lane.recs.lock();
-            r.pop_dead();
-            (r.vtail(log.head), r.front_recno)
+            r.pop_passable(limit);
+            (r.vtail(log.head), r.front_recno, r.passed_seq)
         };
         if vt == log.ptail {
             return false;
         }
         let media = self.media();
-        {
-            let mut uf = self.coalescer.unflushed.lock();
-            let mut flushed = false;
-            if uf.only_lane(log.idx) {
-                drop(uf);
-                log.persist_tail(media, &self.area, vt);
-                return true;
-            }
-            uf.ids.retain(|id| {
-                if id.lane == log.idx {
-                    // This lane's: before `front` it leaves the log now; after it, it is
-                    // newer than everything passed here, so replaying it cannot undo
-                    // them. Kept for other lanes' tails and in-place writes.
-                    id.recno >= front
-                } else {
-                    // Possibly older than a record of the same object (or of memory it
-                    // shared) that the tail now passes: make it durable.
-                    media.flush(self.area.log_off(id.lane) + id.pos + LIVE_OFF, 8);
-                    flushed = true;
-                    false
-                }
-            });
-            uf.mixed = false;
-            uf.compact_at = (uf.ids.len() * 2).max(256);
-            if flushed {
-                media.fence();
-            }
-            log.persist_tail(media, &self.area, vt);
+        let flushed = uf.pass(log.idx, front, passed, |id| {
+            media.flush(self.area.log_off(id.lane) + id.pos + LIVE_OFF, 8);
+        });
+        if flushed {
+            media.fence();
         }
+        log.persist_tail(media, &self.area, vt);
         true
     }
 
@@ -971,7 +1017,7 @@ impl<M: Media> Pool<M> {
         self.coalesce_keys(&keys, Trigger::Explicit, true);
         for (k, lane) in self.lanes.iter().enumerate() {
             let mut log = lane.log.lock();
-            self.advance_tail(&mut log, lane);
+            self.advance_tail(&mut log, lane, false);
             debug_assert!(
                 lane.recs.lock().recs.is_empty(),
                 "lane {k} still has live records after coalesce_all"

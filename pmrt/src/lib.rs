@@ -55,7 +55,7 @@ pub(crate) fn keep_step(bug: u8) -> bool {
 }
 mod tx;
 
-pub use coalesce::{CoalesceConfig, CoalesceStats, BEHIND_AGE_EADR};
+pub use coalesce::{CoalesceConfig, CoalesceStats, BEHIND_AGE_EADR, LANE_TURN};
 pub use error::{Error, PoolError, TxError};
 pub use mode::{Mode, ModeInput, ModePolicy, StaticPolicy};
 pub use pmalloc::{Init, PPtr, Persistent};

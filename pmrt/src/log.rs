@@ -48,12 +48,20 @@ pub(crate) struct LaneLog {
     /// Buffers of this lane's transactions, kept between them (taken by the running
     /// transaction).
     pub scratch: Option<alloc::boxed::Box<crate::tx::Scratch>>,
+    /// The lanes' turn this lane last took a transaction in (`Pool::turn`; `u64::MAX`:
+    /// none yet).
+    pub turn: u64,
+    /// The first sequence number of that turn here: records before it are older than
+    /// the turn.
+    pub turn_seq: u64,
 }
 
 /// What the runtime remembers about a record in the log.
 #[derive(Debug, Clone)]
 pub(crate) struct RecMeta {
     pub pos: usize,
+    /// The record's sequence number (a lane's records are in sequence order).
+    pub seq: u64,
     /// Live groups (a cleared bit may not be durable yet: see `coalesce`).
     pub live: u64,
     /// The record's live-word tag (written back with every mask change).
@@ -90,12 +98,16 @@ impl Keys {
     }
 }
 
-/// Records of one lane from its oldest live one: shared with coalescers.
+/// Records of one lane from its persisted tail (dead ones stay listed until a tail move
+/// passes them): shared with coalescers.
 #[derive(Debug, Default)]
 pub(crate) struct LaneRecs {
     pub recs: VecDeque<RecMeta>,
-    /// Number of the front record (every record before it is dead).
+    /// Number of the front record (every record before it is dead and passed).
     pub front_recno: u64,
+    /// Sequence number of the last record dropped from the front: a tail moved to the
+    /// front passes no newer record.
+    pub passed_seq: u64,
 }
 
 impl LaneRecs {
@@ -116,15 +128,29 @@ impl LaneRecs {
         self.recs.get_mut(usize::try_from(i).ok()?)
     }
 
-    /// Drops fully dead records from the front.
-    pub fn pop_dead(&mut self) {
-        while self.recs.front().is_some_and(|r| r.live == 0) {
+    /// Drops dead records from the front while they are older than `limit` (a
+    /// sequence number; `u64::MAX`: every dead one). Only a tail move does this: a
+    /// record stays listed until the tail that passes it is about to persist.
+    pub fn pop_passable(&mut self, limit: u64) {
+        while let Some(r) = self.recs.front().filter(|r| r.live == 0 && r.seq < limit) {
+            self.passed_seq = r.seq;
             self.recs.pop_front();
             self.front_recno += 1;
         }
     }
 
-    /// Where the oldest live record starts, or `head` when none is live.
+    /// The front record's sequence number (`None`: no record listed).
+    pub fn front_seq(&self) -> Option<u64> {
+        self.recs.front().map(|r| r.seq)
+    }
+
+    /// Whether the front record is dead (a tail held back by [`LaneRecs::pop_passable`]'s
+    /// limit stopped there).
+    pub fn front_dead(&self) -> bool {
+        self.recs.front().is_some_and(|r| r.live == 0)
+    }
+
+    /// Where the front record starts, or `head` when none is listed.
     pub fn vtail(&self, head: usize) -> usize {
         self.recs.front().map_or(head, |r| r.pos)
     }
@@ -194,6 +220,8 @@ impl LaneLog {
             q8_mul: (256u64 << 32) / area.lane_bytes.max(1) as u64,
             behind: None,
             scratch: None,
+            turn: u64::MAX,
+            turn_seq: 0,
         }
     }
 
@@ -280,14 +308,14 @@ impl LaneLog {
             let pad = record::pad(lines, seq, self.idx, self.salt);
             media.write(self.base + self.head, &pad);
             media.flush(self.base + self.head, LINE);
-            self.push(recs, 0, &[]);
+            self.push(recs, 0, &[], seq);
             self.head = 0;
         }
         let pos = self.head;
         // Registered before it is written: the lock's atomic would otherwise wait for
         // the record's stores. No one marks its groups before the commit adds them to
         // the pending chains, so the early entry is never acted on.
-        let recno = self.push(recs, live, keys);
+        let recno = self.push(recs, live, keys, seq);
         self.head = self.wrap(pos + rec.len());
         // Large records skip reading the (long evicted) log lines they overwrite.
         if rec.len() >= NT_MIN {
@@ -305,7 +333,7 @@ impl LaneLog {
         (recno, pos)
     }
 
-    fn push(&mut self, recs: &spin::Mutex<LaneRecs>, live: u64, keys: &[u64]) -> u64 {
+    fn push(&mut self, recs: &spin::Mutex<LaneRecs>, live: u64, keys: &[u64], seq: u64) -> u64 {
         let recno = self.next_recno;
         self.next_recno += 1;
         let mut r = recs.lock();
@@ -314,6 +342,7 @@ impl LaneLog {
         }
         r.recs.push_back(RecMeta {
             pos: self.head,
+            seq,
             live: live & record::LIVE_MASK,
             tag: live & !record::LIVE_MASK,
             keys: Keys::new(keys),

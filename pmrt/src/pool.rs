@@ -42,6 +42,12 @@ pub struct Pool<M: Media> {
     pub(crate) area: Area,
     pub(crate) lanes: Box<[Lane]>,
     pub(crate) seq: AtomicU64,
+    /// Whose turn it is: the turn's number (high 32 bits, counting up) and its offset
+    /// (low 32 bits, below the lane count). Transactions start on their usual lane plus
+    /// the offset, and a lane that took its share of appends in a turn starts the next
+    /// ([`crate::CoalesceConfig::lane_turn`]). The number tells a lane that a turn is
+    /// new to it even when the offset has come round again.
+    pub(crate) turn: AtomicU64,
     /// Sequence numbers below this are reserved durably (`area::SEQ_OFF`); the next
     /// one at or above it persists a new reservation first.
     seq_reserved: AtomicU64,
@@ -127,6 +133,7 @@ impl<M: Media> Pool<M> {
             area,
             lanes: lanes.into_boxed_slice(),
             seq: AtomicU64::new(seq),
+            turn: AtomicU64::new(0),
             seq_reserved: AtomicU64::new(reserved),
             seq_lock: spin::Mutex::new(()),
             pending: PendingIndex::new(),
@@ -163,17 +170,19 @@ impl<M: Media> Pool<M> {
         &self,
         f: impl FnOnce(&mut Tx<'_, M>) -> Result<R, E>,
     ) -> Result<R, TxError<E>> {
-        Self::run(Tx::begin(self, self.lane_index()), f)
+        let turn = self.turn.load(Relaxed);
+        Self::run(Tx::begin(self, self.lane_index(turn), Some(turn)), f)
     }
 
     /// As [`Pool::transaction`], on lane `lane % lanes` (for example one lane per CPU,
-    /// so a thread's transactions keep to one log). Waits if the lane is busy.
+    /// so a thread's transactions keep to one log). Waits if the lane is busy. Such a
+    /// transaction neither follows nor moves the lanes' turn.
     pub fn transaction_in<R, E>(
         &self,
         lane: usize,
         f: impl FnOnce(&mut Tx<'_, M>) -> Result<R, E>,
     ) -> Result<R, TxError<E>> {
-        Self::run(Tx::begin_on(self, lane % self.lanes.len()), f)
+        Self::run(Tx::begin(self, lane % self.lanes.len(), None), f)
     }
 
     fn run<R, E>(
@@ -249,12 +258,33 @@ impl<M: Media> Pool<M> {
         self.heap.salt()
     }
 
-    /// Picks a lane for a transaction: the caller's usual one if free.
-    pub(crate) fn lane_index(&self) -> usize {
+    /// Picks a lane for a transaction: the caller's usual one (its stack's hash), moved
+    /// on by the offset of the lanes' turn `turn` (see `Pool::turn`).
+    pub(crate) fn lane_index(&self, turn: u64) -> usize {
         let marker = 0u8;
         let a = (core::ptr::addr_of!(marker) as usize >> 21) as u64;
+        let n = self.lanes.len();
         // The hash's top 32 bits scaled to the lane count (a multiply, not a divide).
-        (((a.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) * self.lanes.len() as u64) >> 32) as usize
+        let k = (((a.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) * n as u64) >> 32) as usize;
+        let k = k + (turn as u32) as usize;
+        if k >= n {
+            k - n
+        } else {
+            k
+        }
+    }
+
+    /// Ends turn `turn` (a lane took its share of appends in it): every transaction
+    /// from now on starts one lane further. A no-op if another lane ended it first.
+    pub(crate) fn next_turn(&self, turn: u64) {
+        let off = turn as u32 + 1;
+        let off = if off as usize >= self.lanes.len() {
+            0
+        } else {
+            off
+        };
+        let next = ((turn >> 32).wrapping_add(1) << 32) | u64::from(off);
+        let _ = self.turn.compare_exchange(turn, next, Relaxed, Relaxed);
     }
 
     /// Statistics since open.

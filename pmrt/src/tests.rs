@@ -650,3 +650,77 @@ fn a_transaction_of_more_writes_than_a_group_counts_survives_a_crash() {
     assert!(r.groups_replayed > 0, "{r:?}");
     expect(&q);
 }
+
+/// Two lanes hold groups of one object; a round marks both dead lazily. The newer
+/// group's lane may not pass it while the older group's mark could still be lost
+/// (recovery would replay the older group over the newer write-back): a held-back tail
+/// stays, and a tail that must move makes the other lane's mark durable first.
+#[test]
+fn a_tail_passing_a_newer_group_first_makes_older_marks_of_other_lanes_durable() {
+    let p = pool();
+    let root = setup(&p);
+    let a = p.read(root).unwrap().accounts[3];
+    p.set_coalesce_config(CoalesceConfig {
+        lane_turn: 0,
+        ..CoalesceConfig::deferred()
+    });
+    p.coalesce_all();
+    p.transaction_in(1, |tx| tx.write(a, 8, &1u64)).unwrap();
+    p.transaction_in(0, |tx| tx.write(a, 8, &2u64)).unwrap();
+    p.coalesce();
+    {
+        let lane = &p.lanes[0];
+        let mut log = lane.log.lock();
+        let before = log.ptail;
+        assert!(!p.advance_tail(&mut log, lane, true), "held back");
+        assert_eq!(log.ptail, before);
+        assert!(p.advance_tail(&mut log, lane, false));
+    }
+    let (q, _) = crash_reopen(&p);
+    assert_eq!(
+        q.read(a).unwrap().balance,
+        2,
+        "the older group was replayed"
+    );
+}
+
+/// One thread, records left pending: with turns it fills every lane's log before any
+/// back-pressure; keeping to one lane, it meets back-pressure after that lane's share.
+#[test]
+fn one_thread_taking_turns_fills_every_lane_log_before_back_pressure() {
+    for turns in [true, false] {
+        let mut opts = PoolOptions::new("pmrt-test", [4; 16]);
+        opts.heap.runtime_len = Some(8192 + 8 * 32 * 1024);
+        let p = Pool::create(SimMedia::new(POOL), &opts).unwrap();
+        let root = setup(&p);
+        let a = p.read(root).unwrap().accounts;
+        p.set_coalesce_config(CoalesceConfig {
+            lane_turn: if turns { LANE_TURN } else { 0 },
+            ..CoalesceConfig::deferred()
+        });
+        p.coalesce_all();
+        let area = p.area().lane_bytes * p.area().lanes as usize;
+        // One-line records for 13/16 of the whole runtime area: more than 7 lanes' 7/8
+        // (a turn ends when an eighth is left), less than all 8 lanes' 7/8.
+        for i in 0..area * 13 / 16 / 64 {
+            p.transaction(|tx| tx.write(a[i % 8], 16 + 8 * (i % 64), &(i as u64)))
+                .unwrap();
+        }
+        let used = p
+            .lanes
+            .iter()
+            .filter(|l| !l.recs.lock().recs.is_empty())
+            .count();
+        let bp = p.stats().coalescing.by_backpressure;
+        if turns {
+            assert_eq!((used, bp), (8, 0), "every lane used, no back-pressure");
+        } else {
+            assert!(
+                used == 1 && bp > 0,
+                "{used} lanes, {bp} back-pressure rounds"
+            );
+        }
+        let (q, _) = crash_reopen(&p);
+        assert_eq!(q.read(a[0]).unwrap().id, 0);
+    }
+}

@@ -293,6 +293,9 @@ pub struct Tx<'p, M: Media> {
     s: core::mem::ManuallyDrop<alloc::boxed::Box<Scratch>>,
     root: Option<u64>,
     done: bool,
+    /// The lanes' turn this transaction started in (`None`: on a lane of the caller's
+    /// choosing, outside the turns).
+    turn: Option<u64>,
 }
 
 impl<M: Media> core::fmt::Debug for Tx<'_, M> {
@@ -305,28 +308,31 @@ impl<M: Media> core::fmt::Debug for Tx<'_, M> {
 }
 
 impl<'p, M: Media> Tx<'p, M> {
-    /// On a lane: the first free one from `start`, else waiting for `start`.
-    pub(crate) fn begin(pool: &'p Pool<M>, start: usize) -> Self {
+    /// On a lane: with a `turn`, the first free one from `start`, else waiting for
+    /// `start`; without, lane `start`, waiting for it if busy.
+    pub(crate) fn begin(pool: &'p Pool<M>, start: usize, turn: Option<u64>) -> Self {
         let n = pool.lanes.len();
-        let (lane, log) = (0..n)
-            .find_map(|k| {
-                let lane = &pool.lanes[(start + k) % n];
-                lane.log.try_lock().map(|g| (lane, g))
+        let (lane, mut log) = turn
+            .and_then(|_| {
+                (0..n).find_map(|k| {
+                    let lane = &pool.lanes[(start + k) % n];
+                    lane.log.try_lock().map(|g| (lane, g))
+                })
             })
             .unwrap_or_else(|| {
                 let lane = &pool.lanes[start];
                 (lane, lane.log.lock())
             });
-        Self::with(pool, lane, log)
-    }
-
-    /// On lane `k`, waiting for it if busy.
-    pub(crate) fn begin_on(pool: &'p Pool<M>, k: usize) -> Self {
-        let lane = &pool.lanes[k];
-        Self::with(pool, lane, lane.log.lock())
-    }
-
-    fn with(pool: &'p Pool<M>, lane: &'p Lane, mut log: spin::MutexGuard<'p, LaneLog>) -> Self {
+        if let Some(t) = turn {
+            if log.turn != t {
+                // The lane's first transaction of this turn: what died since its last
+                // turn is given back now, so its free share (thresholds, back-pressure)
+                // is what the log really holds.
+                log.turn = t;
+                log.turn_seq = pool.seq.load(core::sync::atomic::Ordering::Relaxed);
+                pool.advance_tail(&mut log, lane, true);
+            }
+        }
         let s = log.scratch.take().unwrap_or_default();
         Tx {
             pool,
@@ -335,6 +341,7 @@ impl<'p, M: Media> Tx<'p, M> {
             s: core::mem::ManuallyDrop::new(s),
             root: None,
             done: false,
+            turn,
         }
     }
 
@@ -592,7 +599,14 @@ fn make_room<M: Media>(
         if let Room::Fits = log.room(bytes) {
             return Ok(());
         }
-        if pool.advance_tail(log, lane) || log.rewind_empty(pool.media(), &pool.area, &lane.recs) {
+        if pool.advance_tail(log, lane, true)
+            || log.rewind_empty(pool.media(), &pool.area, &lane.recs)
+        {
+            continue;
+        }
+        // Held back by another lane's lazy marks: flush them rather than coalesce live
+        // records further on.
+        if lane.recs.lock().front_dead() && pool.advance_tail(log, lane, false) {
             continue;
         }
         if !pool.coalesce_front(log.idx) {
@@ -1021,7 +1035,6 @@ impl<M: Media> Tx<'_, M> {
                     r.live = 0;
                 }
             }
-            recs.pop_dead();
         }
 
         // 9. The homes of deferred objects and metadata (in the cache: coalescing writes
@@ -1209,6 +1222,15 @@ impl<M: Media> Tx<'_, M> {
         } else {
             pool.take_batch(&self.s.queued, batch, view)
         };
+        // A lane whose log is nearly full of this turn's records has nothing older left
+        // to give back: the next lane's records are now the oldest.
+        if let Some(t) = self.turn {
+            if view.free_q8 < view.cfg.lane_turn
+                && (self.lane.recs.lock().front_seq()).is_none_or(|s| s >= self.log.turn_seq)
+            {
+                pool.next_turn(t);
+            }
+        }
         // Coalesce with the lane released: other transactions may use it meanwhile.
         drop(self);
         if !batch.is_empty() {

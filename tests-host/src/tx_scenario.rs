@@ -264,12 +264,21 @@ pub fn explore_tx(cfg: &Config, steps: usize) -> Report {
             }
             // Mostly one lane, sometimes the other: coalescing then marks records of a
             // lane that is not the committer's, which are flushed (durable dead masks
-            // that a later, torn append at the same place must not trust).
+            // that a later, torn append at the same place must not trust). A third of
+            // the transactions follow the lanes' turns instead (`lane_turn`), so turns
+            // end, lanes arrive, and tails are held back behind the other lane's marks.
             let lane = usize::from(rng.chance(1, 3));
-            let r = pool.transaction_in(lane, |tx| match step(tx, &mut rng, root, &state, &p2)? {
+            let turns = rng.chance(1, 3);
+            let mut body = |tx: &mut Tx<'_, &SimMedia>| match step(tx, &mut rng, root, &state, &p2)?
+            {
                 Some(next) => Ok(next),
                 None => Err(Error::Freed { obj: 0 }),
-            });
+            };
+            let r = if turns {
+                pool.transaction(&mut body)
+            } else {
+                pool.transaction_in(lane, &mut body)
+            };
             let mut g = p2.lock().unwrap();
             match r {
                 Ok(next) => {

@@ -165,15 +165,20 @@ fn coalesce_config() -> impl Strategy<Value = CoalesceConfig> {
         prop::bool::weighted(0.1),
         0..5u32,
         prop_oneof![Just(0u32), 1..8u32],
+        // Lanes keeping to their own logs, the default turns, and turns at any fill.
+        prop_oneof![Just(0u32), Just(pmrt::LANE_TURN), 1..=256u32],
     )
         .prop_map(
-            |(count_threshold, volume, batch, eager, line_efficiency, behind_age)| CoalesceConfig {
-                count_threshold,
-                volume,
-                batch,
-                eager,
-                line_efficiency,
-                behind_age,
+            |(count_threshold, volume, batch, eager, line_efficiency, behind_age, lane_turn)| {
+                CoalesceConfig {
+                    count_threshold,
+                    volume,
+                    batch,
+                    eager,
+                    line_efficiency,
+                    behind_age,
+                    lane_turn,
+                }
             },
         )
 }

@@ -138,6 +138,9 @@ pub struct Policy {
     pub line_efficiency: u32,
     /// Lanes of the pool (a single thread's lane log is the runtime area / lanes).
     pub lanes: u32,
+    /// Lanes take turns (`CoalesceConfig::lane_turn`; 0: every thread keeps to its
+    /// lane).
+    pub lane_turn: u32,
 }
 
 impl Policy {
@@ -149,7 +152,13 @@ impl Policy {
             eager: c.eager,
             line_efficiency: c.line_efficiency,
             lanes,
+            lane_turn: c.lane_turn,
         }
+    }
+
+    /// Whether one thread's window of pending records is every lane's log.
+    fn turns(&self) -> bool {
+        self.lane_turn != 0 && self.lanes > 1
     }
 }
 
@@ -185,8 +194,11 @@ pub struct Variant {
     pub by_volume: f64,
     /// Back-pressure rounds per round (median).
     pub by_backpressure: f64,
-    /// Bytes of one lane's log (the window of pending records one thread has).
+    /// Bytes of one lane's log.
     pub lane_log_bytes: u64,
+    /// Bytes of log one thread's pending records have: its lane's log, or every lane's
+    /// when lanes take turns.
+    pub window_bytes: u64,
 }
 
 impl Variant {
@@ -204,9 +216,16 @@ impl Variant {
             Summary::of(&v).map_or(0.0, |s| s.median)
         };
         let max = |f: fn(&crate::round::TxCounters) -> u64| tx.iter().map(f).max().unwrap_or(0);
+        let policy = Policy::of(policy, lanes);
+        let lane_log_bytes = max(|t| t.lane_log_bytes);
         Some(Variant {
             name,
-            policy: Policy::of(policy, lanes),
+            window_bytes: if policy.turns() {
+                lane_log_bytes * u64::from(lanes)
+            } else {
+                lane_log_bytes
+            },
+            policy,
             ns_per_op: Summary::of(&ns)?,
             ops_per_s: Summary::of(&per_s)?,
             per_tx: TxPerTx::of(rounds)?,
@@ -216,7 +235,7 @@ impl Variant {
             by_count: median(|t| t.by_count),
             by_volume: median(|t| t.by_volume),
             by_backpressure: median(|t| t.by_backpressure),
-            lane_log_bytes: max(|t| t.lane_log_bytes),
+            lane_log_bytes,
         })
     }
 
@@ -244,11 +263,11 @@ pub struct WriteBack {
     pub coalescing: Variant,
     /// Write-back at every commit.
     pub eager: Variant,
-    /// Coalescing on, one lane: the thread's log is the whole runtime area (8 times the
-    /// main run's), so objects collect more records between write-backs.
-    pub one_lane: Variant,
-    /// Home write-back lines per transaction, eager / coalescing with one lane.
-    pub one_lane_writeback_lines_ratio: Option<f64>,
+    /// Coalescing on, lanes not taking turns: the thread keeps to one lane, whose log
+    /// (an eighth of the runtime area) is its whole window of pending records.
+    pub own_lane: Variant,
+    /// Home write-back lines per transaction, eager / coalescing on one lane's log.
+    pub own_lane_writeback_lines_ratio: Option<f64>,
     /// Every flushed line per transaction, eager / coalescing (target: at least 3).
     pub flushed_lines_ratio: Option<f64>,
     /// Home write-back lines per transaction, eager / coalescing.
@@ -263,12 +282,12 @@ pub struct WriteBack {
     /// main pool's lane log allows ([`late_writeback_lines`], whole objects).
     pub late_lines: Option<f64>,
     /// The same with one lane's log.
-    pub late_lines_one_lane: Option<f64>,
+    pub late_lines_own_lane: Option<f64>,
     /// The fewest home lines per transaction any write-back policy can flush with the
     /// main pool's lane log ([`late_writeback_lines`], line by line).
     pub fewest_lines: Option<f64>,
     /// The same with one lane's log.
-    pub fewest_lines_one_lane: Option<f64>,
+    pub fewest_lines_own_lane: Option<f64>,
 }
 
 /// Home lines per transaction that writing back *as late as the log allows* would
@@ -415,7 +434,7 @@ pub fn run(
         lanes: None,
     };
     let default = pmrt::CoalesceConfig::default();
-    let [coalescing, eager, one_lane] = compare(
+    let [coalescing, eager, own_lane] = compare(
         WorkloadId::W6,
         &cfg,
         opts.rounds,
@@ -429,7 +448,14 @@ pub fn run(
                 },
                 MAIN_LANES,
             ),
-            ("coalescing, one lane (16 MiB log)", default, 1),
+            (
+                "coalescing, lanes not taking turns",
+                pmrt::CoalesceConfig {
+                    lane_turn: 0,
+                    ..default
+                },
+                MAIN_LANES,
+            ),
         ],
         progress,
     )?;
@@ -437,12 +463,12 @@ pub fn run(
         unreachable!("w6 is an update workload")
     };
     // w6's records are one line each.
-    let window = |v: &Variant| usize::try_from(v.lane_log_bytes / 64).unwrap_or(usize::MAX);
+    let window = |v: &Variant| usize::try_from(v.window_bytes / 64).unwrap_or(usize::MAX);
     let writeback = WriteBack {
         late_lines: late_writeback_lines(&w6, window(&coalescing), false),
-        late_lines_one_lane: late_writeback_lines(&w6, window(&one_lane), false),
+        late_lines_own_lane: late_writeback_lines(&w6, window(&own_lane), false),
         fewest_lines: late_writeback_lines(&w6, window(&coalescing), true),
-        fewest_lines_one_lane: late_writeback_lines(&w6, window(&one_lane), true),
+        fewest_lines_own_lane: late_writeback_lines(&w6, window(&own_lane), true),
         flushed_lines_ratio: ratio(eager.per_tx.flushed_lines, coalescing.per_tx.flushed_lines),
         writeback_lines_ratio: ratio(
             Some(eager.per_tx.writeback_lines),
@@ -453,13 +479,13 @@ pub fn run(
             Some(coalescing.per_tx.commit_lines),
         ),
         throughput_ratio: coalescing.ops_per_s.median / eager.ops_per_s.median,
-        one_lane_writeback_lines_ratio: ratio(
+        own_lane_writeback_lines_ratio: ratio(
             Some(eager.per_tx.writeback_lines),
-            Some(one_lane.per_tx.writeback_lines),
+            Some(own_lane.per_tx.writeback_lines),
         ),
         coalescing,
         eager,
-        one_lane,
+        own_lane,
     };
     let [count_and_volume, count_only] = compare(
         WorkloadId::Mixed,
@@ -760,7 +786,7 @@ impl Ablation {
              | configuration | ns/op | ops/s | commit lines/tx | write-back lines/tx | \
              all flushed lines/tx | all fences/tx | WA |\n|---|---|---|---|---|---|---|---|"
         );
-        for v in [&a.coalescing, &a.eager, &a.one_lane] {
+        for v in [&a.coalescing, &a.eager, &a.own_lane] {
             let _ = writeln!(
                 s,
                 "| {} | {} | {:.2} | {:.2} | {} | {} | {} |",
@@ -779,15 +805,15 @@ impl Ablation {
             "\n* all flushed lines per transaction, eager / coalescing: {}x (≥ 3x: {}; at \
              most {}x is reachable here, as every commit flushes its record lines)\n\
              * home write-back lines per transaction, eager / coalescing: {}x (≥ 3x: {}); \
-             with one lane: {}x (≥ 3x: {})\n\
+             lanes not taking turns: {}x (≥ 3x: {})\n\
              * throughput, coalescing / eager: {:.2}x (> 1: {})",
             f2(a.flushed_lines_ratio),
             at_least_3(a.flushed_lines_ratio),
             f2(a.flushed_lines_ratio_bound),
             f2(a.writeback_lines_ratio),
             at_least_3(a.writeback_lines_ratio),
-            f2(a.one_lane_writeback_lines_ratio),
-            at_least_3(a.one_lane_writeback_lines_ratio),
+            f2(a.own_lane_writeback_lines_ratio),
+            at_least_3(a.own_lane_writeback_lines_ratio),
             a.throughput_ratio,
             met(a.throughput_ratio > 1.0),
         );
@@ -795,9 +821,9 @@ impl Ablation {
         // model's saving coalescing achieved.
         let late = |late: Option<f64>, v: &Variant| match late {
             Some(l) if l > 0.0 => format!(
-                "{l:.2} home lines/tx with a {:.0} MiB lane log ({:.2}x fewer than eager; \
+                "{l:.2} home lines/tx with a {:.0} MiB window ({:.2}x fewer than eager; \
                  coalescing flushed {:.2})",
-                mib(v.lane_log_bytes),
+                mib(v.window_bytes),
                 a.eager.per_tx.writeback_lines / l,
                 v.per_tx.writeback_lines
             ),
@@ -809,14 +835,14 @@ impl Ablation {
              operations, `late_writeback_lines`: a record must be written back before \
              the ring comes round to it):\n  \
              * whole objects, each when its oldest pending record would be overwritten: \
-             {}; with one lane: {}\n  \
+             {}; lanes not taking turns: {}\n  \
              * line by line, each line when the oldest pending record that dirtied it \
              would be overwritten, the fewest any write-back policy can flush with the \
-             log: {}; with one lane: {}\n",
+             log: {}; lanes not taking turns: {}\n",
             late(a.late_lines, &a.coalescing),
-            late(a.late_lines_one_lane, &a.one_lane),
+            late(a.late_lines_own_lane, &a.own_lane),
             late(a.fewest_lines, &a.coalescing),
-            late(a.fewest_lines_one_lane, &a.one_lane),
+            late(a.fewest_lines_own_lane, &a.own_lane),
         );
 
         let b = &self.thresholds;
@@ -1097,6 +1123,7 @@ mod tests {
             by_volume: 0.0,
             by_backpressure: 0.0,
             lane_log_bytes: 2 << 20,
+            window_bytes: 16 << 20,
         };
         assert!(v(0, 1024).within_threshold_plus_one_record());
         assert!(v(1024, 1024).within_threshold_plus_one_record());

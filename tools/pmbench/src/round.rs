@@ -111,7 +111,7 @@ pub struct TxCounters {
     #[serde(default)]
     pub largest_record: u64,
     /// Bytes of one lane's log (`Area::lane_bytes`): the window of pending records one
-    /// thread has before back-pressure.
+    /// thread has before back-pressure when lanes do not take turns.
     #[serde(default)]
     pub lane_log_bytes: u64,
 }
