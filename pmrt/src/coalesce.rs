@@ -28,9 +28,8 @@
 //! any in-place write (undo-logged or fresh large objects) every listed mark is flushed
 //! and fenced.
 
-use alloc::collections::BinaryHeap;
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
-use core::cmp::Reverse;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use arch::Media;
@@ -292,7 +291,7 @@ impl Default for CoalesceConfig {
             eager: false,
             line_efficiency: 8,
             behind_age: 0,
-            lane_turn: LANE_TURN,
+            lane_turn: 0,
         }
     }
 }
@@ -359,9 +358,8 @@ impl CoalesceStats {
     }
 }
 
-/// A record whose live word was updated in the cache but not yet flushed. Ordered by
-/// record number first: within a lane that is sequence order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// A record whose live word was updated in the cache but not yet flushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RecId {
     pub recno: u64,
     pub seq: u64,
@@ -369,16 +367,122 @@ pub(crate) struct RecId {
     pub pos: usize,
 }
 
-/// The lazy dead-marks, per lane, oldest record first. A mark must be durable before
-/// a newer group of its object can leave the log unseen (recovery skips what is older
-/// than an object's newest dead group, but not what is older than a group gone with
-/// its record), so a tail move flushes the other lanes' marks on records older than
-/// the newest record it passes and drops its own lane's passed ones. Marks on newer
-/// records wait: with lanes taking turns, most marks are on other lanes' records, and
-/// most of those are newer than what a tail passes.
+/// Records per [`Bucket`] of a lane's lazy marks (a power of two).
+const BUCKET_RECS: u64 = 256;
+
+/// The lazy marks of records `k * BUCKET_RECS ..` of one lane, in any order.
+#[derive(Debug, Default)]
+struct Bucket {
+    ids: Vec<RecId>,
+    /// The lowest sequence number among `ids` (`u64::MAX`: none).
+    min_seq: u64,
+}
+
+/// One lane's lazy marks, bucketed by record number: within a lane record numbers and
+/// sequence numbers rise together, so every mark of a bucket is older than every mark
+/// of the next one. Marks arrive in any order (a round marks whole chains); adding
+/// one, finding the oldest, and taking the ones older than a sequence number are
+/// amortized constant time per mark.
+#[derive(Debug, Default)]
+struct LaneMarks {
+    /// Bucket number of `buckets[0]`.
+    first: u64,
+    buckets: VecDeque<Bucket>,
+    /// Marks on records before this one were passed by the lane's tail: ignored.
+    front: u64,
+}
+
+impl LaneMarks {
+    fn push(&mut self, id: RecId) {
+        let k = id.recno / BUCKET_RECS;
+        if self.buckets.is_empty() {
+            self.first = k;
+        }
+        if k < self.first {
+            // Older than every listed bucket (a record the tail has not passed yet,
+            // marked after newer ones): open buckets in front.
+            for _ in k..self.first {
+                self.buckets.push_front(Bucket {
+                    ids: Vec::new(),
+                    min_seq: u64::MAX,
+                });
+            }
+            self.first = k;
+        }
+        let i = (k - self.first) as usize;
+        while self.buckets.len() <= i {
+            self.buckets.push_back(Bucket {
+                ids: Vec::new(),
+                min_seq: u64::MAX,
+            });
+        }
+        let b = &mut self.buckets[i];
+        b.min_seq = b.min_seq.min(id.seq);
+        b.ids.push(id);
+    }
+
+    /// Forgets the marks on records before `front` (passed by the lane's tail).
+    fn passed(&mut self, front: u64) {
+        self.front = self.front.max(front);
+        while !self.buckets.is_empty() && (self.first + 1) * BUCKET_RECS <= self.front {
+            self.buckets.pop_front();
+            self.first += 1;
+        }
+        // The bucket the front falls in: its passed marks would hold other tails back.
+        let front = self.front;
+        if let Some(b) = self.buckets.front_mut() {
+            b.ids.retain(|id| id.recno >= front);
+            b.min_seq = b.ids.iter().map(|id| id.seq).min().unwrap_or(u64::MAX);
+        }
+        self.trim_empty();
+    }
+
+    fn trim_empty(&mut self) {
+        while self.buckets.front().is_some_and(|b| b.ids.is_empty()) {
+            self.buckets.pop_front();
+            self.first += 1;
+        }
+    }
+
+    /// The lowest sequence number of the marks (`u64::MAX`: none).
+    fn oldest(&self) -> u64 {
+        self.buckets.front().map_or(u64::MAX, |b| b.min_seq)
+    }
+
+    /// Hands `f` every mark on a record older than `seq` and forgets it.
+    fn take_older(&mut self, seq: u64, f: &mut impl FnMut(&RecId)) {
+        let front = self.front;
+        for b in &mut self.buckets {
+            if b.min_seq >= seq {
+                break;
+            }
+            let mut min = u64::MAX;
+            b.ids.retain(|id| {
+                if id.recno < front {
+                    return false;
+                }
+                if id.seq < seq {
+                    f(id);
+                    return false;
+                }
+                min = min.min(id.seq);
+                true
+            });
+            b.min_seq = min;
+        }
+        self.trim_empty();
+    }
+}
+
+/// The lazy dead-marks, per lane. A mark must be durable before a newer group of its
+/// object can leave the log unseen (recovery skips what is older than an object's
+/// newest dead group, but not what is older than a group gone with its record), so a
+/// tail move makes durable the other lanes' marks on records older than the newest
+/// record it passes, and forgets its own lane's passed ones. Marks on newer records
+/// wait: when a newer record is passed later, that tail move flushes them.
 #[derive(Debug, Default)]
 struct Lazy {
-    lanes: Vec<BinaryHeap<Reverse<RecId>>>,
+    lanes: Vec<LaneMarks>,
     /// The mark listed last (a round marks a record's groups together: its live word
     /// is one line, listed once).
     last: Option<RecId>,
@@ -392,50 +496,46 @@ impl Lazy {
         self.last = Some(id);
         let lane = id.lane as usize;
         if self.lanes.len() <= lane {
-            self.lanes.resize_with(lane + 1, BinaryHeap::new);
+            self.lanes.resize_with(lane + 1, LaneMarks::default);
         }
-        self.lanes[lane].push(Reverse(id));
+        self.lanes[lane].push(id);
     }
 
-    /// The sequence number of the oldest record with a lazy mark in a lane other than
-    /// `lane` (`u64::MAX`: none).
+    /// A lower bound of the sequence numbers of the records with a lazy mark in a lane
+    /// other than `lane` (`u64::MAX`: none).
     fn oldest_other(&self, lane: u32) -> u64 {
         self.lanes
             .iter()
             .enumerate()
             .filter(|&(l, _)| l != lane as usize)
-            .filter_map(|(_, h)| h.peek().map(|Reverse(id)| id.seq))
+            .map(|(_, m)| m.oldest())
             .min()
             .unwrap_or(u64::MAX)
     }
 
-    /// Takes every mark out of the list.
-    fn drain(&mut self) -> impl Iterator<Item = RecId> + '_ {
+    /// Hands `f` every mark (not passed by its lane's tail) and forgets them all.
+    fn drain(&mut self, mut f: impl FnMut(&RecId)) {
         self.last = None;
-        self.lanes
-            .iter_mut()
-            .flat_map(|h| h.drain().map(|Reverse(id)| id))
+        for m in &mut self.lanes {
+            m.take_older(u64::MAX, &mut f);
+        }
     }
 
     /// A tail move on `lane` to its record `front`, passing records up to sequence
-    /// number `passed`: drops the lane's own marks before `front` (they leave the log
+    /// number `passed`: forgets the lane's own marks before `front` (they leave the log
     /// with the tail) and hands `flush` every other lane's mark on a record older than
     /// `passed`. Returns whether it flushed any.
     fn pass(&mut self, lane: u32, front: u64, passed: u64, mut flush: impl FnMut(&RecId)) -> bool {
         self.last = None;
         let mut flushed = false;
-        for (l, h) in self.lanes.iter_mut().enumerate() {
-            let own = l == lane as usize;
-            while let Some(Reverse(id)) = h.peek() {
-                if own && id.recno < front {
-                    h.pop();
-                } else if !own && id.seq < passed {
+        for (l, m) in self.lanes.iter_mut().enumerate() {
+            if l == lane as usize {
+                m.passed(front);
+            } else if m.oldest() < passed {
+                m.take_older(passed, &mut |id| {
                     flush(id);
                     flushed = true;
-                    h.pop();
-                } else {
-                    break;
-                }
+                });
             }
         }
         flushed
@@ -880,10 +980,7 @@ impl<M: Media> Pool<M> {
         if durable {
             // Earlier lazy marks must be durable too (a superset of this round's
             // objects' marks: the list is not kept per object).
-            to_flush.extend(
-                uf.drain()
-                    .map(|id| (self.area.log_off(id.lane) + id.pos + LIVE_OFF, 8)),
-            );
+            uf.drain(|id| to_flush.push((self.area.log_off(id.lane) + id.pos + LIVE_OFF, 8)));
             arch::flush_lines_once(media, to_flush);
             media.fence();
         }
@@ -1030,6 +1127,38 @@ impl<M: Media> Pool<M> {
 #[allow(clippy::cast_precision_loss)] // exact references computed in floating point
 mod tests {
     use super::*;
+
+    #[test]
+    fn lazy_marks_give_the_oldest_take_the_older_and_forget_the_passed() {
+        let id = |lane, recno| RecId {
+            recno,
+            seq: 10 * recno,
+            lane,
+            pos: recno as usize * 64,
+        };
+        let mut lz = Lazy::default();
+        // Out of order, across buckets, one listed twice in a row (kept once).
+        for r in [700, 5, 300, 300, 40, 1000] {
+            lz.push(id(1, r));
+        }
+        lz.push(id(0, 9));
+        assert_eq!(lz.oldest_other(0), 50);
+        assert_eq!(lz.oldest_other(1), 90);
+        // Lane 0's tail passes records up to sequence 4,000: lane 1's marks below it.
+        let mut got = Vec::new();
+        assert!(lz.pass(0, 10, 4_000, |m| got.push(m.recno)));
+        got.sort_unstable();
+        assert_eq!(got, [5, 40, 300]);
+        assert_eq!(lz.oldest_other(0), 7_000);
+        // Lane 0's own mark was passed: nothing of it is flushed or left.
+        assert_eq!(lz.oldest_other(1), u64::MAX);
+        // Lane 1's tail passes record 800: its mark on 700 is forgotten, 1000 stays.
+        assert!(!lz.pass(1, 800, 7_990, |_| panic!("own marks are not flushed")));
+        let mut left = Vec::new();
+        lz.drain(|m| left.push(m.recno));
+        assert_eq!(left, [1000]);
+        lz.drain(|_| panic!("drained"));
+    }
 
     #[test]
     fn seen_takes_each_key_once_up_to_a_full_batch() {
