@@ -697,6 +697,22 @@ impl Seen {
     }
 }
 
+/// Flags, among one object's drained groups (oldest first), the newest of each lane:
+/// the ones whose dead marks a round writes to the log. An older group needs no mark of
+/// its own. Recovery skips every group of an object older than its newest dead one,
+/// and the newest of a lane leaves the log after every older group of that lane. Once
+/// it is passed, a newer group's mark elsewhere covers the others; the tail-move rule
+/// (`Lazy`) makes that mark durable first. Lanes past 64 are all flagged (marking more
+/// is always safe).
+fn newest_per_lane(groups: &mut [GroupRef]) {
+    let mut seen = 0u64;
+    for g in groups.iter_mut().rev() {
+        let bit = 1u64.checked_shl(u32::from(g.lane)).unwrap_or(0);
+        g.newest = bit == 0 || seen & bit == 0;
+        seen |= bit;
+    }
+}
+
 /// Clears group `group`'s bit of record `rm` (in the lane log at pool offset `base`)
 /// and stores its live word, in the cache only; returns the word's pool offset.
 fn mark_dead<M: Media>(media: &M, base: usize, rm: &mut crate::log::RecMeta, group: u8) -> usize {
@@ -910,10 +926,12 @@ impl<M: Media> Pool<M> {
             if let Some(&next) = keys.get(i + AHEAD) {
                 self.pending.prefetch(next);
             }
+            let start = refs.len();
             if let Some(d) = self.pending.drain(k, refs, ranges) {
                 objects += 1;
                 freeing.extend(d.freeing);
             }
+            newest_per_lane(&mut refs[start..]);
         }
         if objects == 0 && !durable {
             return 0;
@@ -940,7 +958,7 @@ impl<M: Media> Pool<M> {
             let recs = self.lanes[lane as usize].recs.lock();
             for g in chunk {
                 recs.prefetch(g.recno);
-                if g.line != u32::MAX {
+                if g.newest && g.line != u32::MAX {
                     media.prefetch_write(self.area.log_off(lane) + g.line as usize * 64);
                 }
             }
@@ -963,6 +981,14 @@ impl<M: Media> Pool<M> {
                 let Some(rm) = recs.get_mut(g.recno) else {
                     continue;
                 };
+                cleared += 1;
+                if !g.newest {
+                    // Its lane holds a newer dead group of the object, whose mark
+                    // covers it: recovery skips every group older than an object's
+                    // newest dead one. Only the lane's tail needs to know.
+                    rm.live &= !(1u64 << g.group);
+                    continue;
+                }
                 let at = mark_dead(media, base, rm, g.group);
                 if durable {
                     to_flush.push((at, 8));
@@ -974,7 +1000,6 @@ impl<M: Media> Pool<M> {
                         pos: rm.pos,
                     });
                 }
-                cleared += 1;
             }
         }
         if durable {

@@ -21,6 +21,9 @@ pub(crate) struct GroupRef {
     /// The lane (at most 256 of them).
     pub lane: u16,
     pub group: u8,
+    /// In a coalescing round's list: the newest group of its object in its lane (the
+    /// one whose dead mark goes to the log; see `coalesce`). False in chains.
+    pub newest: bool,
     /// The record's line in its lane log (`u32::MAX`: beyond 256 GiB, unknown), where
     /// coalescing prefetches its live word before marking it.
     pub line: u32,
@@ -33,6 +36,7 @@ impl GroupRef {
         GroupRef {
             lane: lane as u16,
             group,
+            newest: false,
             line: u32::try_from(pos / 64).unwrap_or(u32::MAX),
             recno,
         }
