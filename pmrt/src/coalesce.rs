@@ -582,6 +582,8 @@ const AHEAD: usize = 8;
 #[derive(Debug, Default)]
 struct RoundScratch {
     refs: Vec<GroupRef>,
+    /// `refs` regrouped by lane.
+    by_lane: Vec<GroupRef>,
     ranges: Vec<(u64, u32)>,
     freeing: Vec<Freeing>,
     to_flush: Vec<(usize, usize)>,
@@ -695,6 +697,28 @@ impl Seen {
             }
         }
     }
+}
+
+/// Regroups `refs` lane by lane, keeping their order within a lane (each object's
+/// groups oldest first): one counting pass, where a sort by (lane, record) was a tenth
+/// of a round once chains spanned lanes. `spare` is a buffer to swap with.
+fn group_by_lane(refs: &mut Vec<GroupRef>, spare: &mut Vec<GroupRef>) {
+    // At most 256 lanes (`Area::compute`): lane + 1 is at most 256.
+    let mut start = [0usize; 257];
+    for g in refs.iter() {
+        start[usize::from(g.lane) + 1] += 1;
+    }
+    for i in 1..start.len() {
+        start[i] += start[i - 1];
+    }
+    spare.clear();
+    spare.resize(refs.len(), GroupRef::default());
+    for g in refs.iter() {
+        let at = &mut start[usize::from(g.lane)];
+        spare[*at] = *g;
+        *at += 1;
+    }
+    core::mem::swap(refs, spare);
 }
 
 /// Flags, among one object's drained groups (oldest first), the newest of each lane:
@@ -914,6 +938,7 @@ impl<M: Media> Pool<M> {
         let media = self.media();
         let RoundScratch {
             refs,
+            by_lane,
             ranges,
             freeing,
             to_flush,
@@ -951,7 +976,7 @@ impl<M: Media> Pool<M> {
         // their entries (long out of the cache when back-pressure reaches them) while
         // it waits.
         if refs.windows(2).any(|w| w[0].lane != w[1].lane) {
-            refs.sort_unstable_by_key(|g| (g.lane, g.recno));
+            group_by_lane(refs, by_lane);
         }
         for chunk in refs.chunk_by(|a, b| a.lane == b.lane) {
             let lane = u32::from(chunk[0].lane);
@@ -1106,6 +1131,7 @@ impl<M: Media> Pool<M> {
         let (vt, front, passed) = {
             let mut r = lane.recs.lock();
             r.pop_passable(limit);
+            log.front_seq = r.front_seq().unwrap_or(u64::MAX);
             (r.vtail(log.head), r.front_recno, r.passed_seq)
         };
         if vt == log.ptail {

@@ -54,6 +54,10 @@ pub(crate) struct LaneLog {
     /// The first sequence number of that turn here: records before it are older than
     /// the turn.
     pub turn_seq: u64,
+    /// The front record's sequence number as of the last tail move (`u64::MAX`: none
+    /// listed then, so every later record is newer than any turn begun before it).
+    /// Only a tail move drops records from the front.
+    pub front_seq: u64,
 }
 
 /// What the runtime remembers about a record in the log.
@@ -222,6 +226,7 @@ impl LaneLog {
             scratch: None,
             turn: u64::MAX,
             turn_seq: 0,
+            front_seq: u64::MAX,
         }
     }
 

@@ -1225,9 +1225,7 @@ impl<M: Media> Tx<'_, M> {
         // A lane whose log is nearly full of this turn's records has nothing older left
         // to give back: the next lane's records are now the oldest.
         if let Some(t) = self.turn {
-            if view.free_q8 < view.cfg.lane_turn
-                && (self.lane.recs.lock().front_seq()).is_none_or(|s| s >= self.log.turn_seq)
-            {
+            if view.free_q8 < view.cfg.lane_turn && self.log.front_seq >= self.log.turn_seq {
                 pool.next_turn(t);
             }
         }
