@@ -263,11 +263,13 @@ pub struct WriteBack {
     pub coalescing: Variant,
     /// Write-back at every commit.
     pub eager: Variant,
-    /// Coalescing on, lanes not taking turns: the thread keeps to one lane, whose log
-    /// (an eighth of the runtime area) is its whole window of pending records.
-    pub own_lane: Variant,
-    /// Home write-back lines per transaction, eager / coalescing on one lane's log.
-    pub own_lane_writeback_lines_ratio: Option<f64>,
+    /// Coalescing on, lanes taking turns (`CoalesceConfig::lane_turn`): the thread's
+    /// window of pending records is every lane's log (the runtime area), not its
+    /// lane's eighth of it.
+    pub turns_on: Variant,
+    /// Home write-back lines per transaction, eager / coalescing with lanes taking
+    /// turns.
+    pub turns_on_writeback_lines_ratio: Option<f64>,
     /// Every flushed line per transaction, eager / coalescing (target: at least 3).
     pub flushed_lines_ratio: Option<f64>,
     /// Home write-back lines per transaction, eager / coalescing.
@@ -281,13 +283,13 @@ pub struct WriteBack {
     /// Home lines per transaction if every object were written back as late as the
     /// main pool's lane log allows ([`late_writeback_lines`], whole objects).
     pub late_lines: Option<f64>,
-    /// The same with one lane's log.
-    pub late_lines_own_lane: Option<f64>,
+    /// The same with every lane's log (lanes taking turns).
+    pub late_lines_turns_on: Option<f64>,
     /// The fewest home lines per transaction any write-back policy can flush with the
     /// main pool's lane log ([`late_writeback_lines`], line by line).
     pub fewest_lines: Option<f64>,
-    /// The same with one lane's log.
-    pub fewest_lines_own_lane: Option<f64>,
+    /// The same with every lane's log (lanes taking turns).
+    pub fewest_lines_turns_on: Option<f64>,
 }
 
 /// Home lines per transaction that writing back *as late as the log allows* would
@@ -434,7 +436,7 @@ pub fn run(
         lanes: None,
     };
     let default = pmrt::CoalesceConfig::default();
-    let [coalescing, eager, own_lane] = compare(
+    let [coalescing, eager, turns_on] = compare(
         WorkloadId::W6,
         &cfg,
         opts.rounds,
@@ -449,9 +451,9 @@ pub fn run(
                 MAIN_LANES,
             ),
             (
-                "coalescing, lanes not taking turns",
+                "coalescing, lanes taking turns",
                 pmrt::CoalesceConfig {
-                    lane_turn: 0,
+                    lane_turn: pmrt::LANE_TURN,
                     ..default
                 },
                 MAIN_LANES,
@@ -466,9 +468,9 @@ pub fn run(
     let window = |v: &Variant| usize::try_from(v.window_bytes / 64).unwrap_or(usize::MAX);
     let writeback = WriteBack {
         late_lines: late_writeback_lines(&w6, window(&coalescing), false),
-        late_lines_own_lane: late_writeback_lines(&w6, window(&own_lane), false),
+        late_lines_turns_on: late_writeback_lines(&w6, window(&turns_on), false),
         fewest_lines: late_writeback_lines(&w6, window(&coalescing), true),
-        fewest_lines_own_lane: late_writeback_lines(&w6, window(&own_lane), true),
+        fewest_lines_turns_on: late_writeback_lines(&w6, window(&turns_on), true),
         flushed_lines_ratio: ratio(eager.per_tx.flushed_lines, coalescing.per_tx.flushed_lines),
         writeback_lines_ratio: ratio(
             Some(eager.per_tx.writeback_lines),
@@ -479,13 +481,13 @@ pub fn run(
             Some(coalescing.per_tx.commit_lines),
         ),
         throughput_ratio: coalescing.ops_per_s.median / eager.ops_per_s.median,
-        own_lane_writeback_lines_ratio: ratio(
+        turns_on_writeback_lines_ratio: ratio(
             Some(eager.per_tx.writeback_lines),
-            Some(own_lane.per_tx.writeback_lines),
+            Some(turns_on.per_tx.writeback_lines),
         ),
         coalescing,
         eager,
-        own_lane,
+        turns_on,
     };
     let [count_and_volume, count_only] = compare(
         WorkloadId::Mixed,
@@ -786,7 +788,7 @@ impl Ablation {
              | configuration | ns/op | ops/s | commit lines/tx | write-back lines/tx | \
              all flushed lines/tx | all fences/tx | WA |\n|---|---|---|---|---|---|---|---|"
         );
-        for v in [&a.coalescing, &a.eager, &a.own_lane] {
+        for v in [&a.coalescing, &a.eager, &a.turns_on] {
             let _ = writeln!(
                 s,
                 "| {} | {} | {:.2} | {:.2} | {} | {} | {} |",
@@ -805,15 +807,15 @@ impl Ablation {
             "\n* all flushed lines per transaction, eager / coalescing: {}x (≥ 3x: {}; at \
              most {}x is reachable here, as every commit flushes its record lines)\n\
              * home write-back lines per transaction, eager / coalescing: {}x (≥ 3x: {}); \
-             lanes not taking turns: {}x (≥ 3x: {})\n\
+             lanes taking turns: {}x (≥ 3x: {})\n\
              * throughput, coalescing / eager: {:.2}x (> 1: {})",
             f2(a.flushed_lines_ratio),
             at_least_3(a.flushed_lines_ratio),
             f2(a.flushed_lines_ratio_bound),
             f2(a.writeback_lines_ratio),
             at_least_3(a.writeback_lines_ratio),
-            f2(a.own_lane_writeback_lines_ratio),
-            at_least_3(a.own_lane_writeback_lines_ratio),
+            f2(a.turns_on_writeback_lines_ratio),
+            at_least_3(a.turns_on_writeback_lines_ratio),
             a.throughput_ratio,
             met(a.throughput_ratio > 1.0),
         );
@@ -835,14 +837,14 @@ impl Ablation {
              operations, `late_writeback_lines`: a record must be written back before \
              the ring comes round to it):\n  \
              * whole objects, each when its oldest pending record would be overwritten: \
-             {}; lanes not taking turns: {}\n  \
+             {}; lanes taking turns: {}\n  \
              * line by line, each line when the oldest pending record that dirtied it \
              would be overwritten, the fewest any write-back policy can flush with the \
-             log: {}; lanes not taking turns: {}\n",
+             log: {}; lanes taking turns: {}\n",
             late(a.late_lines, &a.coalescing),
-            late(a.late_lines_own_lane, &a.own_lane),
+            late(a.late_lines_turns_on, &a.turns_on),
             late(a.fewest_lines, &a.coalescing),
-            late(a.fewest_lines_own_lane, &a.own_lane),
+            late(a.fewest_lines_turns_on, &a.turns_on),
         );
 
         let b = &self.thresholds;
@@ -1123,7 +1125,7 @@ mod tests {
             by_volume: 0.0,
             by_backpressure: 0.0,
             lane_log_bytes: 2 << 20,
-            window_bytes: 16 << 20,
+            window_bytes: 2 << 20,
         };
         assert!(v(0, 1024).within_threshold_plus_one_record());
         assert!(v(1024, 1024).within_threshold_plus_one_record());
