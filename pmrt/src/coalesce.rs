@@ -453,6 +453,11 @@ impl LaneMarks {
     fn take_older(&mut self, seq: u64, f: &mut impl FnMut(&RecId)) {
         let front = self.front;
         for b in &mut self.buckets {
+            // Buckets opened between two marks may be empty; a full one not older than
+            // `seq` ends the walk (every later mark is newer).
+            if b.ids.is_empty() {
+                continue;
+            }
             if b.min_seq >= seq {
                 break;
             }
@@ -1209,6 +1214,24 @@ mod tests {
         lz.drain(|m| left.push(m.recno));
         assert_eq!(left, [1000]);
         lz.drain(|_| panic!("drained"));
+    }
+
+    #[test]
+    fn lazy_marks_past_an_empty_bucket_are_taken_too() {
+        let id = |recno| RecId {
+            recno,
+            seq: recno,
+            lane: 1,
+            pos: 0,
+        };
+        let mut lz = Lazy::default();
+        // Buckets 0 and 2 hold marks, bucket 1 is opened empty between them.
+        lz.push(id(3));
+        lz.push(id(600));
+        let mut got = Vec::new();
+        lz.pass(0, 0, 1_000, |m| got.push(m.recno));
+        assert_eq!(got, [3, 600]);
+        assert_eq!(lz.oldest_other(0), u64::MAX);
     }
 
     #[test]

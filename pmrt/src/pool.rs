@@ -44,9 +44,9 @@ pub struct Pool<M: Media> {
     pub(crate) seq: AtomicU64,
     /// Whose turn it is: the turn's number (high 32 bits, counting up) and its offset
     /// (low 32 bits, below the lane count). Transactions start on their usual lane plus
-    /// the offset, and a lane that took its share of appends in a turn starts the next
-    /// ([`crate::CoalesceConfig::lane_turn`]). The number tells a lane that a turn is
-    /// new to it even when the offset has come round again.
+    /// the offset; a lane whose log is nearly full of the turn's own records starts the
+    /// next ([`crate::CoalesceConfig::lane_turn`]). The number tells a lane that a turn
+    /// is new to it even when the offset has come round again.
     pub(crate) turn: AtomicU64,
     /// Sequence numbers below this are reserved durably (`area::SEQ_OFF`); the next
     /// one at or above it persists a new reservation first.
@@ -274,8 +274,9 @@ impl<M: Media> Pool<M> {
         }
     }
 
-    /// Ends turn `turn` (a lane took its share of appends in it): every transaction
-    /// from now on starts one lane further. A no-op if another lane ended it first.
+    /// Ends turn `turn` (its lane has nothing older than the turn left to give back):
+    /// every transaction from now on starts one lane further. A no-op if another lane
+    /// ended it first.
     pub(crate) fn next_turn(&self, turn: u64) {
         let off = turn as u32 + 1;
         let off = if off as usize >= self.lanes.len() {
