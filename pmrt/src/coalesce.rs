@@ -538,8 +538,10 @@ impl Lazy {
                 m.passed(front);
             } else if m.oldest() < passed {
                 m.take_older(passed, &mut |id| {
-                    flush(id);
-                    flushed = true;
+                    if crate::keep_step(8) {
+                        flush(id);
+                        flushed = true;
+                    }
                 });
             }
         }
@@ -1128,7 +1130,7 @@ impl<M: Media> Pool<M> {
     /// False if the tail could not move.
     pub(crate) fn advance_tail(&self, log: &mut LaneLog, lane: &Lane, hold_back: bool) -> bool {
         let mut uf = self.coalescer.unflushed.lock();
-        let limit = if hold_back {
+        let limit = if hold_back && crate::keep_step(8) {
             uf.oldest_other(log.idx)
         } else {
             u64::MAX

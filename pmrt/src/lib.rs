@@ -47,6 +47,7 @@ pub(crate) fn keep_step(bug: u8) -> bool {
             5 => seeded_bug::Bug::UndoUnfenced,
             6 => seeded_bug::Bug::WriteThroughInBatch,
             7 => seeded_bug::Bug::RetireBeforeFence,
+            8 => seeded_bug::Bug::PassOverLazyMarks,
             _ => seeded_bug::Bug::None,
         })
     }

@@ -25,6 +25,10 @@ pub enum Bug {
     /// A group written behind is retired by its own commit, before a fence has made
     /// its flushed homes durable.
     RetireBeforeFence = 7,
+    /// A tail move passes records newer than other lanes' lazy dead-marks without
+    /// holding back or making those marks durable (an older group of an object can
+    /// then replay over a newer write-back whose record is gone).
+    PassOverLazyMarks = 8,
 }
 
 static ACTIVE: AtomicU8 = AtomicU8::new(0);

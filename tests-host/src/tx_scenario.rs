@@ -172,6 +172,32 @@ fn random_bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
     (0..n).map(|_| rng.next_u64() as u8).collect()
 }
 
+/// What a scenario's transactions may do.
+#[derive(Debug, Clone, Copy)]
+struct Menu {
+    /// Slots used (the last one holds the 96 KiB in-place object).
+    slots: usize,
+    /// Frees (their rounds make every lazy dead-mark durable).
+    frees: bool,
+    /// Modes drawn from Delta, Full and Critical-Section, in that order.
+    modes: u64,
+}
+
+impl Menu {
+    const ALL: Menu = Menu {
+        slots: SLOTS,
+        frees: true,
+        modes: 3,
+    };
+    /// Redo only, no frees, no in-place object: dead-marks stay lazy until tails pass
+    /// them (see [`explore_tx_cross_lane`]).
+    const LAZY: Menu = Menu {
+        slots: SLOTS - 1,
+        frees: false,
+        modes: 2,
+    };
+}
+
 /// One random transaction on `state`; returns the state it commits, or None if it
 /// aborts. Updates `progress.after` as it learns new pointers.
 #[allow(clippy::too_many_lines)] // the workload's whole menu in one place
@@ -181,6 +207,7 @@ fn step(
     root: PPtr<[u64; SLOTS]>,
     state: &[Slot],
     progress: &Mutex<Progress>,
+    menu: Menu,
 ) -> Result<Option<Vec<Slot>>, Error> {
     let mut next: Vec<Slot> = state.to_vec();
     // A quarter are small updates when they find an object (one object, explicit
@@ -188,7 +215,7 @@ fn step(
     let small = rng.chance(1, 4);
     let touches = if small { 1 } else { 1 + rng.below(3) as usize };
     for _ in 0..touches {
-        let i = rng.below(SLOTS as u64) as usize;
+        let i = rng.below(menu.slots as u64) as usize;
         match next[i].clone() {
             None => {
                 let size = if i == SLOTS - 1 {
@@ -202,15 +229,15 @@ fn step(
                 next[i] = Some((p.raw(), init));
             }
             Some((p, mut bytes)) => {
-                if rng.chance(1, 6) {
+                if menu.frees && rng.chance(1, 6) {
                     tx.free(PPtr::<u8>::from_raw(p))?;
                     tx.write(root, i * 8, &0u64)?;
                     next[i] = None;
                 } else {
                     let ptr = PPtr::<u8>::from_raw(p);
                     if bytes.len() <= 64 * 1024 {
-                        let mode =
-                            [Mode::Delta, Mode::Full, Mode::CriticalSection][rng.below(3) as usize];
+                        let mode = [Mode::Delta, Mode::Full, Mode::CriticalSection]
+                            [rng.below(menu.modes) as usize];
                         tx.set_mode(ptr, mode)?;
                     }
                     for _ in 0..=rng.below(3) {
@@ -238,6 +265,19 @@ fn step(
 
 /// Runs `steps` transactions under the explorer.
 pub fn explore_tx(cfg: &Config, steps: usize) -> Report {
+    explore_with(cfg, steps, Menu::ALL)
+}
+
+/// Runs `steps` transactions under the explorer that leave dead-marks lazy (redo only:
+/// no frees, no in-place object, no write-through), each on lane 0 or 1 at random. So
+/// an object's groups lie in both lanes, rounds mark them in the cache only, and a
+/// lane's tail keeps passing records newer than the other lane's lazy marks: the case
+/// where those marks must be made durable first (`coalescing.md`).
+pub fn explore_tx_cross_lane(cfg: &Config, steps: usize) -> Report {
+    explore_with(cfg, steps, Menu::LAZY)
+}
+
+fn explore_with(cfg: &Config, steps: usize, menu: Menu) -> Report {
     let media = SimMedia::new(POOL);
     let mut opts = PoolOptions::new("tx-crash", [6; 16]);
     // Small logs (about 20 KiB a lane): they wrap every few dozen transactions, so
@@ -267,13 +307,16 @@ pub fn explore_tx(cfg: &Config, steps: usize) -> Report {
             // that a later, torn append at the same place must not trust). A third of
             // the transactions follow the lanes' turns instead (`lane_turn`), so turns
             // end, lanes arrive, and tails are held back behind the other lane's marks.
-            let lane = usize::from(rng.chance(1, 3));
-            let turns = rng.chance(1, 3);
-            let mut body = |tx: &mut Tx<'_, &SimMedia>| match step(tx, &mut rng, root, &state, &p2)?
-            {
-                Some(next) => Ok(next),
-                None => Err(Error::Freed { obj: 0 }),
+            let (lane, turns) = if menu.frees {
+                (usize::from(rng.chance(1, 3)), rng.chance(1, 3))
+            } else {
+                (usize::from(rng.chance(1, 2)), false)
             };
+            let mut body =
+                |tx: &mut Tx<'_, &SimMedia>| match step(tx, &mut rng, root, &state, &p2, menu)? {
+                    Some(next) => Ok(next),
+                    None => Err(Error::Freed { obj: 0 }),
+                };
             let r = if turns {
                 pool.transaction(&mut body)
             } else {

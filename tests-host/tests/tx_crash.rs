@@ -23,3 +23,14 @@ fn transactions_are_atomic_and_durable_at_every_crash_point() {
 fn transactions_are_atomic_and_durable_at_every_crash_point_second_seed() {
     run(0x00C0_FFEE, 400, 80_000);
 }
+
+/// Redo only, on two lanes at random, dead-marks left lazy: tails pass records newer
+/// than the other lane's lazy marks (see `explore_tx_cross_lane`).
+#[test]
+fn lanes_passing_newer_records_keep_older_groups_from_replaying() {
+    let mut cfg = Config::from_env(40_000, 5);
+    cfg.images.max_images = 24;
+    let report = tests_host::tx_scenario::explore_tx_cross_lane(&cfg, 400);
+    report.assert_ok(&format!("tx cross-lane seed {}", cfg.seed));
+    assert!(report.states > 0);
+}
