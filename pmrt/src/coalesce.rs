@@ -30,7 +30,8 @@
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
 
 use arch::Media;
 use pmalloc::Freeing;
@@ -577,6 +578,11 @@ pub struct Coalescer {
     /// A round's buffers, kept between rounds (a round that finds them taken by a
     /// concurrent one uses fresh ones).
     scratch: spin::Mutex<RoundScratch>,
+    /// Rounds under way: from taking their objects' chains to marking their groups
+    /// dead, a record of theirs is live with no chain to coalesce it by.
+    in_flight: AtomicUsize,
+    /// Rounds finished (counted before `in_flight` drops).
+    finished: AtomicU64,
     c: Counters,
 }
 
@@ -627,6 +633,8 @@ impl Default for Coalescer {
             queue_len: AtomicUsize::new(0),
             unflushed: spin::Mutex::new(Lazy::default()),
             scratch: spin::Mutex::new(RoundScratch::default()),
+            in_flight: AtomicUsize::new(0),
+            finished: AtomicU64::new(0),
             c: Counters::default(),
         }
     }
@@ -932,11 +940,28 @@ impl<M: Media> Pool<M> {
     /// the marks (and every earlier lazy mark) are flushed and fenced too, as an
     /// in-place write of these objects needs. Returns the groups marked dead.
     pub(crate) fn coalesce_keys(&self, keys: &[u64], why: Trigger, durable: bool) -> usize {
-        let mut kept = self.coalescer.scratch.try_lock();
+        let co = &self.coalescer;
+        co.in_flight.fetch_add(1, Acquire);
+        let mut kept = co.scratch.try_lock();
         let mut fresh = RoundScratch::default();
         let s = kept.as_deref_mut().unwrap_or(&mut fresh);
         s.clear();
-        self.round(keys, why, durable, s)
+        let n = self.round(keys, why, durable, s);
+        co.finished.fetch_add(1, Release);
+        co.in_flight.fetch_sub(1, Release);
+        n
+    }
+
+    /// Rounds finished so far (for [`Pool::rounds_since`]).
+    pub(crate) fn rounds_finished(&self) -> u64 {
+        self.coalescer.finished.load(Acquire)
+    }
+
+    /// Whether a round was under way or finished since `finished` was read: one may
+    /// have held the chains of records that looked live then (see
+    /// `Coalescer::in_flight`), and they are dead now or soon.
+    pub(crate) fn rounds_since(&self, finished: u64) -> bool {
+        self.coalescer.in_flight.load(Acquire) > 0 || self.rounds_finished() != finished
     }
 
     /// [`Pool::coalesce_keys`] with buffers `s` (empty).

@@ -609,7 +609,15 @@ fn make_room<M: Media>(
         if lane.recs.lock().front_dead() && pool.advance_tail(log, lane, false) {
             continue;
         }
+        let finished = pool.rounds_finished();
         if !pool.coalesce_front(log.idx) {
+            // Live records with no chain to write them back by: another thread's round
+            // took their chains and has not marked them yet. It will; wait for it (a
+            // full log delays a transaction, never fails it).
+            if pool.rounds_since(finished) {
+                core::hint::spin_loop();
+                continue;
+            }
             return Err(Error::TooLarge {
                 bytes,
                 lane_bytes: log.len,
