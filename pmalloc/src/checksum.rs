@@ -394,9 +394,16 @@ mod tests {
             let (a, b) = long.split_at(cut);
             assert_eq!(crc32c(&[a, b]), sw(&[&long]), "long cut {cut}");
         }
-        // Around the kilobyte streams: below, at and above one block, a record's size.
-        for len in [767, 768, 769, 1056, 1535, 2311] {
+        // Every length through the kilobyte tier, whole and split, from every register.
+        for len in 0..2400 {
             assert_eq!(crc32c(&[&long[..len]]), sw(&[&long[..len]]), "len {len}");
+            if arch::cpu::features().sse42 {
+                let (a, b) = long[..len].split_at(len / 3);
+                let mut c = Crc32c(Engine::Hw(!0));
+                c.update(a);
+                c.update(b);
+                assert_eq!(c.finish(), sw(&[&long[..len]]), "len {len} split");
+            }
         }
         assert_eq!(sw(&[b"123456789"]), 0xE306_9283);
         let words = [1u64, 2, 0xdead_beef];
