@@ -279,7 +279,8 @@ pub struct CoalesceConfig {
     /// `lane_turn`/256 of it is free, transactions move on to the next lane, whose
     /// records are then the oldest. So the whole runtime area, not one lane's share,
     /// is a single thread's window of pending records, and lanes give back their
-    /// space oldest first (`coalescing.md`, "Lanes take turns").
+    /// space oldest first (`coalescing.md`, "Lanes take turns"). Any value is valid:
+    /// above 256 it acts as 256 (a lane's turn ends as soon as it holds nothing older).
     pub lane_turn: u32,
 }
 
@@ -365,18 +366,28 @@ pub(crate) struct RecId {
     pub recno: u64,
     pub seq: u64,
     pub lane: u32,
-    pub pos: usize,
+    /// Pool offset of the record's live word (what `mark_dead` stored).
+    pub at: usize,
 }
 
 /// Records per [`Bucket`] of a lane's lazy marks (a power of two).
 const BUCKET_RECS: u64 = 256;
 
 /// The lazy marks of records `k * BUCKET_RECS ..` of one lane, in any order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Bucket {
     ids: Vec<RecId>,
     /// The lowest sequence number among `ids` (`u64::MAX`: none).
     min_seq: u64,
+}
+
+impl Default for Bucket {
+    fn default() -> Self {
+        Bucket {
+            ids: Vec::new(),
+            min_seq: u64::MAX,
+        }
+    }
 }
 
 /// One lane's lazy marks, bucketed by record number: within a lane record numbers and
@@ -389,8 +400,6 @@ struct LaneMarks {
     /// Bucket number of `buckets[0]`.
     first: u64,
     buckets: VecDeque<Bucket>,
-    /// Marks on records before this one were passed by the lane's tail: ignored.
-    front: u64,
 }
 
 impl LaneMarks {
@@ -403,34 +412,27 @@ impl LaneMarks {
             // Older than every listed bucket (a record the tail has not passed yet,
             // marked after newer ones): open buckets in front.
             for _ in k..self.first {
-                self.buckets.push_front(Bucket {
-                    ids: Vec::new(),
-                    min_seq: u64::MAX,
-                });
+                self.buckets.push_front(Bucket::default());
             }
             self.first = k;
         }
         let i = (k - self.first) as usize;
-        while self.buckets.len() <= i {
-            self.buckets.push_back(Bucket {
-                ids: Vec::new(),
-                min_seq: u64::MAX,
-            });
+        if self.buckets.len() <= i {
+            self.buckets.resize_with(i + 1, Bucket::default);
         }
         let b = &mut self.buckets[i];
         b.min_seq = b.min_seq.min(id.seq);
         b.ids.push(id);
     }
 
-    /// Forgets the marks on records before `front` (passed by the lane's tail).
+    /// Forgets the marks on records before `front` (passed by the lane's tail; no mark
+    /// on them comes later, as a passed record is no longer listed to be marked).
     fn passed(&mut self, front: u64) {
-        self.front = self.front.max(front);
-        while !self.buckets.is_empty() && (self.first + 1) * BUCKET_RECS <= self.front {
+        while !self.buckets.is_empty() && (self.first + 1) * BUCKET_RECS <= front {
             self.buckets.pop_front();
             self.first += 1;
         }
         // The bucket the front falls in: its passed marks would hold other tails back.
-        let front = self.front;
         if let Some(b) = self.buckets.front_mut() {
             b.ids.retain(|id| id.recno >= front);
             b.min_seq = b.ids.iter().map(|id| id.seq).min().unwrap_or(u64::MAX);
@@ -452,7 +454,6 @@ impl LaneMarks {
 
     /// Hands `f` every mark on a record older than `seq` and forgets it.
     fn take_older(&mut self, seq: u64, f: &mut impl FnMut(&RecId)) {
-        let front = self.front;
         for b in &mut self.buckets {
             // Buckets opened between two marks may be empty; a full one not older than
             // `seq` ends the walk (every later mark is newer).
@@ -464,9 +465,6 @@ impl LaneMarks {
             }
             let mut min = u64::MAX;
             b.ids.retain(|id| {
-                if id.recno < front {
-                    return false;
-                }
                 if id.seq < seq {
                     f(id);
                     return false;
@@ -1054,7 +1052,7 @@ impl<M: Media> Pool<M> {
                         lane: u32::from(g.lane),
                         recno: g.recno,
                         seq: rm.seq,
-                        pos: rm.pos,
+                        at,
                     });
                 }
             }
@@ -1062,7 +1060,7 @@ impl<M: Media> Pool<M> {
         if durable {
             // Earlier lazy marks must be durable too (a superset of this round's
             // objects' marks: the list is not kept per object).
-            uf.drain(|id| to_flush.push((self.area.log_off(id.lane) + id.pos + LIVE_OFF, 8)));
+            uf.drain(|id| to_flush.push((id.at, 8)));
             arch::flush_lines_once(media, to_flush);
             media.fence();
         }
@@ -1098,12 +1096,12 @@ impl<M: Media> Pool<M> {
         let base = self.area.log_off(lane);
         let mut recs = self.lanes[usize::from(g.lane)].recs.lock();
         if let Some(rm) = recs.get_mut(g.recno) {
-            mark_dead(media, base, rm, g.group);
+            let at = mark_dead(media, base, rm, g.group);
             uf.push(RecId {
                 lane,
                 recno: g.recno,
                 seq: rm.seq,
-                pos: rm.pos,
+                at,
             });
         }
     }
@@ -1170,9 +1168,7 @@ impl<M: Media> Pool<M> {
             return false;
         }
         let media = self.media();
-        let flushed = uf.pass(log.idx, front, passed, |id| {
-            media.flush(self.area.log_off(id.lane) + id.pos + LIVE_OFF, 8);
-        });
+        let flushed = uf.pass(log.idx, front, passed, |id| media.flush(id.at, 8));
         if flushed {
             media.fence();
         }
@@ -1217,7 +1213,7 @@ mod tests {
             recno,
             seq: 10 * recno,
             lane,
-            pos: recno as usize * 64,
+            at: recno as usize * 64,
         };
         let mut lz = Lazy::default();
         // Out of order, across buckets, one listed twice in a row (kept once).
@@ -1249,7 +1245,7 @@ mod tests {
             recno,
             seq: recno,
             lane: 1,
-            pos: 0,
+            at: 0,
         };
         let mut lz = Lazy::default();
         // Buckets 0 and 2 hold marks, bucket 1 is opened empty between them.

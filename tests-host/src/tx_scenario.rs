@@ -181,6 +181,10 @@ struct Menu {
     frees: bool,
     /// Modes drawn from Delta, Full and Critical-Section, in that order.
     modes: u64,
+    /// One transaction in this many is on lane 1, the others on lane 0.
+    other_lane: u64,
+    /// A third of the transactions follow the lanes' turns instead.
+    turns: bool,
 }
 
 impl Menu {
@@ -188,6 +192,8 @@ impl Menu {
         slots: SLOTS,
         frees: true,
         modes: 3,
+        other_lane: 3,
+        turns: true,
     };
     /// Redo only, no frees, no in-place object: dead-marks stay lazy until tails pass
     /// them (see [`explore_tx_cross_lane`]).
@@ -195,6 +201,8 @@ impl Menu {
         slots: SLOTS - 1,
         frees: false,
         modes: 2,
+        other_lane: 2,
+        turns: false,
     };
 }
 
@@ -307,11 +315,8 @@ fn explore_with(cfg: &Config, steps: usize, menu: Menu) -> Report {
             // that a later, torn append at the same place must not trust). A third of
             // the transactions follow the lanes' turns instead (`lane_turn`), so turns
             // end, lanes arrive, and tails are held back behind the other lane's marks.
-            let (lane, turns) = if menu.frees {
-                (usize::from(rng.chance(1, 3)), rng.chance(1, 3))
-            } else {
-                (usize::from(rng.chance(1, 2)), false)
-            };
+            let lane = usize::from(rng.chance(1, menu.other_lane));
+            let turns = menu.turns && rng.chance(1, 3);
             let mut body =
                 |tx: &mut Tx<'_, &SimMedia>| match step(tx, &mut rng, root, &state, &p2, menu)? {
                     Some(next) => Ok(next),
