@@ -314,7 +314,7 @@ impl<M: Media> Pool<M> {
         PoolStats {
             commits: sum(|s| &s.commits),
             aborts: sum(|s| &s.aborts),
-            commit_lines_flushed: sum(|s| &s.commit_lines),
+            commit_lines_durable: sum(|s| &s.commit_lines),
             commit_fences: sum(|s| &s.commit_fences),
             logged_bytes: sum(|s| &s.logged_bytes),
             user_bytes: sum(|s| &s.user_bytes),
@@ -332,9 +332,10 @@ pub struct PoolStats {
     pub commits: u64,
     /// Aborted transactions.
     pub aborts: u64,
-    /// Lines flushed by commits (log records, write-through homes, fresh objects); home
-    /// write-back by coalescing is counted in `coalescing`.
-    pub commit_lines_flushed: u64,
+    /// Lines commits made durable: log records (non-temporal stores), write-through
+    /// homes and fresh objects (flushed); home write-back by coalescing is counted in
+    /// `coalescing`.
+    pub commit_lines_durable: u64,
     /// Fences issued by commits.
     pub commit_fences: u64,
     /// Data bytes logged.

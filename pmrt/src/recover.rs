@@ -37,8 +37,6 @@ use pmalloc::checksum::Crc32c;
 use pmalloc::Heap;
 
 use crate::area::{decode_tail, encode_tail, Area, LINE};
-// Data entries at least this long are replayed with non-temporal stores.
-use crate::log::NT_MIN;
 use crate::record::{
     check, check_with, copy_headers, live_mask, live_tag, parse, parse_into, peek, reparse_into,
     Entry, Group, FULL, F_COMMIT, F_PAD, F_UNDO, G_ABS, HEADER, LIVE_OFF, MAX_GROUPS,
@@ -46,6 +44,10 @@ use crate::record::{
 
 mod parallel;
 mod target;
+
+/// Data entries at least this long are replayed with non-temporal stores (the homes are
+/// written once and not read again soon; a shorter entry shares its lines' flushes).
+const NT_MIN: usize = 1024;
 
 /// What recovery found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

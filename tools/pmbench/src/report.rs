@@ -387,8 +387,8 @@ fn tx_table(s: &mut String, rows: &[Row]) {
     s.push_str(
         "Ours, per committed transaction (`pmrt` statistics over the timed region, flush \
          path; write-back = home lines flushed by coalescing, eager = what write-back at \
-         every commit would flush; all lines (flushed, not counting non-temporal ones: \
-         records of 1 KiB and more) and fences from `arch`; WA = bytes made durable / \
+         every commit would flush; all lines (flushed or stored non-temporally: log \
+         records) and fences from `arch`; WA = bytes made durable / \
          bytes the user changed):\n\n\
          | workload | commit lines/tx | commit fences/tx | write-back lines/tx | \
          eager lines/tx | all lines/tx | all fences/tx | logged B/tx | user B/tx | WA |\n\
@@ -404,7 +404,7 @@ fn tx_table(s: &mut String, rows: &[Row]) {
             t.commit_fences,
             t.writeback_lines,
             t.eager_lines,
-            f(t.flushed_lines),
+            f(t.durable_lines),
             f(t.fences),
             t.logged_bytes,
             t.user_bytes,

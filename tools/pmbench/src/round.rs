@@ -79,7 +79,7 @@ pub struct RoundResult {
 pub struct TxCounters {
     /// Committed transactions.
     pub commits: u64,
-    /// Lines flushed by commits (records, write-through homes).
+    /// Lines commits made durable (records, write-through homes).
     pub commit_lines: u64,
     /// Fences issued by commits.
     pub commit_fences: u64,
@@ -129,7 +129,7 @@ impl TxCounters {
     fn between(a: &pmrt::PoolStats, b: &pmrt::PoolStats) -> Self {
         TxCounters {
             commits: b.commits - a.commits,
-            commit_lines: b.commit_lines_flushed - a.commit_lines_flushed,
+            commit_lines: b.commit_lines_durable - a.commit_lines_durable,
             commit_fences: b.commit_fences - a.commit_fences,
             writeback_lines: b.coalescing.lines_written_back - a.coalescing.lines_written_back,
             eager_lines: b.coalescing.lines_eager - a.coalescing.lines_eager,
@@ -153,7 +153,7 @@ impl TxCounters {
 pub struct TxPerTx {
     /// Committed transactions per timed operation.
     pub commits_per_op: f64,
-    /// Lines flushed by commits (records, write-through homes) per transaction.
+    /// Lines commits made durable (records, write-through homes) per transaction.
     pub commit_lines: f64,
     /// Fences issued by commits per transaction.
     pub commit_fences: f64,
@@ -165,8 +165,9 @@ pub struct TxPerTx {
     pub logged_bytes: f64,
     /// Bytes the user changed per transaction (`pmrt`'s count).
     pub user_bytes: f64,
-    /// Every line flushed in the timed region (`arch` counters) per transaction.
-    pub flushed_lines: Option<f64>,
+    /// Every line made durable in the timed region (`arch` counters: flushed, or
+    /// stored non-temporally) per transaction.
+    pub durable_lines: Option<f64>,
     /// Every fence in the timed region (`arch` counters) per transaction.
     pub fences: Option<f64>,
     /// Bytes made durable (`arch`) per byte the user changed (`pmrt`).
@@ -213,7 +214,7 @@ impl TxPerTx {
             eager_lines: per(t.eager_lines),
             logged_bytes: per(t.logged_bytes),
             user_bytes: per(t.user_bytes),
-            flushed_lines: c.map(|c| per(c.lines_flushed)),
+            durable_lines: c.map(|c| per(c.lines_flushed) + c.nt_bytes as f64 / 64.0 / n),
             fences: c.map(|c| per(c.fences)),
             write_amplification: c
                 .filter(|_| t.user_bytes > 0)
@@ -265,7 +266,7 @@ mod tests {
         assert_eq!(t.commits_per_op, 1.0);
         assert_eq!(t.commit_lines, 1.0);
         assert_eq!(t.writeback_lines, 0.25);
-        assert_eq!(t.flushed_lines, Some(1.25));
+        assert_eq!(t.durable_lines, Some(1.25));
         assert_eq!(t.write_amplification, Some(10.0));
         // A round without transaction counters (PMDK's) gives none.
         let mut pmdk = rounds[0].clone();
