@@ -7,7 +7,9 @@
 //! Two placements of the lines: *hot* (the first `n` lines of the file every time, so
 //! always in the cache: a log head or a lane's record slots) and *cold* (a random line
 //! of 64 MiB each time: object homes written back; the store's own cache miss is
-//! included, as a write-back pays it too).
+//! included, as a write-back pays it too). A third column stores the `n` lines with
+//! non-temporal stores instead (`Media::write_nt`, no flush), as log and op records
+//! are written: the lines of a ring walked in order, each a lap old.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -31,6 +33,8 @@ pub struct FenceCost {
     pub hot: Vec<Summary>,
     /// `cold[n]`: `n` random lines per fence.
     pub cold: Vec<Summary>,
+    /// `nt[n]`: `n` lines of a 2 MiB ring stored non-temporally per fence.
+    pub nt: Vec<Summary>,
 }
 
 /// Measures `rounds` samples of every line count, interleaved, on a file in `dir`.
@@ -52,12 +56,14 @@ pub fn measure(dir: &Path, rounds: u32) -> Result<FenceCost, arch::FileMediaErro
     let mut rng = SplitMix64::new(0xfe7c);
     let mut hot = vec![Vec::new(); MAX_LINES + 1];
     let mut cold = vec![Vec::new(); MAX_LINES + 1];
+    let mut nt = vec![Vec::new(); MAX_LINES + 1];
     for _ in 0..rounds {
         for n in 0..=MAX_LINES {
             hot[n].push(sample(&media, n, |k| k * 64));
             cold[n].push(sample(&media, n, |_| {
                 rng.below((SPAN / 64) as u32) as usize * 64
             }));
+            nt[n].push(sample_nt(&media, n));
         }
     }
     // Every list has `rounds` >= 1 samples.
@@ -66,7 +72,27 @@ pub fn measure(dir: &Path, rounds: u32) -> Result<FenceCost, arch::FileMediaErro
     Ok(FenceCost {
         hot: sum(hot),
         cold: sum(cold),
+        nt: sum(nt),
     })
+}
+
+/// Bytes of the ring [`sample_nt`] writes (a lane log's size).
+const RING: usize = 2 << 20;
+
+/// ns per fence over [`FENCES`] fences, each after `n` lines stored non-temporally at
+/// the next place of a [`RING`]-byte ring.
+fn sample_nt(media: &FileMedia, n: usize) -> f64 {
+    let line = [0x5au8; 64];
+    let mut at = 0;
+    let t = std::time::Instant::now();
+    for _ in 0..FENCES {
+        for _ in 0..n {
+            media.write_nt(at, &line);
+            at = (at + 64) % RING;
+        }
+        media.fence();
+    }
+    t.elapsed().as_secs_f64() * 1e9 / f64::from(FENCES)
 }
 
 /// ns per fence over [`FENCES`] fences, each after storing to and flushing `n` lines
@@ -90,17 +116,20 @@ impl FenceCost {
         let mut s = format!(
             "`pmbench fence-cost --rounds {rounds}`: ns per fence (median of {rounds} samples \
              of {FENCES} fences, ± half the max-min spread), each fence after a store to and a \
-             `clwb` of n lines.\n\n| lines | hot (the same lines, in the cache) | cold (random line of \
-             64 MiB) |\n|---|---|---|\n"
+             `clwb` of n lines, or after n lines of non-temporal stores.\n\n| lines | hot (the \
+             same lines, in the cache) | cold (random line of 64 MiB) | non-temporal (lines \
+             of a 2 MiB ring, in order) |\n|---|---|---|---|\n"
         );
-        for (n, (h, c)) in self.hot.iter().zip(&self.cold).enumerate() {
+        for (n, ((h, c), t)) in self.hot.iter().zip(&self.cold).zip(&self.nt).enumerate() {
             let _ = writeln!(
                 s,
-                "| {n} | {:.1} ns ±{:.0}% | {:.1} ns ±{:.0}% |",
+                "| {n} | {:.1} ns ±{:.0}% | {:.1} ns ±{:.0}% | {:.1} ns ±{:.0}% |",
                 h.median,
                 h.spread() * 50.0,
                 c.median,
-                c.spread() * 50.0
+                c.spread() * 50.0,
+                t.median,
+                t.spread() * 50.0
             );
         }
         s
@@ -116,6 +145,7 @@ mod tests {
         let cost = measure(&std::env::temp_dir(), 1).expect("a file in the temp folder");
         assert_eq!(cost.hot.len(), MAX_LINES + 1);
         assert_eq!(cost.cold.len(), MAX_LINES + 1);
+        assert_eq!(cost.nt.len(), MAX_LINES + 1);
         // A fence with a flushed line to wait for is never cheaper than an idle one
         // (the store and the flush alone take longer than an empty loop turn).
         assert!(cost.hot[1].median > cost.hot[0].median);
