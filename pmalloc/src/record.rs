@@ -2,8 +2,8 @@
 //!
 //! Each lane has two 64-byte record slots used in turn. An op writes its record (the
 //! header the object gets, the destination word it publishes to, the chunk-table span
-//! it changes), flushes it together with the *previous* op's home lines, and fences
-//! once. Only then does it store the new header, chunk entries and destination word
+//! it changes) with non-temporal stores, flushes the *previous* op's home lines, and
+//! fences once. Only then does it store the new header, chunk entries and destination word
 //! (in the cache; the lane's next op flushes them). A torn record means the fence never
 //! completed, so nothing was applied; a valid record is replayed by recovery.
 //!

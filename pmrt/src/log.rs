@@ -289,8 +289,8 @@ impl LaneLog {
 
     /// Appends `rec` (whole lines, already sealed), wrapping with a padding record if
     /// it does not fit before the end; stores it non-temporally (durable at the next
-    /// fence). The caller checked [`LaneLog::room`]. Returns the record number and position; a padding record, if
-    /// written, is registered as dead.
+    /// fence). The caller checked [`LaneLog::room`]. Returns the record number and
+    /// position; a padding record, if written, is registered as dead.
     pub fn append<M: Media>(
         &mut self,
         media: &M,
