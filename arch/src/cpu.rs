@@ -34,6 +34,9 @@ pub struct PersistFeatures {
     pub sse42: bool,
     /// AVX2 (32-byte compares for dirty-line detection).
     pub avx2: bool,
+    /// PCLMULQDQ, usable: the CPU has it and this build may touch XMM registers (not the
+    /// soft-float kernel target). Joins checksums computed side by side.
+    pub pclmul: bool,
     /// The CPU reports being a hypervisor guest.
     pub hypervisor: bool,
 }
@@ -71,6 +74,7 @@ fn detect() -> PersistFeatures {
         flush,
         sse42: leaf1.ecx & (1 << 20) != 0,
         avx2,
+        pclmul: cfg!(target_feature = "sse2") && leaf1.ecx & (1 << 1) != 0,
         hypervisor: leaf1.ecx & (1 << 31) != 0,
     }
 }
@@ -92,6 +96,7 @@ fn detect() -> PersistFeatures {
         flush: FlushKind::Clflush,
         sse42: false,
         avx2: false,
+        pclmul: false,
         hypervisor: false,
     }
 }

@@ -215,6 +215,35 @@ pub unsafe fn copy_bytes(dst: *mut u8, src: *const u8, n: usize) {
     }
 }
 
+/// The carry-less product of `a` and `b`, each below 2^32 (`pclmulqdq`), which fits 63
+/// bits.
+///
+/// # Safety
+/// [`crate::cpu::features`] reports `pclmul` (the CPU has the instruction and this build
+/// may use XMM registers).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline]
+#[target_feature(enable = "pclmulqdq")]
+pub unsafe fn clmul32(a: u32, b: u32) -> u64 {
+    use core::arch::x86_64::{_mm_clmulepi64_si128, _mm_cvtsi128_si64, _mm_cvtsi64_si128};
+    let p = _mm_clmulepi64_si128(
+        _mm_cvtsi64_si128(i64::from(a)),
+        _mm_cvtsi64_si128(i64::from(b)),
+        0,
+    );
+    _mm_cvtsi128_si64(p).cast_unsigned()
+}
+
+/// Stand-in where XMM registers are off limits: never called (`pclmul` is false there).
+///
+/// # Safety
+/// None needed; it panics.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline]
+pub unsafe fn clmul32(a: u32, b: u32) -> u64 {
+    unreachable!("pclmulqdq is not available in this build ({a}, {b})")
+}
+
 /// One step of CRC-32C (Castagnoli) over 8 bytes (`crc32 r64, r64`).
 ///
 /// Uses general-purpose registers only, so it works on the soft-float kernel target.

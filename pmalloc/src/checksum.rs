@@ -279,6 +279,57 @@ fn three_streams(c: u32, p: &[u8], n: usize) -> (u32, u32, u32) {
     (ca, cb, cd)
 }
 
+/// Inputs at least this long (after the tiers) go in three streams joined by
+/// carry-less multiplies when the CPU has them: a single chain of `crc32` instructions
+/// waits three cycles per word.
+const JOIN_MIN: usize = 96;
+
+/// Words of the longest shift [`JOIN`] covers: two streams of what the tiers leave
+/// (under `3 * MID` bytes).
+const JOIN_WORDS: usize = 2 * MID / 8;
+
+/// `JOIN[j]`: x^(64 j - 33) mod P, reflected. A register `c` times it, carry-less, fed
+/// to `crc32` from zero is `c` moved past `8 j` zero bytes: the product's bit `k` is
+/// x^(62 - k) and `crc32` reads bit `k` of its word as x^(63 - k), then multiplies by
+/// x^32, so the exponents add to 64 j.
+static JOIN: [u32; JOIN_WORDS + 1] = join_table();
+
+const fn join_table() -> [u32; JOIN_WORDS + 1] {
+    // Reflected multiplication by x: bit i is x^(31 - i).
+    const fn times_x(r: u32) -> u32 {
+        (r >> 1) ^ if r & 1 != 0 { POLY } else { 0 }
+    }
+    let mut t = [0u32; JOIN_WORDS + 1];
+    // x^0, then x^31 for j = 1, then 64 more powers per entry.
+    let mut r = 0x8000_0000u32;
+    let mut e = 0;
+    while e < 31 {
+        r = times_x(r);
+        e += 1;
+    }
+    let mut j = 1;
+    while j <= JOIN_WORDS {
+        t[j] = r;
+        let mut k = 0;
+        while k < 64 {
+            r = times_x(r);
+            k += 1;
+        }
+        j += 1;
+    }
+    t
+}
+
+/// Register `c` moved past `n` zero bytes (`n` a multiple of 8, `1..=JOIN_WORDS` words).
+///
+/// # Safety
+/// The CPU has SSE4.2 and usable PCLMULQDQ.
+#[inline]
+unsafe fn join(c: u32, n: usize) -> u32 {
+    // SAFETY: the caller vouches for both instructions.
+    unsafe { arch::instr::crc32c_u64(0, arch::instr::clmul32(c, JOIN[n / 8])) }
+}
+
 /// The CRC register after `p`, from register `c`. The `crc32` instruction has a latency
 /// of three cycles and a throughput of one, so one chain uses a third of it: long inputs
 /// go in blocks of three [`STREAM`]-byte streams, computed side by side and joined by
@@ -297,6 +348,14 @@ fn hw_update(mut c: u32, mut p: &[u8]) -> u32 {
                 p = &p[3 * n..];
             }
         }
+    }
+    if p.len() >= JOIN_MIN && arch::cpu::features().pclmul {
+        let n = p.len() / 24 * 8;
+        let (ca, cb, cd) = three_streams(c, p, n);
+        // SAFETY: SSE4.2 was detected by the caller, PCLMULQDQ just above; `2n` is below
+        // `2 * MID` bytes, as `p` is shorter than `3 * MID` here.
+        c = unsafe { join(ca, 2 * n) ^ join(cb, n) } ^ cd;
+        p = &p[3 * n..];
     }
     let mut words = p.chunks_exact(8);
     for w in &mut words {
@@ -363,6 +422,27 @@ mod tests {
             c.update(&data[12..13]);
             c.update_u64(u64::from_le_bytes(data[13..21].try_into().unwrap()));
             assert_eq!(c.finish(), sw(&[&data[..21]]));
+        }
+    }
+
+    #[test]
+    fn a_carry_less_join_moves_a_register_past_zero_bytes_like_the_matrix() {
+        let f = arch::cpu::features();
+        if !(f.sse42 && f.pclmul) {
+            return;
+        }
+        let mut c = 0x1234_5678u32;
+        for j in 1..=JOIN_WORDS {
+            for _ in 0..8 {
+                c = c.rotate_left(7) ^ 0x9E37_79B9u32.wrapping_mul(j as u32);
+                // SAFETY: both instructions were detected just above.
+                let joined = unsafe { join(c, 8 * j) };
+                assert_eq!(
+                    joined,
+                    after_zeros(c, 8 * j as u64),
+                    "{j} words from {c:#x}"
+                );
+            }
         }
     }
 
