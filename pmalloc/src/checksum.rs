@@ -146,6 +146,12 @@ const POLY: u32 = 0x82F6_3B78;
 /// A linear map on CRC registers as its 32 columns (the image of each bit).
 type Gf2Matrix = [u32; 32];
 
+/// A register times x modulo P, reflected (bit `i` is x^(31 - i)): one step of feeding a
+/// zero bit.
+const fn times_x(r: u32) -> u32 {
+    (r >> 1) ^ (POLY & 0u32.wrapping_sub(r & 1))
+}
+
 /// `m · v` over GF(2).
 const fn gf2_apply(m: &Gf2Matrix, v: u32) -> u32 {
     let mut r = 0;
@@ -178,7 +184,7 @@ const fn zeros_operator(n: usize) -> Gf2Matrix {
         let mut c = 1u32 << i;
         let mut k = 0;
         while k < 8 {
-            c = (c >> 1) ^ (POLY & 0u32.wrapping_sub(c & 1));
+            c = times_x(c);
             k += 1;
         }
         m[i] = c;
@@ -295,10 +301,6 @@ const JOIN_WORDS: usize = 2 * MID / 8;
 static JOIN: [u32; JOIN_WORDS + 1] = join_table();
 
 const fn join_table() -> [u32; JOIN_WORDS + 1] {
-    // Reflected multiplication by x: bit i is x^(31 - i).
-    const fn times_x(r: u32) -> u32 {
-        (r >> 1) ^ if r & 1 != 0 { POLY } else { 0 }
-    }
     let mut t = [0u32; JOIN_WORDS + 1];
     // x^0, then x^31 for j = 1, then 64 more powers per entry.
     let mut r = 0x8000_0000u32;

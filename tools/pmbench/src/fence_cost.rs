@@ -57,13 +57,23 @@ pub fn measure(dir: &Path, rounds: u32) -> Result<FenceCost, arch::FileMediaErro
     let mut hot = vec![Vec::new(); MAX_LINES + 1];
     let mut cold = vec![Vec::new(); MAX_LINES + 1];
     let mut nt = vec![Vec::new(); MAX_LINES + 1];
+    let line = [0x5au8; 64];
+    let mut ring = 0;
+    let flushed = |media: &FileMedia, off: usize, i: u32| {
+        media.write_u64(off, u64::from(i));
+        media.flush(off, 8);
+    };
     for _ in 0..rounds {
         for n in 0..=MAX_LINES {
-            hot[n].push(sample(&media, n, |k| k * 64));
-            cold[n].push(sample(&media, n, |_| {
-                rng.below((SPAN / 64) as u32) as usize * 64
+            hot[n].push(sample(&media, n, |k, i| flushed(&media, k * 64, i)));
+            cold[n].push(sample(&media, n, |_, i| {
+                flushed(&media, rng.below((SPAN / 64) as u32) as usize * 64, i);
             }));
-            nt[n].push(sample_nt(&media, n));
+            // The next lines of a lane-log-sized ring, as records are appended.
+            nt[n].push(sample(&media, n, |_, _| {
+                media.write_nt(ring, &line);
+                ring = (ring + 64) % RING;
+            }));
         }
     }
     // Every list has `rounds` >= 1 samples.
@@ -76,34 +86,16 @@ pub fn measure(dir: &Path, rounds: u32) -> Result<FenceCost, arch::FileMediaErro
     })
 }
 
-/// Bytes of the ring [`sample_nt`] writes (a lane log's size).
+/// Bytes of the ring the non-temporal column writes (a lane log's size).
 const RING: usize = 2 << 20;
 
-/// ns per fence over [`FENCES`] fences, each after `n` lines stored non-temporally at
-/// the next place of a [`RING`]-byte ring.
-fn sample_nt(media: &FileMedia, n: usize) -> f64 {
-    let line = [0x5au8; 64];
-    let mut at = 0;
-    let t = std::time::Instant::now();
-    for _ in 0..FENCES {
-        for _ in 0..n {
-            media.write_nt(at, &line);
-            at = (at + 64) % RING;
-        }
-        media.fence();
-    }
-    t.elapsed().as_secs_f64() * 1e9 / f64::from(FENCES)
-}
-
-/// ns per fence over [`FENCES`] fences, each after storing to and flushing `n` lines
-/// (`at(k)` gives line `k`'s offset).
-fn sample(media: &FileMedia, n: usize, mut at: impl FnMut(usize) -> usize) -> f64 {
+/// ns per fence over [`FENCES`] fences, each after `store(k, i)` for lines `k` in
+/// `0..n` (`i` the fence's number).
+fn sample(media: &FileMedia, n: usize, mut store: impl FnMut(usize, u32)) -> f64 {
     let t = std::time::Instant::now();
     for i in 0..FENCES {
         for k in 0..n {
-            let off = at(k);
-            media.write_u64(off, u64::from(i));
-            media.flush(off, 8);
+            store(k, i);
         }
         media.fence();
     }

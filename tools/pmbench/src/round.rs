@@ -214,7 +214,7 @@ impl TxPerTx {
             eager_lines: per(t.eager_lines),
             logged_bytes: per(t.logged_bytes),
             user_bytes: per(t.user_bytes),
-            durable_lines: c.map(|c| per(c.lines_flushed) + c.nt_bytes as f64 / 64.0 / n),
+            durable_lines: c.map(|c| per(c.bytes_persisted) / 64.0),
             fences: c.map(|c| per(c.fences)),
             write_amplification: c
                 .filter(|_| t.user_bytes > 0)
