@@ -287,10 +287,8 @@ impl LaneLog {
         true
     }
 
-    /// Appends `rec` (whole lines, already sealed), wrapping with a padding record if
-    /// it does not fit before the end; stores it non-temporally (durable at the next
-    /// fence). The caller checked [`LaneLog::room`]. Returns the record number and
-    /// position; a padding record, if written, is registered as dead.
+    /// Appends `rec` (whole lines, already sealed): [`LaneLog::reserve`], then the
+    /// record stored there. Returns the record number and position.
     pub fn append<M: Media>(
         &mut self,
         media: &M,
@@ -300,7 +298,26 @@ impl LaneLog {
         keys: &[u64],
         seq: u64,
     ) -> (u64, usize) {
-        if self.head + rec.len() > self.len {
+        let (recno, pos) = self.reserve(media, recs, rec.len(), live, keys, seq);
+        self.store(media, pos, rec);
+        (recno, pos)
+    }
+
+    /// Registers a record of `len` bytes at the head, wrapping with a padding record
+    /// if it does not fit before the end, without storing it yet (the caller then
+    /// [`stores`](LaneLog::store) it). The caller checked [`LaneLog::room`]. Returns
+    /// the record number and position; a padding record, if written, is registered as
+    /// dead.
+    pub fn reserve<M: Media>(
+        &mut self,
+        media: &M,
+        recs: &spin::Mutex<LaneRecs>,
+        len: usize,
+        live: u64,
+        keys: &[u64],
+        seq: u64,
+    ) -> (u64, usize) {
+        if self.head + len > self.len {
             let lines = (self.len - self.head) / LINE;
             let pad = record::pad(lines, seq, self.idx, self.salt);
             media.write(self.base + self.head, &pad);
@@ -313,7 +330,13 @@ impl LaneLog {
         // the record's stores. No one marks its groups before the commit adds them to
         // the pending chains, so the early entry is never acted on.
         let recno = self.push(recs, live, keys, seq);
-        self.head = self.wrap(pos + rec.len());
+        self.head = self.wrap(pos + len);
+        (recno, pos)
+    }
+
+    /// Stores `rec` at `pos` (from [`LaneLog::reserve`]) with non-temporal stores:
+    /// durable at the next fence.
+    pub fn store<M: Media>(&self, media: &M, pos: usize, rec: &[u8]) {
         // Every record goes to the log with non-temporal stores: its lines were written
         // a whole lap of the ring ago (out of the cache, so ordinary stores would first
         // read each from memory), and a fence waits less for write-combined lines than
@@ -321,7 +344,6 @@ impl LaneLog {
         // w1 500 -> 385-440 ns per transaction). Nothing reads a record again before
         // the round that marks it dead, long after.
         media.write_nt(self.base + pos, rec);
-        (recno, pos)
     }
 
     fn push(&mut self, recs: &spin::Mutex<LaneRecs>, live: u64, keys: &[u64], seq: u64) -> u64 {

@@ -359,6 +359,28 @@ struct Shard {
     mask: AtomicUsize,
 }
 
+/// One object's shard, locked ([`PendingIndex::lock`]); the shard's arrays are
+/// published for prefetches when it drops.
+pub(crate) struct Locked<'a> {
+    shard: &'a Shard,
+    t: spin::MutexGuard<'a, Table>,
+    key: u64,
+    h: u64,
+}
+
+impl Locked<'_> {
+    /// The object's state, created if absent.
+    pub fn state(&mut self) -> &mut ObjState {
+        self.t.entry(self.key, self.h)
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.shard.publish(&mut self.t);
+    }
+}
+
 /// All objects' runtime state.
 pub(crate) struct PendingIndex {
     shards: Box<[Shard]>,
@@ -420,12 +442,20 @@ impl PendingIndex {
 
     /// Runs `f` on `key`'s state, creating it if absent.
     pub fn with<R>(&self, key: u64, f: impl FnOnce(&mut ObjState) -> R) -> R {
+        f(self.lock(key).state())
+    }
+
+    /// `key`'s shard, locked until the guard drops: for a commit that must take the
+    /// lock before its record's non-temporal stores (see `Tx::commit_small`).
+    pub fn lock(&self, key: u64) -> Locked<'_> {
         let h = hash(key);
-        let s = self.shard(h);
-        let mut t = s.table.lock();
-        let r = f(t.entry(key, h));
-        s.publish(&mut t);
-        r
+        let shard = self.shard(h);
+        Locked {
+            shard,
+            t: shard.table.lock(),
+            key,
+            h,
+        }
     }
 
     /// Moves `key`'s pending chain out: its groups and home ranges are appended to

@@ -1157,18 +1157,16 @@ impl<M: Media> Tx<'_, M> {
         let live = crate::record::u64_at(rec, LIVE_OFF);
         let (recno, pos) = self
             .log
-            .append(media, &self.lane.recs, rec, live, &[key], seq);
+            .reserve(media, &self.lane.recs, rec.len(), live, &[key], seq);
         let lines = (rec.len() / LINE) as u64;
-        if crate::keep_step(1) {
-            media.fence();
-        }
-        media.crash_point("pmrt.tx.committed");
-        if let Some((k, g)) = self.log.behind.take() {
-            pool.retire_behind(k, g, &self.lane.stats);
-        }
-
         let view = pool.commit_view(self.log.free_q8(), seq);
-        let ls = &self.lane.stats;
+        // The object's index lock is taken before the record's non-temporal stores:
+        // after them, its locked instruction would wait for them as the fence does.
+        // Taken here, the chain and the schedule are worked out while the stores
+        // drain, and nothing after the fence waits until the next locked instruction
+        // (on this EPYC an `sfence` holds back later stores, not later work).
+        let mut entry = pool.pending.lock(key);
+        self.log.store(media, pos, rec);
         let (mut volume, mut home_lines) = (0u64, 0u64);
         for (off, d) in o.each_write() {
             volume += d.len() as u64;
@@ -1180,23 +1178,30 @@ impl<M: Media> Tx<'_, M> {
             size: o.size,
         };
         let gr = GroupRef::new(lane, recno, 0, pos);
-        let (sched, behind) = pool.pending.with(key, |st| {
-            // Nothing pending and untouched for a while: its lines will not be written
-            // again before back-pressure would write them back, so write them behind.
-            let behind = !view.cfg.eager
-                && view.cfg.behind_age != 0
-                && home_lines <= BEHIND_LINES
-                && st.chain.is_empty()
-                && view.now.saturating_sub(st.last_tick) >= u64::from(view.cfg.behind_age);
-            for (off, d) in o.each_write() {
-                media.write(key as usize + off as usize, d);
-            }
-            let ranges = o
-                .writes
-                .iter()
-                .map(|&(off, len)| (key + u64::from(off), len));
-            (chain_group::<M>(st, key, gr, ranges, &c, &view, ls), behind)
-        });
+        let st = entry.state();
+        // Nothing pending and untouched for a while: its lines will not be written
+        // again before back-pressure would write them back, so write them behind.
+        let behind = !view.cfg.eager
+            && view.cfg.behind_age != 0
+            && home_lines <= BEHIND_LINES
+            && st.chain.is_empty()
+            && view.now.saturating_sub(st.last_tick) >= u64::from(view.cfg.behind_age);
+        let ranges = o
+            .writes
+            .iter()
+            .map(|&(off, len)| (key + u64::from(off), len));
+        let sched = chain_group::<M>(st, key, gr, ranges, &c, &view, &self.lane.stats);
+        if crate::keep_step(1) {
+            media.fence();
+        }
+        media.crash_point("pmrt.tx.committed");
+        for (off, d) in o.each_write() {
+            media.write(key as usize + off as usize, d);
+        }
+        drop(entry);
+        if let Some((k, g)) = self.log.behind.take() {
+            pool.retire_behind(k, g, &self.lane.stats);
+        }
         if behind {
             for (off, d) in o.each_write() {
                 media.flush(key as usize + off as usize, d.len());
