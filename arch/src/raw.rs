@@ -241,6 +241,22 @@ impl Media for RawMedia {
         }
         check_range(self.len, off, data.len());
         let n = data.len();
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+        if (self.at(off) as usize | n).is_multiple_of(16) {
+            // Whole 16-byte pieces at a 16-aligned address (every log and op record):
+            // one loop, no edges (a w1 commit's record took 134 instructions through
+            // the general path below).
+            let (dst, src) = (self.at(off), data.as_ptr());
+            let mut i = 0;
+            while i < n {
+                // SAFETY: `off + i .. off + i + 16` lies in the checked range and is
+                // 16-aligned; `i + 16 <= n`, so the source bytes are in `data`.
+                unsafe { instr::movntdq(dst.add(i), src.add(i)) }
+                i += 16;
+            }
+            self.counters.add_nt(n as u64);
+            return;
+        }
         let head = ((WORD - (self.base.as_ptr() as usize + off) % WORD) % WORD).min(n);
         let words = (n - head) / WORD;
         let tail_start = head + words * WORD;
@@ -417,8 +433,8 @@ mod tests {
     #[test]
     fn nt_writes_at_every_alignment_and_length_read_back_exactly() {
         with_media(4096, PersistMode::Adr, |m| {
-            for off in [0usize, 1, 7, 8, 9, 16, 24, 63] {
-                for len in [0usize, 1, 8, 15, 16, 17, 24, 40, 100, 257] {
+            for off in [0usize, 1, 7, 8, 9, 16, 24, 32, 63, 64] {
+                for len in [0usize, 1, 8, 15, 16, 17, 24, 40, 64, 100, 257, 320] {
                     m.fill(0, 1024, 0xEE);
                     let data: Vec<u8> = (0..len).map(|i| (i * 13 + off) as u8).collect();
                     m.write_nt(off, &data);
