@@ -467,7 +467,7 @@ impl<M: Media> Heap<M> {
                 if off_us < data {
                     return None;
                 }
-                let idx = (off_us - data) / g.slot;
+                let idx = g.slot_index(off_us - data);
                 (idx < g.nslots).then(|| Loc {
                     obj: (data + idx * g.slot) as u64,
                     hdr_off: run_off + idx * HEADER_BYTES,
