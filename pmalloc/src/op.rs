@@ -559,6 +559,13 @@ impl<M: Media> Heap<M> {
                 self.media.flush(o, l);
             }
         }
+        // The homes stored after the fence: write-back evicts a line on this host, and
+        // `flush_pending` may just have evicted them (a destination or a header line
+        // the previous op shares), so fetch them back while the fence waits.
+        if rec.dest != 0 {
+            self.media.prefetch_write(rec.dest as usize);
+        }
+        self.media.prefetch_write(hdr_off);
         let slot = lane.next_slot;
         let off = self.layout.record_off(lane.idx, slot);
         // Non-temporal: the fence then waits for a write-combined line, not a flushed
