@@ -261,26 +261,35 @@ impl Scratch {
         self.n -= 1;
     }
 
-    /// Empties everything for the next transaction, keeping memory.
+    /// Empties everything for the next transaction, keeping memory. It runs right
+    /// after a commit fence, where every store waits in the store buffer until the
+    /// fence completes and a full buffer stalls: what is already empty is only read.
     fn clear(&mut self) {
+        fn empty<T>(v: &mut Vec<T>) {
+            if !v.is_empty() {
+                v.clear();
+            }
+        }
         for o in &mut self.objs[..self.n] {
             // Shadows are per transaction (their buffers are kept for the next ones);
             // write buffers keep their capacity.
-            keep_buf(&mut self.bufs, o.shadow.take());
-            keep_buf(&mut self.bufs, o.pristine.take());
+            if o.shadow.is_some() || o.pristine.is_some() {
+                keep_buf(&mut self.bufs, o.shadow.take());
+                keep_buf(&mut self.bufs, o.pristine.take());
+            }
         }
         self.n = 0;
         self.objs.truncate(SPARE);
-        self.allocs.clear();
-        self.frees.clear();
-        self.plans.clear();
-        self.runs.clear();
-        self.groups.clear();
-        self.ranges.clear();
-        self.keys.clear();
-        self.appended.clear();
-        self.undo_recs.clear();
-        self.queued.clear();
+        empty(&mut self.allocs);
+        empty(&mut self.frees);
+        empty(&mut self.plans);
+        empty(&mut self.runs);
+        empty(&mut self.groups);
+        empty(&mut self.ranges);
+        empty(&mut self.keys);
+        empty(&mut self.appended);
+        empty(&mut self.undo_recs);
+        empty(&mut self.queued);
     }
 }
 
@@ -1092,7 +1101,8 @@ impl<M: Media> Tx<'_, M> {
             pool.pending
                 .with(f.obj, |p| p.chain.freeing = Some(alloc::boxed::Box::new(f)));
         }
-        self.close(&view, &mut batch, [lines, fences, logged, user_bytes]);
+        count(&self.lane.stats, [lines, fences, logged, user_bytes]);
+        self.close(&view, &mut batch);
         Ok(())
     }
 
@@ -1191,6 +1201,7 @@ impl<M: Media> Tx<'_, M> {
             .iter()
             .map(|&(off, len)| (key + u64::from(off), len));
         let sched = chain_group::<M>(st, key, gr, ranges, &c, &view, &self.lane.stats);
+        count(&self.lane.stats, [lines, 1, volume, volume]);
         if crate::keep_step(1) {
             media.fence();
         }
@@ -1199,8 +1210,12 @@ impl<M: Media> Tx<'_, M> {
             media.write(key as usize + off as usize, d);
         }
         drop(entry);
-        if let Some((k, g)) = self.log.behind.take() {
-            pool.retire_behind(k, g, &self.lane.stats);
+        // Stores after the fence wait in the store buffer until it completes, and a
+        // full buffer stalls: test before taking.
+        if self.log.behind.is_some() {
+            if let Some((k, g)) = self.log.behind.take() {
+                pool.retire_behind(k, g, &self.lane.stats);
+            }
         }
         if behind {
             for (off, d) in o.each_write() {
@@ -1215,21 +1230,14 @@ impl<M: Media> Tx<'_, M> {
         }
         let mut batch = crate::coalesce::Batch::new();
         route(pool, sched, key, &view, &mut batch, &mut s.queued);
-        self.close(&view, &mut batch, [lines, 1, volume, volume]);
+        self.close(&view, &mut batch);
         Ok(())
     }
 
-    /// The end of both commit paths: the lane's counters (`[record lines, fences,
-    /// bytes logged, bytes users changed]`), the queue and this commit's coalescing
-    /// batch, then the lane released and the batch written back.
-    fn close(self, view: &CommitView, batch: &mut Batch, counts: [u64; 4]) {
+    /// The end of both commit paths: the queue and this commit's coalescing batch,
+    /// then the lane released and the batch written back.
+    fn close(self, view: &CommitView, batch: &mut Batch) {
         let pool = self.pool;
-        let ls = &self.lane.stats;
-        LaneStats::add(&ls.commits, 1);
-        LaneStats::add(&ls.commit_lines, counts[0]);
-        LaneStats::add(&ls.commit_fences, counts[1]);
-        LaneStats::add(&ls.logged_bytes, counts[2]);
-        LaneStats::add(&ls.user_bytes, counts[3]);
         let why = if view.cfg.eager {
             Trigger::Eager
         } else {
@@ -1248,6 +1256,16 @@ impl<M: Media> Tx<'_, M> {
             pool.coalesce_keys(batch, why, false);
         }
     }
+}
+
+/// Counts a commit in its lane's counters: `[record lines, fences, bytes logged, bytes
+/// users changed]`.
+fn count(ls: &LaneStats, counts: [u64; 4]) {
+    LaneStats::add(&ls.commits, 1);
+    LaneStats::add(&ls.commit_lines, counts[0]);
+    LaneStats::add(&ls.commit_fences, counts[1]);
+    LaneStats::add(&ls.logged_bytes, counts[2]);
+    LaneStats::add(&ls.user_bytes, counts[3]);
 }
 
 /// Adds a committed group to `st`'s chain with the home ranges it leaves to write
