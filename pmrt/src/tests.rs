@@ -214,18 +214,23 @@ fn a_cold_object_is_written_behind_and_retired_at_the_lanes_next_fence() {
 
 #[test]
 fn small_transactions_leave_the_pool_the_general_path_leaves() {
-    // The same writes on two identical pools: alone in their transaction (the small
-    // path), and with a second object read (the general path). Both pools must end
-    // byte for byte the same, log records included, and count the same.
-    let run = |general: bool| {
+    // The same writes on identical pools: alone in their transaction and with a second
+    // object read (both the small path), and with a second object opened for writing
+    // but left unchanged (the general path). All pools must end byte for byte the same,
+    // log records included, and count the same.
+    let run = |other: u8| {
         let p = pool();
         let root = setup(&p);
         let a = p.read(root).unwrap().accounts;
         coalesce_only_when_full(&p);
         for i in 0..40u64 {
             p.transaction(|tx| {
-                if general {
-                    tx.read_bytes(a[7], 0, &mut [0; 8])?;
+                match other {
+                    1 => tx.read_bytes(a[7], 0, &mut [0; 8])?,
+                    2 => {
+                        tx.open_bytes_mut(a[7])?;
+                    }
+                    _ => {}
                 }
                 let o = a[(i % 3) as usize];
                 tx.write(o, 8, &i)?;
@@ -250,9 +255,11 @@ fn small_transactions_leave_the_pool_the_general_path_leaves() {
         ];
         (p.heap().media().durable_image(), counts)
     };
-    let (small, general) = (run(false), run(true));
-    assert!(small.0 == general.0, "durable images differ");
-    assert_eq!(small.1, general.1);
+    let (alone, read, general) = (run(0), run(1), run(2));
+    assert!(alone.0 == general.0, "durable images differ");
+    assert_eq!(alone.1, general.1);
+    assert!(read.0 == general.0, "durable images differ (a second object read)");
+    assert_eq!(read.1, general.1);
 }
 
 #[test]

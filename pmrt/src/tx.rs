@@ -874,8 +874,8 @@ impl<M: Media> Tx<'_, M> {
     /// Commits (module docs). On `Err` nothing was written and the transaction aborts.
     #[allow(clippy::too_many_lines)] // one protocol, step by step, reads best in one place
     pub(crate) fn commit(mut self) -> Result<(), Error> {
-        if let Some(mode) = self.small() {
-            return self.commit_small(mode);
+        if let Some((i, mode)) = self.small() {
+            return self.commit_small(i, mode);
         }
         let pool = self.pool;
         let media = pool.media();
@@ -1106,20 +1106,24 @@ impl<M: Media> Tx<'_, M> {
         Ok(())
     }
 
-    /// The single object a *small* transaction changed, and its mode, if this is one:
-    /// an existing object of at most [`SHADOW_MAX`] bytes changed only by explicit
-    /// writes and redo-logged (Delta or Full: the writes are logged as they are),
-    /// nothing allocated, freed or published. Most updates are small; they commit
-    /// through [`Tx::commit_small`]. A mode the policy chose is kept for the general
-    /// path, which then does not ask again.
-    fn small(&mut self) -> Option<Mode> {
+    /// The single object a *small* transaction changed (its index among the
+    /// transaction's objects) and its mode, if this is one: an existing object of at
+    /// most [`SHADOW_MAX`] bytes changed only by explicit writes and redo-logged (Delta
+    /// or Full: the writes are logged as they are), nothing allocated, freed or
+    /// published; other objects only read (their reads were counted as they happened).
+    /// Most updates are small; they commit through [`Tx::commit_small`]. A mode the
+    /// policy chose is kept for the general path, which then does not ask again.
+    fn small(&mut self) -> Option<(usize, Mode)> {
         let s = &mut **self.s;
-        let [o] = &mut s.objs[..s.n] else {
+        let changed = |o: &TxObj| o.fresh.is_some() || o.shadow.is_some() || !o.writes.is_empty();
+        let mut written = s.objs[..s.n].iter().enumerate().filter(|(_, o)| changed(o));
+        let i = written.next()?.0;
+        if written.next().is_some() {
             return None;
-        };
+        }
+        let o = &mut s.objs[i];
         if o.fresh.is_some()
             || o.shadow.is_some()
-            || o.writes.is_empty()
             || o.size > SHADOW_MAX
             || self.root.is_some()
             || !s.frees.is_empty()
@@ -1137,19 +1141,19 @@ impl<M: Media> Tx<'_, M> {
             })
         });
         o.mode = Some(mode);
-        (mode != Mode::CriticalSection).then_some(mode)
+        (mode != Mode::CriticalSection).then_some((i, mode))
     }
 
     /// Commits a small transaction ([`Tx::small`]): the protocol of [`Tx::commit`] for
     /// one redo group, without its plans and lists. The record is laid out in one pass,
     /// appended and fenced; then the homes are stored and the chain extended in one
     /// lookup of the object's index slot.
-    fn commit_small(mut self, mode: Mode) -> Result<(), Error> {
+    fn commit_small(mut self, i: usize, mode: Mode) -> Result<(), Error> {
         let pool = self.pool;
         let media = pool.media();
         let lane = self.log.idx;
         let s = &mut **self.s;
-        let o = &s.objs[0];
+        let o = &s.objs[i];
         let key = o.obj;
         let seq = pool.next_seq();
         let rec = s
