@@ -258,7 +258,10 @@ fn small_transactions_leave_the_pool_the_general_path_leaves() {
     let (alone, read, general) = (run(0), run(1), run(2));
     assert!(alone.0 == general.0, "durable images differ");
     assert_eq!(alone.1, general.1);
-    assert!(read.0 == general.0, "durable images differ (a second object read)");
+    assert!(
+        read.0 == general.0,
+        "durable images differ (a second object read)"
+    );
     assert_eq!(read.1, general.1);
 }
 
