@@ -1145,9 +1145,10 @@ impl<M: Media> Tx<'_, M> {
     }
 
     /// Commits a small transaction ([`Tx::small`]): the protocol of [`Tx::commit`] for
-    /// one redo group, without its plans and lists. The record is laid out in one pass,
-    /// appended and fenced; then the homes are stored and the chain extended in one
-    /// lookup of the object's index slot.
+    /// one redo group, without its plans and lists. The record is laid out in one pass
+    /// and its place reserved; the object's index slot is locked, the record stored,
+    /// the chain extended and the schedule run while the record drains; then the
+    /// fence, and the homes stored under the same lock (one lookup of the slot).
     fn commit_small(mut self, i: usize, mode: Mode) -> Result<(), Error> {
         let pool = self.pool;
         let media = pool.media();
