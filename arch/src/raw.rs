@@ -241,48 +241,41 @@ impl Media for RawMedia {
         }
         check_range(self.len, off, data.len());
         let n = data.len();
-        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-        if (self.at(off) as usize | n).is_multiple_of(16) {
-            // Whole 16-byte pieces at a 16-aligned address (every log and op record):
-            // one loop, no edges (a w1 commit's record took 134 instructions through
-            // the general path below).
-            let (dst, src) = (self.at(off), data.as_ptr());
-            let mut i = 0;
-            while i < n {
-                // SAFETY: `off + i .. off + i + 16` lies in the checked range and is
-                // 16-aligned; `i + 16 <= n`, so the source bytes are in `data`.
-                unsafe { instr::movntdq(dst.add(i), src.add(i)) }
-                i += 16;
-            }
-            self.counters.add_nt(n as u64);
-            return;
-        }
-        let head = ((WORD - (self.base.as_ptr() as usize + off) % WORD) % WORD).min(n);
+        let (dst, src) = (self.at(off), data.as_ptr());
+        let head = ((WORD - dst as usize % WORD) % WORD).min(n);
         let words = (n - head) / WORD;
         let tail_start = head + words * WORD;
         if head > 0 {
             self.write(off, &data[..head]);
             self.flush_lines(off, head);
         }
+        // Raw pointers below, not slices: every log and op record comes through here,
+        // and a bounds check per piece had made a one-line record 134 instructions.
+        // Every piece stored lies below `tail_start <= n`, so `dst + i` is in the
+        // checked range and `src + i` in `data`; `dst + i` is 8-aligned by
+        // construction of `head`.
+        let word = |i: usize| {
+            // SAFETY: callers pass `i + 8 <= tail_start`, so the bytes are in `data`.
+            unsafe { src.add(i).cast::<u64>().read_unaligned() }
+        };
         let mut i = head;
-        let word = |i: usize| u64::from_le_bytes(data[i..i + WORD].try_into().unwrap_or([0; WORD]));
         #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
         {
-            if i < tail_start && !(self.at(off + i) as usize).is_multiple_of(16) {
-                // SAFETY: `off + i` is 8-aligned by construction of `head` and in range.
-                unsafe { instr::movnti(self.at(off + i).cast::<u64>(), word(i).to_le()) }
+            if i < tail_start && !(dst as usize + i).is_multiple_of(16) {
+                // SAFETY: `i + 8 <= tail_start` (words are whole); see above.
+                unsafe { instr::movnti(dst.add(i).cast::<u64>(), word(i)) }
                 i += WORD;
             }
             while i + 16 <= tail_start {
-                // SAFETY: `off + i` is 16-aligned (just above) and `i + 16 <= n`, so both
-                // the media range and the source bytes are in bounds.
-                unsafe { instr::movntdq(self.at(off + i), data[i..i + 16].as_ptr()) }
+                // SAFETY: `i + 16 <= tail_start` and `dst + i` is 16-aligned (just
+                // above); see above.
+                unsafe { instr::movntdq(dst.add(i), src.add(i)) }
                 i += 16;
             }
         }
         while i < tail_start {
-            // SAFETY: `off + i` is 8-aligned by construction of `head` and in range.
-            unsafe { instr::movnti(self.at(off + i).cast::<u64>(), word(i).to_le()) }
+            // SAFETY: `i + 8 <= tail_start` (words are whole); see above.
+            unsafe { instr::movnti(dst.add(i).cast::<u64>(), word(i)) }
             i += WORD;
         }
         self.counters.add_nt((words * WORD) as u64);
