@@ -42,9 +42,10 @@ pub struct RunGeometry {
 }
 
 impl RunGeometry {
-    /// `x / slot` for `x` below the run's size (at most 1 MiB), by a multiply and one
-    /// correction: every pointer check divides on its way to the header load, and a
-    /// 64-bit divide is tens of cycles on that path.
+    /// `x / slot` for `x` below the slots' bytes (`nslots * slot`, at most 1 MiB; the
+    /// product below needs `x < 2^27`), by a multiply and one correction: every
+    /// pointer check divides on its way to the header load, and a 64-bit divide is
+    /// tens of cycles on that path.
     #[inline]
     pub fn slot_index(&self, x: usize) -> usize {
         // x * recip / 2^40 lies in (x / slot, x / slot + x / 2^40): the quotient or

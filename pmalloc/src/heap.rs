@@ -463,13 +463,15 @@ impl<M: Media> Heap<M> {
             Span::Run { head, class, .. } => {
                 let g = &GEOMETRY[class as usize];
                 let run_off = self.layout.chunk_off(head as usize);
-                let data = run_off + g.data_off;
-                if off_us < data {
+                // Past the slots (the run's unused tail, or beyond a span a damaged
+                // table made too long) is no slot; below that `slot_index` is exact.
+                let x = off_us.checked_sub(run_off + g.data_off)?;
+                if x >= g.nslots * g.slot {
                     return None;
                 }
-                let idx = g.slot_index(off_us - data);
-                (idx < g.nslots).then(|| Loc {
-                    obj: (data + idx * g.slot) as u64,
+                let idx = g.slot_index(x);
+                Some(Loc {
+                    obj: (run_off + g.data_off + idx * g.slot) as u64,
                     hdr_off: run_off + idx * HEADER_BYTES,
                     home: Home::Slot { head, class, idx },
                     capacity: g.slot as u64,

@@ -351,6 +351,40 @@ fn typed_access_checks_type_size_and_liveness() {
 }
 
 #[test]
+fn a_pointer_into_a_runs_unused_tail_is_out_of_range() {
+    use crate::class::{CLASSES, GEOMETRY};
+    // A class whose slots leave bytes at the end of the run: no object is there.
+    let class = (0..CLASSES.len())
+        .find(|&c| {
+            let g = &GEOMETRY[c];
+            g.data_off + g.nslots * g.slot + 16 <= g.chunks * CHUNK
+        })
+        .expect("some class leaves a tail");
+    let g = &GEOMETRY[class];
+    let h = fresh(MIN_POOL);
+    let root = with_root(&h);
+    let p = h
+        .alloc_into(root.field(0), g.slot, 8, 1, Init::Zeroed)
+        .unwrap();
+    let (loc, _) = h.object_at(p.raw()).unwrap();
+    let crate::heap::Home::Slot { head, .. } = loc.home else {
+        panic!("a {}-byte object is a slot", g.slot);
+    };
+    let end = h.layout.chunk_off(head as usize) + g.data_off + g.nslots * g.slot;
+    for off in [end, end + 8] {
+        assert_eq!(
+            h.info(off as u64).unwrap_err(),
+            PtrError::OutOfRange { offset: off as u64 }
+        );
+    }
+    // The last slot itself is still one (free).
+    assert!(matches!(
+        h.info((end - g.slot) as u64),
+        Err(PtrError::NotAllocated { .. })
+    ));
+}
+
+#[test]
 fn checkpoint_invalidates_records_and_reopen_replays_none() {
     let h = fresh(MIN_POOL);
     let root = with_root(&h);
