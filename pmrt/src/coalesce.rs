@@ -133,7 +133,7 @@ impl SizeMonitor {
     /// Pooled mean (Q8) and variance (Q16) over both kinds, weighted by their counts.
     /// (Fits 64 bits: means are at most 2^24 in Q8, squares 2^48, times 512 samples.)
     pub fn pooled(&self) -> (u64, u64) {
-        let [a, b] = self.kinds;
+        let [a, b] = &self.kinds;
         match (a.n, b.n) {
             (0, 0) => return (0, 0),
             (_, 0) => return (a.mean_q8(), a.var_q16()),
@@ -147,16 +147,17 @@ impl SizeMonitor {
             let d = w.mean_q8().abs_diff(mean);
             w.var_q16() + d * d
         };
-        let var = (na * spread(&a) + nb * spread(&b)) / n;
+        let var = (na * spread(a) + nb * spread(b)) / n;
         (mean, var)
     }
 }
 
 /// What the threshold calculator decides from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ThresholdInput {
-    /// The object's record sizes.
-    pub monitor: SizeMonitor,
+pub struct ThresholdInput<'a> {
+    /// The object's record sizes. (Borrowed: the commit has just stored to it, and a
+    /// copy's wide loads could not take those stores' values from the store buffer.)
+    pub monitor: &'a SizeMonitor,
     /// The count threshold.
     pub count: u32,
     /// Free space of the committing lane's log, out of 256.
@@ -180,7 +181,7 @@ pub struct ThresholdInput {
 ///   written gains little from deferring (few further writes will share the write-back),
 ///   so its records should not occupy the log for long.
 /// * With no history yet, assume one line per record. Clamp to `[64, max]`.
-pub fn volume_threshold(i: &ThresholdInput) -> u64 {
+pub fn volume_threshold(i: &ThresholdInput<'_>) -> u64 {
     let (mean_q8, var_q16) = i.monitor.pooled();
     let per_record_q8 = match (mean_q8, var_q16) {
         (0, _) => 64 << 8,
@@ -855,7 +856,7 @@ impl<M: Media> Pool<M> {
             || st.chain.volume + st.chain.volume / 4 >= st.thresh;
         if stale {
             st.thresh = volume_threshold(&ThresholdInput {
-                monitor: st.monitor,
+                monitor: &st.monitor,
                 count,
                 free_q8: v.free_q8,
                 reads: st.reads,
@@ -1292,7 +1293,7 @@ mod tests {
         m
     }
 
-    fn input(m: SizeMonitor) -> ThresholdInput {
+    fn input(m: &SizeMonitor) -> ThresholdInput<'_> {
         ThresholdInput {
             monitor: m,
             count: 16,
@@ -1332,31 +1333,31 @@ mod tests {
     #[test]
     fn volume_threshold_edges() {
         // No history: one line per record.
-        assert_eq!(volume_threshold(&input(SizeMonitor::default())), 16 * 64);
+        assert_eq!(volume_threshold(&input(&SizeMonitor::default())), 16 * 64);
         // Steady 8-byte updates: count * 8 (no variance), never below one line.
         let small = monitor(&[(OpKind::Field, 8); 50]);
-        assert_eq!(volume_threshold(&input(small)), 128);
+        assert_eq!(volume_threshold(&input(&small)), 128);
         // Occasional 1 KiB rewrites raise mean and variance: a larger budget, but far
         // below 16 rewrites.
         let mut mixed: Vec<(OpKind, u64)> = alloc::vec![(OpKind::Field, 8); 45];
         mixed.extend([(OpKind::Rewrite, 1024); 5]);
-        let v = volume_threshold(&input(monitor(&mixed)));
+        let v = volume_threshold(&input(&monitor(&mixed)));
         assert!(v > 128 && v < 16 * 1024, "{v}");
         // A nearly full log shrinks it (floor 1/8), a read-mostly object too.
         let full = volume_threshold(&ThresholdInput {
             free_q8: 0,
-            ..input(monitor(&mixed))
+            ..input(&monitor(&mixed))
         });
         assert_eq!(full, (v / 8).max(64));
         let readish = volume_threshold(&ThresholdInput {
             reads: 400,
             writes: 100,
-            ..input(monitor(&mixed))
+            ..input(&monitor(&mixed))
         });
         assert!(readish * 2 <= v + 1, "{readish} vs {v}");
         // Clamped to the maximum.
         let huge = monitor(&[(OpKind::Rewrite, 1 << 30); 4]);
-        assert_eq!(volume_threshold(&input(huge)), 1 << 20);
+        assert_eq!(volume_threshold(&input(&huge)), 1 << 20);
     }
 
     /// One commit of a `volume`-byte group to `st`'s chain (as the commit path adds it),
