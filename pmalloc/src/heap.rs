@@ -2,7 +2,7 @@
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use arch::Media;
 
@@ -191,6 +191,9 @@ pub struct Heap<M: Media> {
     pub(crate) empty_runs: spin::Mutex<Vec<u32>>,
     pub(crate) stat_checkpoints: AtomicU64,
     pub(crate) stat_released_runs: AtomicU64,
+    /// Some op record may be valid on media (set by every op, cleared by
+    /// [`Heap::settle`] with every lane held): settling is a load when there is none.
+    pub(crate) unsettled: AtomicBool,
 }
 
 impl<M: Media> core::fmt::Debug for Heap<M> {
@@ -265,6 +268,7 @@ impl<M: Media> Heap<M> {
             empty_runs: spin::Mutex::new(Vec::new()),
             stat_checkpoints: AtomicU64::new(0),
             stat_released_runs: AtomicU64::new(0),
+            unsettled: AtomicBool::new(false),
             media,
         }
         .with_fresh_space()
@@ -534,6 +538,15 @@ impl<M: Media> Heap<M> {
             }
             HeaderState::Invalid => Err(PtrError::BadHeader { offset: off }),
         }
+    }
+
+    /// The object whose bytes hold the destination word `dest` of an atomic op
+    /// ([`Heap::alloc_into`], [`Heap::free_from`]), or `None` for the root slot; the
+    /// op's own typed error when `dest` cannot be one. A runtime that logs writes to
+    /// objects writes this one back first, so that no older record of it can replay
+    /// over the op's store after a crash.
+    pub fn container_of(&self, dest: u64) -> Result<Option<u64>, DestFault> {
+        Ok(self.check_dest(dest)?.map(|(loc, _)| loc.obj))
     }
 
     /// Checks that the 8 bytes at `dest` may hold a published pointer: the root slot, or

@@ -576,6 +576,10 @@ impl<M: Media> Heap<M> {
         lane.pending = self.home_ranges(&rec, hdr_off);
         lane.live[slot] = Some(rec);
         lane.next_slot ^= 1;
+        // Read first: the word is shared by every lane, and written only after a settle.
+        if !self.unsettled.load(Relaxed) {
+            self.unsettled.store(true, Relaxed);
+        }
         if !seeded!(DropCommitFence) {
             self.media.fence();
         }
@@ -640,14 +644,31 @@ impl<M: Media> Heap<M> {
         }
     }
 
-    /// Flushes every lane's pending homes and invalidates every op record, then returns
-    /// runs whose slots are all free to the free chunks. Takes every lane (waiting for
-    /// ops in flight); two fences when any record is live, one more when runs are
-    /// returned (three when one of them spans several chunks).
-    pub fn checkpoint(&self) {
+    /// Makes every completed op final: flushes every lane's pending homes and
+    /// invalidates every op record, so that recovery replays none of them. Two fences
+    /// when some record may be valid; otherwise one load and nothing else.
+    ///
+    /// Until then an op's record stays valid (to its lane's next op but one, or a
+    /// checkpoint) and recovery may replay it, destination word included: a plain
+    /// store of null to the destination of an [`Heap::alloc_into`] in that window,
+    /// even one made durable, could be replayed over after a crash (replay cannot tell
+    /// it from the op's own store not yet on media). Settle before such a store, or
+    /// change the word with [`Heap::free_from`]. `pmrt` settles before any of its
+    /// records can die (a coalescing round, a write-behind retire), so transactions
+    /// may write destination words freely.
+    pub fn settle(&self) {
+        if !self.unsettled.load(Relaxed) {
+            return;
+        }
         let mut lanes = self.all_lanes();
+        self.settle_lanes(&mut lanes);
+    }
+
+    /// [`Heap::settle`] with every lane held; clears `unsettled` while no op can run.
+    fn settle_lanes(&self, lanes: &mut [spin::MutexGuard<'_, Lane>]) {
+        self.unsettled.store(false, Relaxed);
         let mut live = false;
-        for lane in &mut lanes {
+        for lane in lanes.iter_mut() {
             for (o, l) in &lane.pending {
                 self.media.flush(*o, *l);
             }
@@ -657,7 +678,7 @@ impl<M: Media> Heap<M> {
         }
         if live {
             self.media.fence();
-            for lane in &mut lanes {
+            for lane in lanes.iter_mut() {
                 for slot in 0..2 {
                     if lane.live[slot].take().is_some() {
                         let off = self.layout.record_off(lane.idx, slot);
@@ -670,6 +691,15 @@ impl<M: Media> Heap<M> {
             self.media.crash_point("pmalloc.checkpoint.invalidated");
             self.stat_checkpoints.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Settles ([`Heap::settle`]: every op's homes durable, every record invalid), then
+    /// returns runs whose slots are all free to the free chunks. Takes every lane
+    /// (waiting for ops in flight); two fences when any record is live, one more when
+    /// runs are returned (three when one of them spans several chunks).
+    pub fn checkpoint(&self) {
+        let mut lanes = self.all_lanes();
+        self.settle_lanes(&mut lanes);
         self.release_empty_runs(&mut lanes);
     }
 

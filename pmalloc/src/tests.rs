@@ -602,3 +602,41 @@ fn on_media_lookups_find_an_extent_the_span_map_does_not_know_yet() {
     );
     assert_eq!(h.info_on_media(s.obj), h.info(s.obj));
 }
+
+#[test]
+fn a_destination_cleared_durably_after_a_settle_stays_cleared_after_a_crash() {
+    let h = fresh(MIN_POOL);
+    let root = with_root(&h);
+    let a = h
+        .alloc_into(root.field(0), 64, 8, T_NODE, Init::Zeroed)
+        .unwrap();
+    let fences = h.media().counters().fences;
+    h.settle();
+    assert_eq!(
+        h.media().counters().fences,
+        fences + 2,
+        "homes, then records"
+    );
+    h.settle();
+    assert_eq!(
+        h.media().counters().fences,
+        fences + 2,
+        "nothing left to settle"
+    );
+    // The caller moves the pointer with plain stores made durable: field 1 takes it,
+    // field 0 is cleared. Without the settle, the allocation's record would still be
+    // valid and its replay would store the pointer into field 0 again.
+    let m = h.media();
+    m.write_u64(root.field(8) as usize, a.raw());
+    m.write_u64(root.field(0) as usize, 0);
+    m.flush(root.field(0) as usize, 16);
+    m.fence();
+    let img = m.durable_image();
+    drop(h);
+    let (h, report) = Heap::open(SimMedia::from_image(img), &OpenOptions::default()).unwrap();
+    assert_eq!(report.replayed, 0, "{report:?}");
+    assert_eq!(h.media().read_u64(root.field(8) as usize), a.raw());
+    assert_eq!(h.media().read_u64(root.field(0) as usize), 0);
+    assert!(h.info(a.raw()).is_ok());
+    h.check().unwrap();
+}
