@@ -1020,6 +1020,11 @@ impl<M: Media> Pool<M> {
             }
         }
         if objects > 0 {
+            // Once these groups die, their objects' home bytes are on media with no
+            // record of ours behind them. An older `pmalloc` op record still valid
+            // could then replay a destination word over them (`Heap::settle`): make
+            // those final first (nothing to do, one load, when there are none).
+            self.heap.settle();
             media.fence();
         }
         // 2. Mark the groups dead, lane by lane. The lazy list stays locked from the
@@ -1089,6 +1094,8 @@ impl<M: Media> Pool<M> {
         let Some(lines) = self.pending.retire(key, g) else {
             return;
         };
+        // The group dies here: as in a round, older `pmalloc` records go first.
+        self.heap.settle();
         LaneStats::add(&ls.behind, 1);
         LaneStats::add(&ls.behind_lines, u64::from(lines));
         let media = self.media();

@@ -153,9 +153,48 @@ impl<M: Media> Pool<M> {
         self.heap.close()
     }
 
-    /// The heap (read-only use: iteration, statistics, checks).
+    /// The heap (read-only use: iteration, statistics, checks). Its atomic ops
+    /// (`alloc_into`, `free_from`) store into pool words that transactions may also
+    /// have logged: for those, use [`Pool::alloc_into`] and [`Pool::free_from`], which
+    /// write the word's object back first.
     pub fn heap(&self) -> &Heap<M> {
         &self.heap
+    }
+
+    /// `pmalloc`'s atomic allocation and publication ([`Heap::alloc_into`]) into a word
+    /// of this pool. The word's object (or the root slot) is written back first, with
+    /// its dead marks durable, so that no record of an earlier transaction can replay
+    /// over the publication after a crash. Costs a coalescing round of that object (one
+    /// fence, two when it had pending records) on top of the op's one.
+    pub fn alloc_into(
+        &self,
+        dest: u64,
+        size: usize,
+        align: usize,
+        type_num: u32,
+        init: pmalloc::Init<'_>,
+    ) -> Result<PPtr<()>, pmalloc::AllocError> {
+        self.finish_word(dest);
+        self.heap.alloc_into(dest, size, align, type_num, init)
+    }
+
+    /// `pmalloc`'s atomic free and clear ([`Heap::free_from`]) of a word of this pool,
+    /// with the word's object written back first, as [`Pool::alloc_into`] does.
+    pub fn free_from(&self, dest: u64) -> Result<(), pmalloc::FreeError> {
+        self.finish_word(dest);
+        self.heap.free_from(dest)
+    }
+
+    /// Writes back the object holding `dest` (the root slot's own key for the root
+    /// slot) and makes every dead mark durable, as an in-place write does. A `dest`
+    /// that cannot be one is left to the heap op's typed error.
+    fn finish_word(&self, dest: u64) {
+        let key = match self.heap.container_of(dest) {
+            Ok(Some(obj)) => obj,
+            Ok(None) => pmalloc::layout::ROOT_SLOT as u64,
+            Err(_) => return,
+        };
+        self.coalesce_keys(&[key], crate::coalesce::Trigger::Explicit, true);
     }
 
     /// The runtime area layout.

@@ -736,3 +736,52 @@ fn one_thread_taking_turns_fills_every_lane_log_before_back_pressure() {
         assert_eq!(q.read(a[0]).unwrap().id, 0);
     }
 }
+
+#[test]
+fn a_transaction_that_moves_an_atomically_published_pointer_stays_so_after_a_crash() {
+    let (p, a) = small_log_pool(40);
+    let root = p.root::<Root>().unwrap();
+    let big = root.raw() + 64;
+    // An atomic publication: its `pmalloc` op record stays valid after it returns.
+    let x = p.alloc_into(big, 256, 8, 9, pmalloc::Init::Zeroed).unwrap();
+    // A transaction moves the pointer into an account (a word the program owns) and
+    // clears `big`. Then the lane's log wraps, so the transaction's record is gone and
+    // its bytes are only in their homes.
+    p.transaction_in(0, |tx| {
+        tx.write(a[1], 16, &x.raw())?;
+        tx.write(root, 64, &PPtr::<()>::NULL)
+    })
+    .unwrap();
+    for i in 0..1000u64 {
+        p.transaction_in(0, |tx| tx.write(a[0], 8, &i)).unwrap();
+    }
+    let (q, _) = crash_reopen(&p);
+    assert_eq!(q.read(a[1]).unwrap().history[0], x.raw());
+    assert_eq!(
+        q.read(root).unwrap().big,
+        PPtr::NULL,
+        "the allocation's record was replayed over the transaction's committed write"
+    );
+}
+
+#[test]
+fn an_atomic_publication_into_a_word_a_pending_transaction_wrote_survives_a_crash() {
+    let p = pool();
+    coalesce_only_when_full(&p);
+    let root = setup(&p);
+    // A transaction clears `big` (already null: the record still carries the word),
+    // and its record stays pending.
+    p.transaction(|tx| tx.write(root, 64, &PPtr::<()>::NULL))
+        .unwrap();
+    // Through the heap directly, this publication was lost after the crash: recovery
+    // replayed the transaction's record over it. The pool's own wrapper writes the
+    // word's object back first.
+    let big = root.raw() + 64;
+    let x = p.alloc_into(big, 256, 8, 9, pmalloc::Init::Zeroed).unwrap();
+    let (q, _) = crash_reopen(&p);
+    assert_eq!(
+        q.read(root).unwrap().big.raw(),
+        x.raw(),
+        "replay of the older transaction undid the publication"
+    );
+}

@@ -14,9 +14,17 @@
 //! the model exactly: root fields, object sizes, types and bytes, no other object, a
 //! clean heap check.
 //!
+//! Between transactions, `pmalloc`'s atomic allocation publishes into empty slots
+//! (`Pool::alloc_into`), and transactions move pointers between slots.
+//!
 //! Bugs this found: sequence numbers restarted at 1 on every open, so a scan after a
 //! reopen ran on into the previous session's stale records (replaying old bytes over
-//! newer ones); see `pmrt::recover`'s regression test.
+//! newer ones); see `pmrt::recover`'s regression test. With publishes and moves (each
+//! found within 300 cases when its fix is taken out): a still-valid `pmalloc` op record
+//! replayed its destination over a later transaction's move once that transaction's
+//! record was gone (fixed by `Heap::settle` before any group dies), and an older
+//! transaction's record replayed over a publication into the same word (fixed by
+//! `Pool::alloc_into` writing the word's object back first).
 //!
 //! `PROPTEST_CASES` sets the number of cases (default 40, about 8 s in `cargo test`);
 //! `PMRT_MODEL_DEBUG` prints every step, commit and recovery report.
@@ -56,6 +64,10 @@ enum Op {
     },
     /// Read back a range inside the transaction: it must show the transaction's writes.
     Read { slot: usize, at: usize, len: usize },
+    /// Move `from`'s pointer to `to` (if `from` holds one and `to` is empty) and clear
+    /// `from`: the pattern that lost committed writes to replays of `pmalloc` op
+    /// records (see `Step::Publish`).
+    Move { from: usize, to: usize },
     /// A nested transaction; `fail` makes it return `Err`, which the outer closure
     /// either returns (aborting everything) or swallows (keeping the nested changes).
     Nested {
@@ -96,6 +108,14 @@ enum Step {
         n: usize,
         seed: u64,
     },
+    /// `pmalloc`'s atomic allocation into an empty `slot` (`Pool::alloc_into`), outside
+    /// any transaction: its op record stays valid after it returns, while later
+    /// transactions move or free the object.
+    Publish {
+        slot: usize,
+        size: usize,
+        seed: u64,
+    },
     Coalesce,
     Reopen,
     Crash {
@@ -129,6 +149,7 @@ fn leaf_op() -> impl Strategy<Value = Op> {
         6 => (0..SLOTS, any::<usize>(), prop_oneof![1..=16usize, 1..=300usize, 1..=5000usize], mode(), any::<bool>(), any::<u64>())
             .prop_map(|(slot, at, len, mode, shadow, seed)| Op::Write { slot, at, len, mode, shadow, seed }),
         1 => (0..SLOTS, any::<usize>(), 1..=200usize).prop_map(|(slot, at, len)| Op::Read { slot, at, len }),
+        1 => (0..SLOTS, 0..SLOTS).prop_map(|(from, to)| Op::Move { from, to }),
     ]
 }
 
@@ -150,6 +171,8 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(lane, ops, end)| Step::Tx { lane, ops, end }),
         2 => (0..LANES as usize, 0..SLOTS, 1..400usize, any::<u64>())
             .prop_map(|(lane, slot, n, seed)| Step::Burst { lane, slot, n, seed }),
+        2 => (0..SLOTS, 1..=3000usize, any::<u64>())
+            .prop_map(|(slot, size, seed)| Step::Publish { slot, size, seed }),
         2 => Just(Step::Coalesce),
         2 => Just(Step::Reopen),
         2 => (prop_oneof![Just(Image::Durable), Just(Image::Everything)], any::<bool>())
@@ -188,6 +211,8 @@ fn coalesce_config() -> impl Strategy<Value = CoalesceConfig> {
 struct Obj {
     ptr: u64,
     bytes: Vec<u8>,
+    /// Type number: the slot it was allocated into (objects move between slots).
+    ty: u32,
 }
 
 impl std::fmt::Debug for Obj {
@@ -250,6 +275,7 @@ fn run_ops(
                 cur[slot] = Some(Obj {
                     ptr: p.raw(),
                     bytes,
+                    ty: TYPE_BASE + slot as u32,
                 });
             }
             Op::Free { slot } => {
@@ -282,6 +308,18 @@ fn run_ops(
                     tx.write_bytes(p, off, &data)?;
                 }
                 o.bytes[off..off + len].copy_from_slice(&data);
+            }
+            Op::Move { from, to } => {
+                // Big objects stay in the first slots (so the heap never runs out).
+                let movable = cur[*from]
+                    .as_ref()
+                    .is_some_and(|o| o.bytes.len() <= 64 * 1024 || *to < BIG_SLOTS);
+                if movable && cur[*to].is_none() {
+                    let o = cur[*from].take().expect("checked above");
+                    tx.write(root, to * 8, &o.ptr)?;
+                    tx.write(root, from * 8, &0u64)?;
+                    cur[*to] = Some(o);
+                }
             }
             Op::Read { slot, at, len } => {
                 let Some(o) = cur[*slot].as_ref() else {
@@ -382,7 +420,7 @@ fn check(
                     .heap()
                     .info(o.ptr)
                     .map_err(|e| format!("slot {i}: {e}"))?;
-                if (info.size, info.type_num) != (o.bytes.len() as u64, TYPE_BASE + i as u32) {
+                if (info.size, info.type_num) != (o.bytes.len() as u64, o.ty) {
                     return Err(format!("slot {i}: header {info:?}"));
                 }
                 let mut got = vec![0u8; o.bytes.len()];
@@ -485,6 +523,30 @@ impl Run {
         Ok(())
     }
 
+    fn publish(&mut self, slot: usize, size: usize, seed: u64) -> Result<(), String> {
+        if self.model[slot].is_some() {
+            return Ok(());
+        }
+        let init = random_bytes(seed, size);
+        let ty = TYPE_BASE + slot as u32;
+        let p = self
+            .pool()
+            .alloc_into(
+                self.root.raw() + slot as u64 * 8,
+                size,
+                8,
+                ty,
+                pmalloc::Init::Bytes(&init),
+            )
+            .map_err(|e| format!("publish: {e}"))?;
+        self.model[slot] = Some(Obj {
+            ptr: p.raw(),
+            bytes: init,
+            ty,
+        });
+        Ok(())
+    }
+
     fn reopen(&mut self) -> Result<(), String> {
         let Some(pool) = self.pool.take() else {
             return Err("no pool".into());
@@ -532,6 +594,10 @@ impl Run {
                 seed,
             } => {
                 self.burst(*lane, *slot, *n, *seed)?;
+                false
+            }
+            Step::Publish { slot, size, seed } => {
+                self.publish(*slot, *size, *seed)?;
                 false
             }
             Step::Coalesce => {
