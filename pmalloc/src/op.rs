@@ -15,7 +15,10 @@
 //! next op on the lane flushes them again.
 //!
 //! An op that creates a run fences once more, after zeroing the new run's header
-//! array and before writing its record (see `reserve_slot`).
+//! array and before writing its record (see `reserve_slot`). So does an allocation
+//! that initialises its object (`Init::Zeroed`, `Init::Bytes`), after the new bytes:
+//! its record must not reach media before them. `Init::Uninit` (PMDK's allocation
+//! without a constructor) keeps to one fence.
 //!
 //! When a lane has done `CHECKPOINT_OPS` ops since the last checkpoint, a checkpoint
 //! flushes all lanes' pending homes, fences, invalidates all records and fences again
@@ -325,8 +328,9 @@ impl<M: Media> Heap<M> {
     /// Allocates an object of `size` bytes aligned to `align`, with type number
     /// `type_num`, initialises it, and publishes its offset into the 8-byte word at
     /// `dest` (the root slot [`Heap::ROOT`], or a field inside an allocated object that
-    /// holds null). After a crash at any point, either the object is allocated and
-    /// `dest` points to it, or neither. One fence.
+    /// holds null). After a crash at any point, either the object is allocated,
+    /// initialised and `dest` points to it, or neither. One fence with
+    /// [`Init::Uninit`], two when there are initial bytes to make durable first.
     pub fn alloc_into(
         &self,
         dest: u64,
@@ -354,7 +358,7 @@ impl<M: Media> Heap<M> {
     /// Allocates an object as [`Heap::alloc_into`] does, but publishes it nowhere: like
     /// `pmemobj_alloc` with a null `oidp`, the object is reachable by iteration
     /// ([`Heap::objects`]) until the program stores its offset somewhere. After a crash
-    /// it is allocated or not. One fence.
+    /// it is allocated (and initialised) or not. Fences as [`Heap::alloc_into`].
     pub fn alloc(
         &self,
         size: usize,
@@ -427,7 +431,15 @@ impl<M: Media> Heap<M> {
             gen: next_gen(gen_before),
             flags: F_ALLOCATED | if extent { F_EXTENT } else { 0 },
         };
-        self.init_object(loc.obj as usize, size, init);
+        if self.init_object(loc.obj as usize, size, init) {
+            // The new bytes must be on media before the record can be: its line may
+            // reach media before the op's fence completes, and a crash would then
+            // publish an object holding whatever the slot held. (Replaying the init
+            // instead would also overwrite what the program stores into the object
+            // while the record stays valid.) Found by the transaction crash
+            // scenario's atomic publications.
+            self.media.fence();
+        }
         let (flags, container_gen) = match container {
             Some((_, h)) => (R_CONTAINER, h.gen),
             None => (0, 0),
@@ -453,9 +465,11 @@ impl<M: Media> Heap<M> {
         Ok(PPtr::from_raw(loc.obj))
     }
 
-    fn init_object(&self, at: usize, size: usize, init: Init<'_>) {
+    /// Stores and flushes the new object's initial bytes; returns whether there were
+    /// any (then they need a fence before the op's record).
+    fn init_object(&self, at: usize, size: usize, init: Init<'_>) -> bool {
         let (bytes, zero_from) = match init {
-            Init::Uninit => return,
+            Init::Uninit => return false,
             Init::Zeroed => (&[][..], 0),
             Init::Bytes(b) => (&b[..b.len().min(size)], b.len().min(size)),
         };
@@ -478,6 +492,7 @@ impl<M: Media> Heap<M> {
                 self.media.flush(at + zero_from, n);
             }
         }
+        size > 0
     }
 
     /// Frees the object whose offset the word at `dest` holds and clears `dest`, both

@@ -309,7 +309,14 @@ fn explore_workload(
                     size,
                     type_num,
                 });
-                match heap.alloc_into(dest, size, 8, type_num, Init::Zeroed) {
+                // Even fields without initial bytes (one fence, so a new run's header
+                // zeroing needs its own), odd ones zeroed (a fence after the bytes).
+                let init = if field.is_multiple_of(2) {
+                    Init::Uninit
+                } else {
+                    Init::Zeroed
+                };
+                match heap.alloc_into(dest, size, 8, type_num, init) {
                     Ok(p) => p2.lock().unwrap().fields[field] = (p.raw(), size as u64, type_num),
                     Err(pmalloc::AllocError::OutOfSpace { .. }) => {}
                     Err(e) => panic!("alloc failed: {e}"),

@@ -4,8 +4,17 @@
 //! logged), the others objects of 16..512 bytes. Each step is a transaction that
 //! rewrites parts of 1-3 objects (explicit writes or a shadow, each object with a random
 //! mode: Delta, Full, or Critical-Section write-through), sometimes allocating a new
-//! object into an empty slot or freeing one; some transactions abort; now and then the
-//! workload coalesces. Logs are small so they wrap and apply back-pressure.
+//! object into an empty slot or freeing one, or moving a small object's pointer to an
+//! empty slot; some transactions abort; now and then the workload coalesces. Between
+//! transactions, `pmalloc`'s atomic allocation (`Pool::alloc_into`, with initial bytes)
+//! publishes into empty slots. Logs are small so they wrap and apply back-pressure.
+//!
+//! The publications and moves found three bugs (eleventh session), each caught again
+//! here when its fix is taken out: an allocation's record reached media before its
+//! initial bytes (`pmalloc` now fences between them); a still-valid op record replayed
+//! its destination over a later transaction's move (`Heap::settle` in coalescing); an
+//! older transaction's record replayed over a publication (`Pool::alloc_into` writes
+//! the word's object back first).
 //!
 //! After recovery from any crash image the pool must open with no log group refused as
 //! damaged (a well-formed log must pass recovery's validation), pass the heap check, and
@@ -44,15 +53,19 @@ pub struct Progress {
     pub returned: bool,
     /// Transactions done.
     pub done: u64,
+    /// An atomic allocation in flight: the slot and the new object's bytes (its
+    /// pointer is known only when it returns, so any pointer to these bytes matches).
+    pub publishing: Option<(usize, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for Progress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "tx #{} (returned: {})\n  before {}\n  after  {}",
+            "tx #{} (returned: {}, publishing: {:?})\n  before {}\n  after  {}",
             self.done,
             self.returned,
+            self.publishing.as_ref().map(|(i, b)| (i, b.len())),
             describe(&self.before),
             self.after
                 .as_deref()
@@ -133,7 +146,12 @@ impl Scenario for TxScenario {
         }
         let got = state_of(&pool, p.root)?;
         let is_before = got == p.before;
-        let is_after = p.after.as_ref() == Some(&got);
+        let is_after = p.after.as_ref() == Some(&got)
+            || p.publishing.as_ref().is_some_and(|(i, bytes)| {
+                let mut after = p.before.clone();
+                after[*i] = got[*i].clone().filter(|(_, b)| b == bytes);
+                after[*i].is_some() && after == got
+            });
         let ok = if p.returned {
             is_after
         } else {
@@ -185,6 +203,9 @@ struct Menu {
     other_lane: u64,
     /// A third of the transactions follow the lanes' turns instead.
     turns: bool,
+    /// Between transactions, `pmalloc`'s atomic allocation publishes into empty slots
+    /// (`Pool::alloc_into`), and transactions move pointers between slots.
+    publish: bool,
 }
 
 impl Menu {
@@ -194,6 +215,7 @@ impl Menu {
         modes: 3,
         other_lane: 3,
         turns: true,
+        publish: true,
     };
     /// Redo only, no frees, no in-place object: dead-marks stay lazy until tails pass
     /// them (see [`explore_tx_cross_lane`]).
@@ -203,6 +225,7 @@ impl Menu {
         modes: 2,
         other_lane: 2,
         turns: false,
+        publish: false,
     };
 }
 
@@ -237,10 +260,20 @@ fn step(
                 next[i] = Some((p.raw(), init));
             }
             Some((p, mut bytes)) => {
+                // A small object's pointer moves to an empty small slot: with atomic
+                // publications between transactions (`explore_with`), this is the
+                // write a still-valid `pmalloc` op record could replay over.
+                let to = (0..SLOTS - 1).find(|&j| next[j].is_none());
                 if menu.frees && rng.chance(1, 6) {
                     tx.free(PPtr::<u8>::from_raw(p))?;
                     tx.write(root, i * 8, &0u64)?;
                     next[i] = None;
+                } else if let Some(j) =
+                    to.filter(|_| menu.publish && i < SLOTS - 1 && rng.chance(1, 6))
+                {
+                    tx.write(root, j * 8, &p)?;
+                    tx.write(root, i * 8, &0u64)?;
+                    next[j] = next[i].take();
                 } else {
                     let ptr = PPtr::<u8>::from_raw(p);
                     if bytes.len() <= 64 * 1024 {
@@ -269,6 +302,41 @@ fn step(
         return Ok(None);
     }
     Ok(Some(next))
+}
+
+/// An atomic allocation into a random empty small slot, outside any transaction: the
+/// state before it, or after it once it returned.
+fn publish(
+    pool: &Pool<&SimMedia>,
+    root: PPtr<[u64; SLOTS]>,
+    progress: &Mutex<Progress>,
+    rng: &mut Rng,
+) {
+    let state = progress.lock().unwrap().before.clone();
+    let i = rng.below(SLOTS as u64 - 1) as usize;
+    if state[i].is_some() {
+        return;
+    }
+    let size = 16 + rng.below(497) as usize;
+    let init = random_bytes(rng, size);
+    // The pointer is not known until the op returns: until then any pointer to these
+    // bytes in slot `i` is the state after it.
+    progress.lock().unwrap().publishing = Some((i, init.clone()));
+    let p = pool
+        .alloc_into(
+            root.raw() + i as u64 * 8,
+            size,
+            8,
+            100 + i as u32,
+            pmalloc::Init::Bytes(&init),
+        )
+        .expect("atomic allocation");
+    let mut next = state;
+    next[i] = Some((p.raw(), init));
+    let mut g = progress.lock().unwrap();
+    g.before = next;
+    g.publishing = None;
+    g.done += 1;
 }
 
 /// Runs `steps` transactions under the explorer.
@@ -304,6 +372,9 @@ fn explore_with(cfg: &Config, steps: usize, menu: Menu) -> Report {
     let mut rng = Rng::new(cfg.seed);
     let report = explore(cfg, Arc::new(TxScenario), &media, progress, || {
         for _ in 0..steps {
+            if menu.publish && rng.chance(1, 6) {
+                publish(&pool, root, &p2, &mut rng);
+            }
             let state = p2.lock().unwrap().before.clone();
             {
                 let mut g = p2.lock().unwrap();
