@@ -8,7 +8,7 @@
 //! * [`HeapView`]: what a recovered pool holds (root, fields, objects with their
 //!   tags), taken from a heap or rebuilt from the verifier's lines;
 //! * [`History`]: the oracle. It replays the writer's lines (checking each op on the
-//!   way: the planned field, one fence per op that changed the heap, no object handed
+//!   way: the planned field, its fences (two per allocation, one per free), no object handed
 //!   out twice) and judges a view: every reported op visible, the op in flight entirely
 //!   or not at all, no leak, no double allocation.
 
@@ -574,9 +574,10 @@ pub enum HistoryError {
         /// The value reported.
         value: u64,
     },
-    /// An op issued another number of fences than one (zero for an allocation that
-    /// found no space; an allocation that opens a fresh run may issue a second, after
-    /// zeroing the run's header array).
+    /// An op issued another number of fences than its own: one for a free, two for
+    /// an allocation (its initial bytes, its record), zero for an allocation that
+    /// found no space; an allocation that opens a fresh run may issue one more, after
+    /// zeroing the run's header array.
     Fences {
         /// The op.
         op: u64,
@@ -585,7 +586,8 @@ pub enum HistoryError {
         /// Fences reported after it.
         found: u64,
     },
-    /// A crash at fence `fence`: the last line should report `fence - 1` fences.
+    /// A crash at fence `fence`: the last line should report `fence - 1` fences (down
+    /// to `fence - 3` when an allocation was in flight).
     CrashFence {
         /// The crash fence.
         fence: u64,
@@ -727,8 +729,9 @@ impl History {
 
     /// Replays one writer line, checking it: `ready` once and first; ops in order, on
     /// their planned field; a free leaves null; an allocation hands out neither the
-    /// root nor an object another field holds; one fence per op that changed the heap,
-    /// none for an allocation that found no space.
+    /// root nor an object another field holds; one fence per free and two per
+    /// allocation (the tag is initial bytes, made durable before the record), none
+    /// for an allocation that found no space.
     pub fn record(&mut self, line: HeapLine) -> Result<(), HistoryError> {
         match line {
             HeapLine::Ready { root, fences } => {
@@ -778,7 +781,9 @@ impl History {
                     self.fields[field] = Slot::default();
                     true
                 };
-                let expected = self.fences + u64::from(changed);
+                // An allocation's tag is initial bytes: fenced before its record.
+                let own = if before == 0 { 2 } else { 1 };
+                let expected = self.fences + if changed { own } else { 0 };
                 // The fresh-run fence: only an allocation that succeeded can open a run.
                 let fresh_run = u64::from(changed && before == 0);
                 if fences < expected || fences > expected + fresh_run {
@@ -817,12 +822,12 @@ impl History {
 
     /// For a writer stopped by `crash_at=fence`: the last reported line must have
     /// counted `fence - 1` fences (the stopped fence belongs to the op in flight; the
-    /// op before it returned and reported), or `fence - 2` when the op in flight is an
-    /// allocation (its fresh run's fence may come first). Nothing to check before
-    /// `ready`.
+    /// op before it returned and reported), or down to `fence - 3` when the op in
+    /// flight is an allocation (its fresh run's fence, its initial bytes' fence, its
+    /// record's). Nothing to check before `ready`.
     pub fn check_crash_fence(&self, fence: u64) -> Result<(), HistoryError> {
-        let fresh_run = u64::from(self.in_flight().is_some_and(|f| f.alloc));
-        let ok = (self.fences + 1..=self.fences + 1 + fresh_run).contains(&fence);
+        let alloc = u64::from(self.in_flight().is_some_and(|f| f.alloc));
+        let ok = (self.fences + 1..=self.fences + 1 + 2 * alloc).contains(&fence);
         if self.ready.is_some() && !ok {
             return Err(HistoryError::CrashFence {
                 fence,
@@ -1095,7 +1100,7 @@ mod tests {
             HistoryError::BadValue { op: 0, value: root }
         );
         assert!(matches!(
-            history(&[lines[0], op0(0x9000_0000, fences + 3)], 20),
+            history(&[lines[0], op0(0x9000_0000, fences + 4)], 20),
             Err(HistoryError::Fences { op: 0, .. })
         ));
         let wrong_field = HeapLine::Op {
@@ -1115,9 +1120,9 @@ mod tests {
         };
         assert!(h.check_crash_fence(last + 1).is_ok());
         assert_eq!(
-            h.check_crash_fence(last + 3),
+            h.check_crash_fence(last + 4),
             Err(HistoryError::CrashFence {
-                fence: last + 3,
+                fence: last + 4,
                 last
             })
         );
