@@ -165,7 +165,7 @@ impl<M: Media> Pool<M> {
     /// of this pool. The word's object (or the root slot) is written back first, with
     /// its dead marks durable, so that no record of an earlier transaction can replay
     /// over the publication after a crash. Costs a coalescing round of that object (one
-    /// fence, two when it had pending records) on top of the op's one.
+    /// fence, two when it had pending records) on top of the op's own fences.
     pub fn alloc_into(
         &self,
         dest: u64,
