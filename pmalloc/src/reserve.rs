@@ -106,6 +106,12 @@ impl<M: Media> Heap<M> {
         if type_num > MAX_TYPE {
             return Err(AllocError::BadType { type_num });
         }
+        // The space may have been freed by an atomic op whose homes are not durable
+        // yet. The caller logs a newer header generation for it, and if that header
+        // reached media first, recovery would take the op's record for superseded and
+        // skip it, leaving its destination pointing here. Settled, that record is gone
+        // and its homes are durable (one load when no op record is valid).
+        self.settle();
         // A new run's chunk entries are made durable here (an empty run is a valid
         // state), so only extents carry chunk words in the caller's log.
         let res = match placement(size, align).ok_or(AllocError::BadAlign { align })? {

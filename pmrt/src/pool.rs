@@ -153,10 +153,11 @@ impl<M: Media> Pool<M> {
         self.heap.close()
     }
 
-    /// The heap (read-only use: iteration, statistics, checks). Its atomic ops
-    /// (`alloc_into`, `free_from`) store into pool words that transactions may also
-    /// have logged: for those, use [`Pool::alloc_into`] and [`Pool::free_from`], which
-    /// write the word's object back first.
+    /// The heap (read-only use: iteration, statistics, checks). Its atomic ops change
+    /// pool bytes that transactions may have logged (a destination word, a freed
+    /// object): use [`Pool::alloc_into`] and [`Pool::free_from`], which write those
+    /// objects back first, and free through transactions (`Tx::free`) rather than
+    /// `Heap::free`.
     pub fn heap(&self) -> &Heap<M> {
         &self.heap
     }
@@ -174,27 +175,39 @@ impl<M: Media> Pool<M> {
         type_num: u32,
         init: pmalloc::Init<'_>,
     ) -> Result<PPtr<()>, pmalloc::AllocError> {
-        self.finish_word(dest);
+        self.finish_word(dest, false);
         self.heap.alloc_into(dest, size, align, type_num, init)
     }
 
-    /// `pmalloc`'s atomic free and clear ([`Heap::free_from`]) of a word of this pool,
-    /// with the word's object written back first, as [`Pool::alloc_into`] does.
+    /// `pmalloc`'s atomic free and clear ([`Heap::free_from`]) of a word of this pool.
+    /// The word's object and the object it frees are written back first, as
+    /// [`Pool::alloc_into`] does: the word for the reason given there, the freed object
+    /// because its space is reusable as soon as this returns, and a record of an
+    /// earlier transaction replaying into whatever reuses it would corrupt that.
     pub fn free_from(&self, dest: u64) -> Result<(), pmalloc::FreeError> {
-        self.finish_word(dest);
+        self.finish_word(dest, true);
         self.heap.free_from(dest)
     }
 
     /// Writes back the object holding `dest` (the root slot's own key for the root
-    /// slot) and makes every dead mark durable, as an in-place write does. A `dest`
-    /// that cannot be one is left to the heap op's typed error.
-    fn finish_word(&self, dest: u64) {
+    /// slot) and, with `target`, the object `dest` points to, making every dead mark
+    /// durable, as an in-place write does. A `dest` that cannot be one is left to the
+    /// heap op's typed error.
+    fn finish_word(&self, dest: u64, target: bool) {
         let key = match self.heap.container_of(dest) {
             Ok(Some(obj)) => obj,
             Ok(None) => pmalloc::layout::ROOT_SLOT as u64,
             Err(_) => return,
         };
-        self.coalesce_keys(&[key], crate::coalesce::Trigger::Explicit, true);
+        // `container_of` checked that `dest` is an aligned word inside the pool.
+        let pointee = if target {
+            self.heap.media().read_u64(dest as usize)
+        } else {
+            0
+        };
+        let keys = [key, pointee];
+        let n = if pointee != 0 && pointee != key { 2 } else { 1 };
+        self.coalesce_keys(&keys[..n], crate::coalesce::Trigger::Explicit, true);
     }
 
     /// The runtime area layout.

@@ -785,3 +785,27 @@ fn an_atomic_publication_into_a_word_a_pending_transaction_wrote_survives_a_cras
         "replay of the older transaction undid the publication"
     );
 }
+
+#[test]
+fn an_object_freed_atomically_with_pending_records_is_not_replayed_into_its_reuse() {
+    let p = pool();
+    coalesce_only_when_full(&p);
+    let root = setup(&p);
+    let big = root.raw() + 64;
+    let x = p.alloc_into(big, 256, 8, 9, pmalloc::Init::Zeroed).unwrap();
+    // A transaction writes the object; its record stays pending.
+    p.transaction(|tx| tx.write_bytes(x, 0, &[0xAB; 64]))
+        .unwrap();
+    // Freed and its slot reused at once, outside any transaction.
+    p.free_from(big).unwrap();
+    let y = p
+        .alloc_into(big, 256, 8, 9, pmalloc::Init::Bytes(&[0x11; 256]))
+        .unwrap();
+    let (q, _) = crash_reopen(&p);
+    let yq = q.read(root).unwrap().big;
+    assert_eq!(yq.raw(), y.raw());
+    let mut got = [0u8; 256];
+    q.read_bytes(PPtr::<u8>::from_raw(y.raw()), 0, &mut got)
+        .unwrap();
+    assert_eq!(got, [0x11; 256], "x = {:#x}, y = {:#x}", x.raw(), y.raw());
+}

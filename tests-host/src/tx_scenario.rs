@@ -7,7 +7,8 @@
 //! object into an empty slot or freeing one, or moving a small object's pointer to an
 //! empty slot; some transactions abort; now and then the workload coalesces. Between
 //! transactions, `pmalloc`'s atomic allocation (`Pool::alloc_into`, with initial bytes)
-//! publishes into empty slots. Logs are small so they wrap and apply back-pressure.
+//! publishes into empty slots, and its atomic free (`Pool::free_from`) empties slots.
+//! Logs are small so they wrap and apply back-pressure.
 //!
 //! The publications and moves found three bugs (eleventh session), each caught again
 //! here when its fix is taken out: an allocation's record reached media before its
@@ -125,11 +126,11 @@ impl Scenario for TxScenario {
         p: &Progress,
         recovered: &Phase,
     ) -> Result<String, String> {
-        let (pool, _, rr) =
+        let (pool, hr, rr) =
             Pool::open(media, &OpenOptions::default()).map_err(|e| format!("open failed: {e}"))?;
         recovered.done();
         if std::env::var("PM_DEBUG").is_ok() {
-            eprintln!("recovery: {rr:?}");
+            eprintln!("recovery: {rr:?}\nheap: {hr:?}");
         }
         // Every crash state of a working pool has a well-formed log: a refused group
         // is recovery's validation rejecting a real transaction.
@@ -184,6 +185,10 @@ impl Scenario for TxScenario {
         .map_err(|e| format!("transaction after recovery: {e}"))?;
         Ok(describe(&got))
     }
+}
+
+fn next_of(s: &[Slot], i: usize) -> String {
+    s[i].as_ref().map_or("-".into(), |(p, _)| format!("{p:#x}"))
 }
 
 fn random_bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
@@ -332,10 +337,43 @@ fn publish(
         )
         .expect("atomic allocation");
     let mut next = state;
+    if std::env::var("PM_DEBUG").is_ok() {
+        eprintln!("publish slot {i}: {:#x}", p.raw());
+    }
     next[i] = Some((p.raw(), init));
     let mut g = progress.lock().unwrap();
     g.before = next;
     g.publishing = None;
+    g.done += 1;
+}
+
+/// An atomic free of a random slot's object, outside any transaction (its space is
+/// reusable at once, though transactions may have records of it pending).
+fn unpublish(
+    pool: &Pool<&SimMedia>,
+    root: PPtr<[u64; SLOTS]>,
+    progress: &Mutex<Progress>,
+    rng: &mut Rng,
+) {
+    let state = progress.lock().unwrap().before.clone();
+    let i = rng.below(SLOTS as u64) as usize;
+    if state[i].is_none() {
+        return;
+    }
+    let mut next = state;
+    next[i] = None;
+    if std::env::var("PM_DEBUG").is_ok() {
+        eprintln!(
+            "unpublish slot {i}: {:?}",
+            next_of(&progress.lock().unwrap().before, i)
+        );
+    }
+    progress.lock().unwrap().after = Some(next.clone());
+    pool.free_from(root.raw() + i as u64 * 8)
+        .expect("atomic free");
+    let mut g = progress.lock().unwrap();
+    g.before = next;
+    g.after = None;
     g.done += 1;
 }
 
@@ -375,6 +413,9 @@ fn explore_with(cfg: &Config, steps: usize, menu: Menu) -> Report {
             if menu.publish && rng.chance(1, 6) {
                 publish(&pool, root, &p2, &mut rng);
             }
+            if menu.publish && rng.chance(1, 10) {
+                unpublish(&pool, root, &p2, &mut rng);
+            }
             let state = p2.lock().unwrap().before.clone();
             {
                 let mut g = p2.lock().unwrap();
@@ -399,6 +440,14 @@ fn explore_with(cfg: &Config, steps: usize, menu: Menu) -> Report {
                 pool.transaction_in(lane, &mut body)
             };
             let mut g = p2.lock().unwrap();
+            if std::env::var("PM_DEBUG").is_ok() {
+                eprintln!(
+                    "tx #{} {}: {}",
+                    g.done,
+                    if r.is_ok() { "committed" } else { "aborted" },
+                    r.as_ref().map_or(String::new(), |n| describe(n))
+                );
+            }
             match r {
                 Ok(next) => {
                     g.after = Some(next.clone());

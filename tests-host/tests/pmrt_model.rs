@@ -15,7 +15,8 @@
 //! clean heap check.
 //!
 //! Between transactions, `pmalloc`'s atomic allocation publishes into empty slots
-//! (`Pool::alloc_into`), and transactions move pointers between slots.
+//! (`Pool::alloc_into`) and its atomic free empties slots (`Pool::free_from`), and
+//! transactions move pointers between slots.
 //!
 //! Bugs this found: sequence numbers restarted at 1 on every open, so a scan after a
 //! reopen ran on into the previous session's stale records (replaying old bytes over
@@ -116,6 +117,12 @@ enum Step {
         size: usize,
         seed: u64,
     },
+    /// `pmalloc`'s atomic free of `slot`'s object (`Pool::free_from`), outside any
+    /// transaction: its space is reusable at once, though transactions may have
+    /// records of it pending.
+    Unpublish {
+        slot: usize,
+    },
     Coalesce,
     Reopen,
     Crash {
@@ -173,6 +180,7 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(lane, slot, n, seed)| Step::Burst { lane, slot, n, seed }),
         2 => (0..SLOTS, 1..=3000usize, any::<u64>())
             .prop_map(|(slot, size, seed)| Step::Publish { slot, size, seed }),
+        1 => (0..SLOTS).prop_map(|slot| Step::Unpublish { slot }),
         2 => Just(Step::Coalesce),
         2 => Just(Step::Reopen),
         2 => (prop_oneof![Just(Image::Durable), Just(Image::Everything)], any::<bool>())
@@ -547,6 +555,17 @@ impl Run {
         Ok(())
     }
 
+    fn unpublish(&mut self, slot: usize) -> Result<(), String> {
+        if self.model[slot].is_none() {
+            return Ok(());
+        }
+        self.pool()
+            .free_from(self.root.raw() + slot as u64 * 8)
+            .map_err(|e| format!("unpublish: {e}"))?;
+        self.model[slot] = None;
+        Ok(())
+    }
+
     fn reopen(&mut self) -> Result<(), String> {
         let Some(pool) = self.pool.take() else {
             return Err("no pool".into());
@@ -598,6 +617,10 @@ impl Run {
             }
             Step::Publish { slot, size, seed } => {
                 self.publish(*slot, *size, *seed)?;
+                false
+            }
+            Step::Unpublish { slot } => {
+                self.unpublish(*slot)?;
                 false
             }
             Step::Coalesce => {
