@@ -151,6 +151,11 @@ impl<M: Media> Heap<M> {
     /// Prepares freeing the allocated object at `obj`: the bytes that make it free. The
     /// space stays taken until [`Heap::release`].
     pub fn prepare_free(&self, obj: u64) -> Result<Freeing, PtrError> {
+        // As in `reserve`: the object (or its run) may come from an atomic op whose
+        // homes are not durable yet, and the caller's newer header generation must not
+        // reach media before them, or recovery would skip the op's record (its run's
+        // chunk words included) as superseded.
+        self.settle();
         let (loc, h) = self.object_at(obj)?;
         // The run's volatile state must exist before the header changes (see free_from).
         if let Home::Slot { head, class, .. } = loc.home {

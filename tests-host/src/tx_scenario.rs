@@ -10,12 +10,15 @@
 //! publishes into empty slots, and its atomic free (`Pool::free_from`) empties slots.
 //! Logs are small so they wrap and apply back-pressure.
 //!
-//! The publications and moves found three bugs (eleventh session), each caught again
-//! here when its fix is taken out: an allocation's record reached media before its
-//! initial bytes (`pmalloc` now fences between them); a still-valid op record replayed
-//! its destination over a later transaction's move (`Heap::settle` in coalescing); an
-//! older transaction's record replayed over a publication (`Pool::alloc_into` writes
-//! the word's object back first).
+//! The publications, atomic frees and moves found six bugs (eleventh session), each
+//! caught again here (or in the `pmrt` model test) when its fix is taken out: an
+//! allocation's record reached media before its initial bytes (`pmalloc` fences
+//! between them); a still-valid op record replayed its destination over a later
+//! transaction's move (`Heap::settle` in coalescing); an older transaction's record
+//! replayed over a publication, or into a freed object's reused space
+//! (`Pool::alloc_into` / `free_from` write those objects back first); and a transaction's
+//! newer header for space an atomic op had just freed or allocated made recovery skip
+//! that op's record (`Heap::reserve` and `prepare_free` settle first).
 //!
 //! After recovery from any crash image the pool must open with no log group refused as
 //! damaged (a well-formed log must pass recovery's validation), pass the heap check, and
