@@ -431,7 +431,7 @@ impl<M: Media> Heap<M> {
             gen: next_gen(gen_before),
             flags: F_ALLOCATED | if extent { F_EXTENT } else { 0 },
         };
-        if self.init_object(loc.obj as usize, size, init) {
+        if self.init_object(loc.obj as usize, size, init) && !seeded!(NoFenceAfterInit) {
             // The new bytes must be on media before the record can be: its line may
             // reach media before the op's fence completes, and a crash would then
             // publish an object holding whatever the slot held. (Replaying the init

@@ -23,6 +23,9 @@ pub enum Bug {
     /// A new run's record is written without the fence after its header array is
     /// zeroed.
     NoFenceAfterRunZeroing = 6,
+    /// An allocation's record is written without the fence after the object's initial
+    /// bytes.
+    NoFenceAfterInit = 7,
 }
 
 static ACTIVE: AtomicU8 = AtomicU8::new(0);

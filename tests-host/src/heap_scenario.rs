@@ -128,6 +128,17 @@ impl Scenario for HeapScenario {
                 return Err(format!("field {i} = {v:#x}: neither the state before nor after the ops (inflight {:?})", p.inflight));
             }
             if let Some(o) = obj {
+                // Odd fields are allocated zeroed: a published object holds its zeros
+                // (its record must not reach media before them).
+                if !i.is_multiple_of(2) {
+                    let mut bytes = vec![0u8; o.1 as usize];
+                    media.read(o.0 as usize, &mut bytes);
+                    if let Some(at) = bytes.iter().position(|&b| b != 0) {
+                        return Err(format!(
+                            "field {i} = {v:#x}: the zeroed object holds a nonzero byte at {at}"
+                        ));
+                    }
+                }
                 expect_objects.insert(o);
             }
             values.push(v);

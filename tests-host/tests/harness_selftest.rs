@@ -19,6 +19,7 @@ fn seeded_protocol_bugs_are_caught() {
         Bug::IgnoreReplayGuards,
         Bug::ReleaseWithoutIntent,
         Bug::NoFenceAfterRunZeroing,
+        Bug::NoFenceAfterInit,
     ] {
         set(bug);
         let mut caught = None;
