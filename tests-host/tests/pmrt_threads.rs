@@ -75,3 +75,55 @@ fn run(turns: bool) {
     pool.coalesce();
     assert_eq!(pool.stats().aborts, 0);
 }
+
+/// One thread publishes and frees with `pmalloc`'s atomic ops (`Pool::alloc_into`,
+/// `free_from`) while another runs transactions that allocate, free and write: the
+/// settles this brings into coalescing rounds and into the transactions' allocations
+/// take every `pmalloc` lane, so this checks they neither deadlock nor break the heap.
+#[test]
+fn atomic_ops_and_transactions_from_two_threads_settle_without_deadlock() {
+    let mut opts = PoolOptions::new("pmrt-mixed", [7; 16]);
+    opts.heap.runtime_len = Some(8192 + 2 * 16 * 1024);
+    opts.lanes = 2;
+    // A small pool: the transactions' allocations run out of chunks while empty runs
+    // wait for a checkpoint, and must take one instead of failing.
+    let pool = Pool::create(SimMedia::new(8 << 20), &opts).unwrap();
+    pool.set_coalesce_config(CoalesceConfig::frequent());
+    let root = pool.root_or_init(|| [0u64; 16]).unwrap();
+    std::thread::scope(|s| {
+        let atomic = s.spawn(|| {
+            for i in 0..4_000u64 {
+                let dest = root.raw() + 8 * (i % 8);
+                if pool.read(root).unwrap()[(i % 8) as usize] == 0 {
+                    pool.alloc_into(dest, 64, 8, 5, pmalloc::Init::Zeroed)
+                        .unwrap();
+                } else {
+                    pool.free_from(dest).unwrap();
+                }
+            }
+        });
+        let tx = s.spawn(|| {
+            for i in 0..4_000u64 {
+                // Fields 8.. belong to this thread.
+                let f = 8 + (i % 8) as usize;
+                pool.transaction_in(1, |tx| {
+                    let cur = tx.read(root)?[f];
+                    if cur == 0 {
+                        let p = tx.alloc([i; 8])?;
+                        tx.write(root, f * 8, &p.raw())
+                    } else if i % 3 == 0 {
+                        tx.free(PPtr::<[u64; 8]>::from_raw(cur))?;
+                        tx.write(root, f * 8, &0u64)
+                    } else {
+                        tx.write(PPtr::<[u64; 8]>::from_raw(cur), 8, &i)
+                    }
+                })
+                .unwrap();
+            }
+        });
+        atomic.join().unwrap();
+        tx.join().unwrap();
+    });
+    pool.coalesce();
+    pool.heap().check().unwrap();
+}
