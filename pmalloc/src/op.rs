@@ -396,8 +396,7 @@ impl<M: Media> Heap<M> {
         if size > self.layout.nchunks * CHUNK {
             return Err(AllocError::TooLarge { size });
         }
-        let mut released = false;
-        let (mut lane, seq, res) = loop {
+        let (mut lane, seq, res) = self.after_checkpoint_if_full(|| {
             let mut lane = self.lane();
             // The op's locked instructions come before `flush_pending`, a run switch's
             // in `reserve_slot` (queue lock, ownership) included: a locked
@@ -406,22 +405,13 @@ impl<M: Media> Heap<M> {
             // op's work up to its fence. (Under w4's scattered frees nearly every
             // allocation switches runs.)
             let seq = self.seq.fetch_add(1, Relaxed);
-            let reserved = match place {
+            let r = match place {
                 Placement::Run(c) => self.reserve_slot(&mut lane, c),
                 Placement::Extent(n) => self.reserve_extent(n, size),
-            }
-            .inspect(|_| self.flush_pending(&lane));
-            match reserved {
-                Ok(r) => break (lane, seq, r),
-                // Out of chunks: a checkpoint returns empty runs to them; try once more.
-                Err(AllocError::OutOfSpace { .. }) if !released => {
-                    drop(lane);
-                    released = true;
-                    self.checkpoint();
-                }
-                Err(e) => return Err(e),
-            }
-        };
+            }?;
+            self.flush_pending(&lane);
+            Ok((lane, seq, r))
+        })?;
         let loc = res.loc;
         let gen_before = self.read_header(&loc).gen();
         let extent = matches!(loc.home, Home::Extent { .. });
@@ -467,6 +457,22 @@ impl<M: Media> Heap<M> {
 
     /// Stores and flushes the new object's initial bytes; returns whether there were
     /// any (then they need a fence before the op's record).
+    /// Runs `reserve`; when it finds no free chunk, checkpoints (empty runs go back to
+    /// the free chunks only there) and runs it once more. `reserve` must hold no lane
+    /// when it fails: the checkpoint takes them all.
+    pub(crate) fn after_checkpoint_if_full<T>(
+        &self,
+        mut reserve: impl FnMut() -> Result<T, AllocError>,
+    ) -> Result<T, AllocError> {
+        match reserve() {
+            Err(AllocError::OutOfSpace { .. }) => {
+                self.checkpoint();
+                reserve()
+            }
+            r => r,
+        }
+    }
+
     fn init_object(&self, at: usize, size: usize, init: Init<'_>) -> bool {
         let (bytes, zero_from) = match init {
             Init::Uninit => return false,

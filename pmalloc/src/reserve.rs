@@ -115,30 +115,17 @@ impl<M: Media> Heap<M> {
         // A new run's chunk entries are made durable here (an empty run is a valid
         // state), so only extents carry chunk words in the caller's log.
         let place = placement(size, align).ok_or(AllocError::BadAlign { align })?;
-        let mut released = false;
-        let res = loop {
-            let r = match place {
-                Placement::Run(c) => {
-                    let mut lane = self.lane();
-                    self.reserve_slot_transient(&mut lane, c)
-                        .map(|loc| Reservation {
-                            loc,
-                            chunk_op: None,
-                        })
-                }
-                Placement::Extent(n) => self.reserve_extent_for(n, size),
-            };
-            match r {
-                Ok(r) => break r,
-                // Out of chunks: empty runs go back to them only at a checkpoint, as
-                // for an atomic allocation (`alloc_op`); try once more after one.
-                Err(AllocError::OutOfSpace { .. }) if !released => {
-                    released = true;
-                    self.checkpoint();
-                }
-                Err(e) => return Err(e),
+        let res = self.after_checkpoint_if_full(|| match place {
+            Placement::Run(c) => {
+                let mut lane = self.lane();
+                self.reserve_slot_transient(&mut lane, c)
+                    .map(|loc| Reservation {
+                        loc,
+                        chunk_op: None,
+                    })
             }
-        };
+            Placement::Extent(n) => self.reserve_extent_for(n, size),
+        })?;
         let gen = self.read_header(&res.loc).gen();
         let extent = matches!(res.loc.home, Home::Extent { .. });
         let header = ObjHeader {
