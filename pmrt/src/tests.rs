@@ -809,3 +809,39 @@ fn an_object_freed_atomically_with_pending_records_is_not_replayed_into_its_reus
         .unwrap();
     assert_eq!(got, [0x11; 256], "x = {:#x}, y = {:#x}", x.raw(), y.raw());
 }
+
+#[test]
+fn the_pools_atomic_ops_give_typed_errors_for_bad_destinations_and_change_nothing() {
+    use pmalloc::{AllocError, DestFault, FreeError};
+    let p = pool();
+    let root = setup(&p);
+    let big = root.raw() + 64;
+    let before = p.read(root).unwrap();
+    let alloc = |dest| p.alloc_into(dest, 64, 8, 9, pmalloc::Init::Zeroed);
+    for (dest, why) in [
+        (big + 3, DestFault::Misaligned),
+        (u64::MAX - 7, DestFault::OutOfRange),
+        (POOL as u64, DestFault::OutOfRange),
+    ] {
+        assert_eq!(p.heap().container_of(dest), Err(why), "{dest:#x}");
+        assert!(
+            matches!(alloc(dest), Err(AllocError::BadDest { offset, why: w }) if offset == dest && w == why),
+            "{dest:#x}"
+        );
+        assert!(
+            matches!(p.free_from(dest), Err(FreeError::BadDest { offset, why: w }) if offset == dest && w == why),
+            "{dest:#x}"
+        );
+    }
+    // A null destination to free, and a destination that holds no object.
+    assert!(matches!(p.free_from(big), Err(FreeError::DestNull { offset }) if offset == big));
+    p.transaction(|tx| tx.write(root, 64, &PPtr::<()>::from_raw(root.raw() + 8)))
+        .unwrap();
+    assert!(matches!(p.free_from(big), Err(FreeError::NotAnObject(_))));
+    // Publishing over a non-null word is refused too.
+    assert!(matches!(alloc(big), Err(AllocError::DestNotNull { .. })));
+    p.transaction(|tx| tx.write(root, 64, &PPtr::<()>::NULL))
+        .unwrap();
+    assert_eq!(p.read(root).unwrap(), before);
+    p.heap().check().unwrap();
+}
