@@ -103,6 +103,9 @@ struct Shard {
 /// `counters` feature is off.
 #[derive(Debug, Default)]
 pub struct CounterCell {
+    /// Counting stopped ([`CounterCell::set_enabled`]); false, counting, by default.
+    #[cfg(feature = "counters")]
+    off: core::sync::atomic::AtomicBool,
     #[cfg(feature = "counters")]
     shards: [Shard; SHARDS],
 }
@@ -117,6 +120,9 @@ impl CounterCell {
     #[cfg(feature = "counters")]
     #[inline(always)]
     fn add(&self, pick: impl Fn(&Shard) -> &AtomicU64, n: u64) {
+        if self.off.load(Relaxed) {
+            return;
+        }
         if let Some(i) = private_index() {
             // Only this thread writes shard `i`: a plain load and store is exact.
             let c = pick(&self.shards[i]);
@@ -128,6 +134,28 @@ impl CounterCell {
             let idx = PRIVATE + (core::ptr::addr_of!(marker) as usize >> 21) % SHARED;
             pick(&self.shards[idx]).fetch_add(n, Relaxed);
         }
+    }
+
+    /// Stops (`false`) or resumes (`true`) counting. While stopped an update is one
+    /// load and a branch, and [`CounterCell::get`] stands still: a benchmark times its
+    /// region with counting stopped and counts in a run of its own, so that the
+    /// counting's thread-local lookups and stores are not part of what it times.
+    /// Without the `counters` feature there is nothing to stop.
+    pub fn set_enabled(&self, on: bool) {
+        #[cfg(feature = "counters")]
+        self.off.store(!on, Relaxed);
+        #[cfg(not(feature = "counters"))]
+        let _ = on;
+    }
+
+    /// Whether updates are counted: the feature is on and counting is not stopped.
+    pub fn enabled(&self) -> bool {
+        #[cfg(feature = "counters")]
+        {
+            !self.off.load(Relaxed)
+        }
+        #[cfg(not(feature = "counters"))]
+        false
     }
 
     /// Counts `n` flushed lines.
@@ -188,6 +216,30 @@ impl CounterCell {
 #[cfg(all(test, feature = "counters"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stopped_cell_counts_nothing_until_resumed() {
+        let cell = CounterCell::new();
+        assert!(cell.enabled());
+        cell.add_fence();
+        cell.set_enabled(false);
+        assert!(!cell.enabled());
+        cell.add_fence();
+        cell.add_flushed(3);
+        cell.add_nt(64);
+        cell.add_written(8);
+        assert_eq!(
+            cell.get(),
+            Counters {
+                fences: 1,
+                ..Counters::default()
+            }
+        );
+        cell.set_enabled(true);
+        cell.add_flushed(2);
+        let c = cell.get();
+        assert_eq!((c.fences, c.lines_flushed), (1, 2));
+    }
 
     #[test]
     fn counts_add_up_across_threads() {

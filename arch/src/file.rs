@@ -171,6 +171,17 @@ impl FileMedia {
     pub fn sync_mode(&self) -> SyncMode {
         self.mode
     }
+
+    /// Stops or resumes counting flushes, fences and bytes
+    /// ([`crate::CounterCell::set_enabled`]); a benchmark stops it while it times.
+    pub fn set_counting(&self, on: bool) {
+        self.raw.set_counting(on);
+    }
+
+    /// Whether flushes, fences and bytes are being counted ([`RawMedia::counting`]).
+    pub fn counting(&self) -> bool {
+        self.raw.counting()
+    }
 }
 
 fn is_tmpfs(file: &File) -> bool {

@@ -64,6 +64,18 @@ impl RawMedia {
         }
     }
 
+    /// Stops or resumes counting flushes, fences and bytes
+    /// ([`CounterCell::set_enabled`]); a benchmark stops it while it times.
+    pub fn set_counting(&self, on: bool) {
+        self.counters.set_enabled(on);
+    }
+
+    /// Whether flushes, fences and bytes are being counted (the `counters` feature is
+    /// on and counting is not stopped).
+    pub fn counting(&self) -> bool {
+        self.counters.enabled()
+    }
+
     /// Names what backs the range in [`MediaInfo::kind`].
     #[must_use]
     pub fn with_kind(mut self, kind: &'static str) -> Self {

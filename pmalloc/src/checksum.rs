@@ -110,7 +110,11 @@ impl Crc32c {
 }
 
 /// CRC-32C of 8-byte little-endian words (the common case for headers and records).
-#[inline]
+///
+/// Always inlined: its callers pass a few words, and the hardware loop unrolls into a
+/// handful of `crc32` instructions; left to the optimizer, whether it was inlined
+/// moved with unrelated changes elsewhere (w4: 2.5% of its instructions).
+#[inline(always)]
 pub fn crc32c_words(words: &[u64]) -> u32 {
     if arch::cpu::features().sse42 {
         let mut c = !0u32;
@@ -120,12 +124,19 @@ pub fn crc32c_words(words: &[u64]) -> u32 {
         }
         !c
     } else {
-        let mut d = TABLE.digest();
-        for w in words {
-            d.update(&w.to_le_bytes());
-        }
-        d.finalize()
+        crc32c_words_sw(words)
     }
+}
+
+/// [`crc32c_words`] without SSE4.2.
+#[cold]
+#[inline(never)]
+fn crc32c_words_sw(words: &[u64]) -> u32 {
+    let mut d = TABLE.digest();
+    for w in words {
+        d.update(&w.to_le_bytes());
+    }
+    d.finalize()
 }
 
 #[cfg(test)]

@@ -190,6 +190,7 @@ pub struct Heap<M: Media> {
     /// Heads of runs that became empty (all slots free) since the last checkpoint.
     pub(crate) empty_runs: spin::Mutex<Vec<u32>>,
     pub(crate) stat_checkpoints: AtomicU64,
+    pub(crate) stat_settles: AtomicU64,
     pub(crate) stat_released_runs: AtomicU64,
     /// Some op record may be valid on media (set by every op, cleared by
     /// [`Heap::settle`] with every lane held): settling is a load when there is none.
@@ -267,6 +268,7 @@ impl<M: Media> Heap<M> {
             seq: AtomicU64::new(1),
             empty_runs: spin::Mutex::new(Vec::new()),
             stat_checkpoints: AtomicU64::new(0),
+            stat_settles: AtomicU64::new(0),
             stat_released_runs: AtomicU64::new(0),
             unsettled: AtomicBool::new(false),
             media,

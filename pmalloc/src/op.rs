@@ -710,7 +710,7 @@ impl<M: Media> Heap<M> {
             }
             self.media.fence();
             self.media.crash_point("pmalloc.checkpoint.invalidated");
-            self.stat_checkpoints.fetch_add(1, Relaxed);
+            self.stat_settles.fetch_add(1, Relaxed);
         }
     }
 
@@ -722,6 +722,7 @@ impl<M: Media> Heap<M> {
         let mut lanes = self.all_lanes();
         self.settle_lanes(&mut lanes);
         self.release_empty_runs(&mut lanes);
+        self.stat_checkpoints.fetch_add(1, Relaxed);
     }
 
     /// Returns runs whose slots are all free (and that no lane allocates from, or

@@ -604,6 +604,31 @@ fn on_media_lookups_find_an_extent_the_span_map_does_not_know_yet() {
 }
 
 #[test]
+fn settles_and_checkpoints_are_counted_apart() {
+    let h = fresh(MIN_POOL);
+    let root = with_root(&h);
+    let base = h.stats();
+    h.alloc_into(root.field(0), 64, 8, T_NODE, Init::Uninit)
+        .unwrap();
+    h.settle();
+    h.settle();
+    let s = h.stats();
+    assert_eq!(
+        s.settles,
+        base.settles + 1,
+        "the second settle had nothing to do"
+    );
+    assert_eq!(
+        s.checkpoints, base.checkpoints,
+        "a settle is not a checkpoint"
+    );
+    h.checkpoint();
+    let c = h.stats();
+    assert_eq!(c.checkpoints, s.checkpoints + 1);
+    assert_eq!(c.settles, s.settles, "nothing was left to invalidate");
+}
+
+#[test]
 fn a_destination_cleared_durably_after_a_settle_stays_cleared_after_a_crash() {
     let h = fresh(MIN_POOL);
     let root = with_root(&h);

@@ -148,8 +148,12 @@ pub struct HeapStats {
     pub allocs: u64,
     /// Atomic frees since open.
     pub frees: u64,
-    /// Checkpoints since open.
+    /// Checkpoints since open (every `CHECKPOINT_OPS` ops of a lane, when out of
+    /// chunks, and [`Heap::checkpoint`] calls).
     pub checkpoints: u64,
+    /// Settles since open that found op records valid and invalidated them: each
+    /// checkpoint's, and each [`Heap::settle`] that had work (two fences each).
+    pub settles: u64,
     /// Empty runs returned to the free chunks since open.
     pub released_runs: u64,
     /// Damaged structures set aside.
@@ -181,6 +185,7 @@ impl Default for HeapStats {
             allocs: 0,
             frees: 0,
             checkpoints: 0,
+            settles: 0,
             released_runs: 0,
             damaged: 0,
         }
@@ -229,6 +234,7 @@ impl<M: Media> Heap<M> {
             allocs,
             frees,
             checkpoints: self.stat_checkpoints.load(Relaxed),
+            settles: self.stat_settles.load(Relaxed),
             released_runs: self.stat_released_runs.load(Relaxed),
             damaged: self.damage.lock().len() as u64,
             ..HeapStats::default()

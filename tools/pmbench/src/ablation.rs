@@ -435,6 +435,8 @@ pub fn run(
         params,
         coalesce: None,
         lanes: None,
+        // Counts are what the ablation compares; its configurations all pay for them.
+        count: true,
     };
     let default = pmrt::CoalesceConfig::default();
     let [coalescing, eager, turns_on] = compare(

@@ -209,8 +209,12 @@ pub enum SideRuns {
 pub struct WorkloadRuns {
     /// The workload.
     pub workload: WorkloadId,
-    /// Ours, with flushes.
+    /// Ours, with flushes (timed, not counting).
     pub ours: SideRuns,
+    /// Ours, with flushes: the one round that counts flushes, fences and bytes (its
+    /// time is not reported; counting costs time of its own, and PMDK's side is
+    /// counted apart from its timed rounds too).
+    pub ours_counted: SideRuns,
     /// Ours in eADR mode (no flushes).
     pub ours_eadr: SideRuns,
     /// PMDK, flush path.
@@ -303,14 +307,15 @@ pub fn run_workload(
 ) -> WorkloadRuns {
     let params = opts.params();
     let job = Job::build(id, &params);
-    let cfg = |eadr| OursConfig {
+    let cfg = |eadr, count| OursConfig {
         pool_dir: opts.pool_dir.clone(),
         eadr,
         params,
         coalesce: None,
         lanes: None,
+        count,
     };
-    let (cfg_adr, cfg_eadr) = (cfg(false), cfg(true));
+    let (cfg_adr, cfg_eadr) = (cfg(false, false), cfg(true, false));
     let pmdk_off = (!cfg!(feature = "pmdk")).then_some(SideRuns::FeatureOff);
     let mut ours = Side::new(None);
     let mut ours_eadr = Side::new(None);
@@ -337,6 +342,17 @@ pub fn run_workload(
             pmdk_nf.stopped = Some(e);
         }
     }
+    // The counting round first, untimed.
+    let mut ours_counted = Side::new(None);
+    let counted = ours_round(engine, id, &job, &cfg(false, true));
+    progress(&round_line(
+        id,
+        0,
+        opts.rounds,
+        "ours (counting, untimed)",
+        &counted,
+    ));
+    ours_counted.record(counted);
     for round in 1..=opts.rounds {
         for (side, name, run) in [
             (&mut ours, "ours", Run::Ours(&cfg_adr)),
@@ -362,6 +378,7 @@ pub fn run_workload(
     WorkloadRuns {
         workload: id,
         ours: ours.finish(),
+        ours_counted: ours_counted.finish(),
         ours_eadr: ours_eadr.finish(),
         pmdk: pmdk.finish(),
         pmdk_no_flush: pmdk_nf.finish(),

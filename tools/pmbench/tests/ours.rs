@@ -25,15 +25,35 @@ fn with_pmbench_exe<R>(f: impl FnOnce() -> R) -> R {
 }
 
 fn round(id: WorkloadId, params: Params, eadr: bool) -> RoundResult {
+    round_counting(id, params, eadr, true)
+}
+
+fn round_counting(id: WorkloadId, params: Params, eadr: bool, count: bool) -> RoundResult {
     let cfg = OursConfig {
         pool_dir: pool_dir(),
         eadr,
         params,
         coalesce: None,
         lanes: None,
+        count,
     };
     let job = Job::build(id, &params);
     with_pmbench_exe(|| Ours.run(id, &job, &cfg)).unwrap_or_else(|e| panic!("{id}: {e}"))
+}
+
+#[test]
+fn a_round_that_does_not_count_reports_times_and_no_counts() {
+    let p = Params::quick().with_ops(200);
+    for id in [WorkloadId::W1, WorkloadId::W4, WorkloadId::Open] {
+        let r = round_counting(id, p, false, false);
+        assert!(r.counters.is_none(), "{id}: {r:?}");
+        assert!(r.by_metric.is_empty(), "{id}: {r:?}");
+        assert!(r.timings.iter().all(|t| t.units > 0), "{id}: {r:?}");
+        let c = round_counting(id, p, false, true);
+        let counted =
+            c.counters.map(|c| c.fences) > Some(0) || c.by_metric.iter().any(|(_, c)| c.fences > 0);
+        assert!(counted, "{id}: {c:?}");
+    }
 }
 
 #[test]

@@ -90,7 +90,7 @@ fn run_atomic_on(heap: &Heap<FileMedia>, job: &AllocJob) -> Result<RoundResult, 
             ns,
             units: job.timed.0.len() as u64,
         }],
-        counters: Some(counters),
+        counters,
         tx: None,
         by_metric: Vec::new(),
     })
@@ -255,7 +255,7 @@ fn run_tx_on(pool: &Pool<FileMedia>, job: &TxAllocJob) -> Result<RoundResult, En
             ns,
             units: job.timed.len() as u64,
         }],
-        counters: Some(counters),
+        counters,
         tx: Some(tx),
         by_metric: Vec::new(),
     })

@@ -44,6 +44,11 @@ pub struct OursConfig {
     /// Lanes of the update workloads' pools; `None`: 8, as PMDK's side has many (the
     /// ablation gives one thread the whole runtime area with 1).
     pub lanes: Option<u32>,
+    /// Count flushes, fences and bytes (`arch` counters) over the round. Off, the
+    /// pool's media does not count (an update is one load and a branch) and the round
+    /// reports no counts: timed rounds run so, as PMDK's do, and one more round of ours
+    /// counts (see `harness::run_workload`).
+    pub count: bool,
 }
 
 /// Why our side produced no result.
@@ -125,14 +130,16 @@ pub fn pool_media(cfg: &OursConfig, name: &str, size: u64) -> Result<FileMedia, 
     let path = pool_path(&cfg.pool_dir, name);
     let len = usize::try_from(size)
         .map_err(|_| EngineError::Media(FileMediaError::BadLength { len: size }))?;
-    Ok(FileMedia::open(
+    let media = FileMedia::open(
         &path,
         FileOptions {
             create_len: Some(len),
             force_pmem: true,
             eadr: cfg.eadr,
         },
-    )?)
+    )?;
+    media.set_counting(cfg.count);
+    Ok(media)
 }
 
 /// The path of pool `name` in `dir` (process id included, so concurrent runs differ).
@@ -140,22 +147,28 @@ pub fn pool_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("pmbench-{}-{name}.pool", std::process::id()))
 }
 
-/// Runs `region` and returns its elapsed nanoseconds and the growth of `media`'s
-/// counters over it.
-pub fn timed<M: Media + ?Sized, R>(
-    media: &M,
-    region: impl FnOnce() -> R,
-) -> (R, u64, RoundCounters) {
-    let before = media.counters();
+/// Runs `region` and returns its elapsed nanoseconds and, when `media` counts
+/// ([`OursConfig::count`]), the growth of its counters over it.
+pub fn timed<R>(media: &FileMedia, region: impl FnOnce() -> R) -> (R, u64, Option<RoundCounters>) {
+    let before = media.counting().then(|| media.counters());
     let start = Instant::now();
-    // Two functions, so `pmbench instructions` can count either mode's region by name.
-    let r = if media.info().eadr {
+    // Separate functions, so `pmbench instructions` can count either mode's timed
+    // region by name, and leave the counted round out.
+    let r = if before.is_some() {
+        region_counted(region)
+    } else if media.info().eadr {
         region_eadr(region)
     } else {
         region_flush(region)
     };
     let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    (r, ns, media.counters().since(&before).into())
+    (r, ns, before.map(|b| media.counters().since(&b).into()))
+}
+
+/// A media's counters since it was created, when it counts (the open workloads' media
+/// is new, so that is the open's work).
+pub fn counted_since_creation(media: &FileMedia) -> Option<RoundCounters> {
+    media.counting().then(|| media.counters().into())
 }
 
 /// Runs a timed region on a flushing media. Never inlined: `pmbench instructions`
@@ -173,6 +186,14 @@ pub fn region_flush<R>(region: impl FnOnce() -> R) -> R {
 pub fn region_eadr<R>(region: impl FnOnce() -> R) -> R {
     let r = region();
     core::hint::black_box(1u8);
+    r
+}
+
+/// As [`region_flush`], in the round that counts (either mode).
+#[inline(never)]
+pub fn region_counted<R>(region: impl FnOnce() -> R) -> R {
+    let r = region();
+    core::hint::black_box(2u8);
     r
 }
 
@@ -254,6 +275,7 @@ pub fn open_pool(
             eadr: cfg.eadr,
         },
     )?;
+    media.set_counting(cfg.count);
     let (pool, _, report) = pmrt::Pool::open(
         media,
         &pmalloc::OpenOptions {

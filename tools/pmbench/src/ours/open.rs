@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use arch::{FileMedia, FileOptions, Media};
 use pmalloc::{CreateOptions, Heap, Init, OpenOptions};
 
-use super::{failed, pool_path, timed, EngineError, OursConfig, LAYOUT};
+use super::{counted_since_creation, failed, pool_path, timed, EngineError, OursConfig, LAYOUT};
 use crate::round::{RoundResult, Timing};
 use crate::workload::{Metric, OpenJob, WorkloadId};
 
@@ -85,6 +85,7 @@ pub fn run_open(job: &OpenJob, cfg: &OursConfig) -> Result<RoundResult, EngineEr
     };
     let start = std::time::Instant::now();
     let media = FileMedia::open(&path, opts)?;
+    media.set_counting(cfg.count);
     let (heap, report) = Heap::open(
         media,
         &OpenOptions {
@@ -94,7 +95,7 @@ pub fn run_open(job: &OpenJob, cfg: &OursConfig) -> Result<RoundResult, EngineEr
     .map_err(|e| failed(w, 0, e))?;
     let open_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
     // The media is new: its counters since creation are the open's.
-    let open_counters = heap.media().counters().into();
+    let open_counters = counted_since_creation(heap.media());
     if report.replayed != 0 || !report.damage.is_empty() {
         return Err(failed(w, 0, NotClean(format!("{report:?}"))));
     }
@@ -154,11 +155,14 @@ pub fn run_open(job: &OpenJob, cfg: &OursConfig) -> Result<RoundResult, EngineEr
         ],
         counters: None,
         tx: None,
-        by_metric: vec![
+        by_metric: [
             (Metric::Open, open_counters),
             (Metric::FirstAlloc, counters),
             (Metric::Walk, walk_counters),
-        ],
+        ]
+        .into_iter()
+        .filter_map(|(m, c)| Some((m, c?)))
+        .collect(),
     })
 }
 

@@ -22,9 +22,10 @@ use arch::{Counters, FileMedia, FileOptions, Media, MediaInfo};
 use pmrt::{PPtr, Pool};
 
 use super::{
-    failed, fresh_pool_with_log, open_pool, pool_path, round_name, EngineError, OursConfig, LAYOUT,
+    counted_since_creation, failed, fresh_pool_with_log, open_pool, pool_path, round_name,
+    EngineError, OursConfig, LAYOUT,
 };
-use crate::round::{RoundCounters, RoundResult, Timing};
+use crate::round::{RoundResult, Timing};
 use crate::workload::{Metric, RecoverJob, WorkloadId};
 
 /// Fill byte of the committed data (the shim's `RECOVER_OLD`).
@@ -183,7 +184,7 @@ fn measure(job: &RecoverJob, cfg: &OursConfig, name: &str) -> Result<RoundResult
     let w = WorkloadId::Recover;
     let (pool, report, recover_ns) = open_pool(cfg, w, name)?;
     // The media is new: its counters since creation are the open's.
-    let recover_counters = RoundCounters::from(pool.heap().media().counters());
+    let recover_counters = counted_since_creation(pool.heap().media());
     if report.rolled_back != 1 || report.incomplete != 1 {
         return Err(fail(RecoverError::NotRolledBack {
             report: format!("{report:?}"),
@@ -193,7 +194,7 @@ fn measure(job: &RecoverJob, cfg: &OursConfig, name: &str) -> Result<RoundResult
     drop(pool.close());
 
     let (pool, report, clean_ns) = open_pool(cfg, w, name)?;
-    let clean_counters = RoundCounters::from(pool.heap().media().counters());
+    let clean_counters = counted_since_creation(pool.heap().media());
     drop(pool.close());
     if report.incomplete != 0 || report.rolled_back != 0 || report.groups_replayed != 0 {
         return Err(fail(RecoverError::NotClean {
@@ -215,10 +216,13 @@ fn measure(job: &RecoverJob, cfg: &OursConfig, name: &str) -> Result<RoundResult
         ],
         counters: None,
         tx: None,
-        by_metric: vec![
+        by_metric: [
             (Metric::RecoverOpen, recover_counters),
             (Metric::CleanOpen, clean_counters),
-        ],
+        ]
+        .into_iter()
+        .filter_map(|(m, c)| Some((m, c?)))
+        .collect(),
     })
 }
 

@@ -56,7 +56,7 @@ fn run_on(
             ns,
             units: job.timed.obj.len() as u64,
         }],
-        counters: Some(counters),
+        counters,
         tx: Some(tx),
         by_metric: Vec::new(),
     })
