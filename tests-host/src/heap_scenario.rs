@@ -284,8 +284,17 @@ fn explore_workload(
     let p2 = progress.clone();
     let mut rng = Rng::new(cfg.seed);
     let report = explore(cfg, Arc::new(HeapScenario), &media, progress, || {
+        let mut last_field = 0;
         for _ in 0..ops {
-            let field = rng.below(FIELDS as u64) as usize;
+            // One op in four on the field the last op used, as w4's free and
+            // allocation into one slot: the second op's record then stands for the
+            // same destination word as the first's, whose homes it flushes.
+            let field = if rng.below(4) == 0 {
+                last_field
+            } else {
+                rng.below(FIELDS as u64) as usize
+            };
+            last_field = field;
             let dest = root.field(field * 8);
             let cur = p2.lock().unwrap().fields[field];
             let loose = p2.lock().unwrap().loose.clone();
