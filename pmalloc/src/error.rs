@@ -115,6 +115,10 @@ pub enum AllocError {
         /// What it holds.
         value: u64,
     },
+    /// A runtime claimed the heap ([`crate::Heap::claim`]): its atomic ops with a
+    /// destination go through the runtime (`pmrt::Pool::alloc_into`), which first
+    /// writes back what its transactions logged of the destination.
+    Claimed,
 }
 
 /// Why a free failed. Nothing was changed.
@@ -135,6 +139,10 @@ pub enum FreeError {
     },
     /// The destination's value is not an allocated object.
     NotAnObject(PtrError),
+    /// A runtime claimed the heap ([`crate::Heap::claim`]): frees go through the
+    /// runtime (`pmrt::Pool::free_from`, `Tx::free`), which first writes back what its
+    /// transactions logged of the destination and of the object.
+    Claimed,
 }
 
 /// Why a pool offset is not a usable object pointer.
@@ -278,6 +286,10 @@ impl fmt::Display for AllocError {
             AllocError::DestNotNull { offset, value } => {
                 write!(f, "destination {offset:#x} already holds {value:#x}")
             }
+            AllocError::Claimed => write!(
+                f,
+                "the heap belongs to a runtime: publish through the runtime's alloc_into"
+            ),
         }
     }
 }
@@ -288,6 +300,10 @@ impl fmt::Display for FreeError {
             FreeError::BadDest { offset, why } => write!(f, "destination {offset:#x}: {why}"),
             FreeError::DestNull { offset } => write!(f, "destination {offset:#x} holds null"),
             FreeError::NotAnObject(e) => write!(f, "cannot free: {e}"),
+            FreeError::Claimed => write!(
+                f,
+                "the heap belongs to a runtime: free through the runtime (free_from, a transaction)"
+            ),
         }
     }
 }

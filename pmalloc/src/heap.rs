@@ -167,6 +167,9 @@ pub struct ObjSlot {
     pub extent: bool,
 }
 
+/// Numbers the heaps of the process ([`Heap::claim`]).
+static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
+
 /// A crash-consistent persistent heap over a [`Media`].
 ///
 /// Atomic allocation ([`Heap::alloc_into`]) and free ([`Heap::free_from`]) publish to
@@ -191,6 +194,10 @@ pub struct Heap<M: Media> {
     pub(crate) empty_runs: spin::Mutex<Vec<u32>>,
     pub(crate) stat_checkpoints: AtomicU64,
     pub(crate) stat_settles: AtomicU64,
+    /// A runtime claimed the atomic ops with a destination ([`Heap::claim`]).
+    pub(crate) claimed: AtomicBool,
+    /// This heap among the process's (for its claim; copies of one pool share a salt).
+    pub(crate) instance: u64,
     pub(crate) stat_released_runs: AtomicU64,
     /// Some op record may be valid on media (set by every op, cleared by
     /// [`Heap::settle`] with every lane held): settling is a load when there is none.
@@ -269,6 +276,8 @@ impl<M: Media> Heap<M> {
             empty_runs: spin::Mutex::new(Vec::new()),
             stat_checkpoints: AtomicU64::new(0),
             stat_settles: AtomicU64::new(0),
+            claimed: AtomicBool::new(false),
+            instance: NEXT_INSTANCE.fetch_add(1, Relaxed),
             stat_released_runs: AtomicU64::new(0),
             unsettled: AtomicBool::new(false),
             media,

@@ -59,7 +59,7 @@ mod walk;
 
 pub use error::{AllocError, CreateError, DestFault, FreeError, OpenError, PtrError};
 pub use heap::{CreateOptions, Damage, Heap, ObjInfo, ObjSlot, OpenOptions, OpenReport, Repaired};
-pub use op::{Init, CHECKPOINT_OPS};
+pub use op::{Claim, Init, CHECKPOINT_OPS};
 pub use pptr::{bytes_of, from_bytes, PPtr, Persistent};
 pub use reserve::{ChunkWord, Freeing, Reserved};
 pub use volatile::VolatileHeap;

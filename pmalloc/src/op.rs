@@ -106,6 +106,14 @@ impl PaddedLane {
     }
 }
 
+/// A runtime's right to a heap's atomic ops with a destination ([`Heap::claim`]); not
+/// cloneable, so one runtime holds it.
+#[derive(Debug)]
+pub struct Claim {
+    /// The heap's instance number, so that a claim works only on its own heap.
+    instance: u64,
+}
+
 /// A slot or extent set aside for an op.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Reservation {
@@ -325,13 +333,66 @@ impl<M: Media> Heap<M> {
         }
     }
 
+    /// Makes the caller, a runtime that logs writes to pool bytes (`pmrt`), the only
+    /// user of the atomic ops that change words and objects its log may stand for:
+    /// afterwards [`Heap::alloc_into`], [`Heap::free_from`] and [`Heap::free`] answer
+    /// `Claimed`, and the runtime uses [`Heap::alloc_into_claimed`] and
+    /// [`Heap::free_from_claimed`] after writing back what it logged. Without the
+    /// claim, a program holding the runtime's pool could call the heap's ops directly
+    /// and a crash could replay the runtime's older records over them. `None` when
+    /// the heap is claimed already.
+    pub fn claim(&self) -> Option<Claim> {
+        self.claimed
+            .compare_exchange(false, true, Relaxed, Relaxed)
+            .is_ok()
+            .then_some(Claim {
+                instance: self.instance,
+            })
+    }
+
+    /// Whether the claim is this heap's.
+    fn owns(&self, claim: &Claim) -> bool {
+        claim.instance == self.instance
+    }
+
     /// Allocates an object of `size` bytes aligned to `align`, with type number
     /// `type_num`, initialises it, and publishes its offset into the 8-byte word at
     /// `dest` (the root slot [`Heap::ROOT`], or a field inside an allocated object that
     /// holds null). After a crash at any point, either the object is allocated,
     /// initialised and `dest` points to it, or neither. One fence with
     /// [`Init::Uninit`], two when there are initial bytes to make durable first.
+    /// `Claimed` when a runtime claimed the heap ([`Heap::claim`]).
     pub fn alloc_into(
+        &self,
+        dest: u64,
+        size: usize,
+        align: usize,
+        type_num: u32,
+        init: Init<'_>,
+    ) -> Result<PPtr<()>, AllocError> {
+        if self.claimed.load(Relaxed) {
+            return Err(AllocError::Claimed);
+        }
+        self.publish(dest, size, align, type_num, init)
+    }
+
+    /// [`Heap::alloc_into`] for the runtime holding the heap's claim.
+    pub fn alloc_into_claimed(
+        &self,
+        claim: &Claim,
+        dest: u64,
+        size: usize,
+        align: usize,
+        type_num: u32,
+        init: Init<'_>,
+    ) -> Result<PPtr<()>, AllocError> {
+        if !self.owns(claim) {
+            return Err(AllocError::Claimed);
+        }
+        self.publish(dest, size, align, type_num, init)
+    }
+
+    fn publish(
         &self,
         dest: u64,
         size: usize,
@@ -502,8 +563,24 @@ impl<M: Media> Heap<M> {
     }
 
     /// Frees the object whose offset the word at `dest` holds and clears `dest`, both
-    /// or neither after any crash. One fence.
+    /// or neither after any crash. One fence. `Claimed` when a runtime claimed the
+    /// heap ([`Heap::claim`]).
     pub fn free_from(&self, dest: u64) -> Result<(), FreeError> {
+        if self.claimed.load(Relaxed) {
+            return Err(FreeError::Claimed);
+        }
+        self.unpublish(dest)
+    }
+
+    /// [`Heap::free_from`] for the runtime holding the heap's claim.
+    pub fn free_from_claimed(&self, claim: &Claim, dest: u64) -> Result<(), FreeError> {
+        if !self.owns(claim) {
+            return Err(FreeError::Claimed);
+        }
+        self.unpublish(dest)
+    }
+
+    fn unpublish(&self, dest: u64) -> Result<(), FreeError> {
         let container = self
             .check_dest(dest)
             .map_err(|why| FreeError::BadDest { offset: dest, why })?;
@@ -524,8 +601,12 @@ impl<M: Media> Heap<M> {
 
     /// Frees the allocated object at `p`, clearing no destination (the counterpart of
     /// [`Heap::alloc`]; a pointer to it stored elsewhere dangles afterwards). After a
-    /// crash it is freed or not. One fence.
+    /// crash it is freed or not. One fence. `Claimed` when a runtime claimed the heap
+    /// ([`Heap::claim`]): its transactions free objects (`Tx::free`).
     pub fn free(&self, p: PPtr<()>) -> Result<(), FreeError> {
+        if self.claimed.load(Relaxed) {
+            return Err(FreeError::Claimed);
+        }
         let (loc, h) = self.object_at(p.raw()).map_err(FreeError::NotAnObject)?;
         self.free_op(0, None, loc, h);
         Ok(())

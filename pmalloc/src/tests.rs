@@ -604,6 +604,42 @@ fn on_media_lookups_find_an_extent_the_span_map_does_not_know_yet() {
 }
 
 #[test]
+fn a_claimed_heap_leaves_its_atomic_ops_to_the_claims_holder() {
+    let h = fresh(MIN_POOL);
+    let root = with_root(&h);
+    let other = fresh(MIN_POOL);
+    let foreign = other.claim().unwrap();
+    let claim = h.claim().expect("unclaimed");
+    assert!(h.claim().is_none(), "one claim");
+    let (f0, f1) = (root.field(0), root.field(8));
+    assert_eq!(
+        h.alloc_into(f0, 64, 8, T_NODE, Init::Zeroed),
+        Err(AllocError::Claimed)
+    );
+    assert_eq!(
+        h.alloc_into_claimed(&foreign, f0, 64, 8, T_NODE, Init::Zeroed),
+        Err(AllocError::Claimed),
+        "another heap's claim"
+    );
+    assert_eq!(h.media().read_u64(f0 as usize), 0);
+    let a = h
+        .alloc_into_claimed(&claim, f0, 64, 8, T_NODE, Init::Zeroed)
+        .unwrap();
+    assert_eq!(h.media().read_u64(f0 as usize), a.raw());
+    // Allocation without a destination stays open to all.
+    let loose = h.alloc(32, 8, T_NODE, Init::Zeroed).unwrap();
+    assert_eq!(h.free(loose), Err(FreeError::Claimed));
+    assert_eq!(h.free_from(f0), Err(FreeError::Claimed));
+    assert_eq!(h.free_from_claimed(&foreign, f0), Err(FreeError::Claimed));
+    assert_eq!(h.media().read_u64(f0 as usize), a.raw());
+    h.free_from_claimed(&claim, f0).unwrap();
+    assert_eq!(h.media().read_u64(f0 as usize), 0);
+    assert_eq!(h.media().read_u64(f1 as usize), 0);
+    assert_eq!(h.objects_of_type(T_NODE).count(), 1, "the loose object");
+    h.check().unwrap();
+}
+
+#[test]
 fn settles_and_checkpoints_are_counted_apart() {
     let h = fresh(MIN_POOL);
     let root = with_root(&h);

@@ -39,6 +39,9 @@ impl<'a> PoolOptions<'a> {
 /// A persistent pool with failure-atomic transactions.
 pub struct Pool<M: Media> {
     pub(crate) heap: Heap<M>,
+    /// The heap's claim: its atomic ops with a destination are the pool's alone
+    /// ([`Pool::alloc_into`], [`Pool::free_from`]).
+    claim: pmalloc::Claim,
     pub(crate) area: Area,
     pub(crate) lanes: Box<[Lane]>,
     pub(crate) seq: AtomicU64,
@@ -128,8 +131,12 @@ impl<M: Media> Pool<M> {
                 }
             })
             .collect();
+        let claim = heap
+            .claim()
+            .expect("a heap just created or opened is unclaimed");
         Pool {
             heap,
+            claim,
             area,
             lanes: lanes.into_boxed_slice(),
             seq: AtomicU64::new(seq),
@@ -153,11 +160,11 @@ impl<M: Media> Pool<M> {
         self.heap.close()
     }
 
-    /// The heap (read-only use: iteration, statistics, checks). Its atomic ops change
-    /// pool bytes that transactions may have logged (a destination word, a freed
-    /// object): use [`Pool::alloc_into`] and [`Pool::free_from`], which write those
-    /// objects back first, and free through transactions (`Tx::free`) rather than
-    /// `Heap::free`.
+    /// The heap, for iteration, statistics and checks. The pool claims it
+    /// ([`Heap::claim`]): its atomic ops that change pool bytes transactions may have
+    /// logged (`alloc_into`, `free_from`, `free`) answer `Claimed` here; use
+    /// [`Pool::alloc_into`] and [`Pool::free_from`], which write those objects back
+    /// first, and free inside transactions (`Tx::free`).
     pub fn heap(&self) -> &Heap<M> {
         &self.heap
     }
@@ -176,7 +183,8 @@ impl<M: Media> Pool<M> {
         init: pmalloc::Init<'_>,
     ) -> Result<PPtr<()>, pmalloc::AllocError> {
         self.finish_word(dest, false);
-        self.heap.alloc_into(dest, size, align, type_num, init)
+        self.heap
+            .alloc_into_claimed(&self.claim, dest, size, align, type_num, init)
     }
 
     /// `pmalloc`'s atomic free and clear ([`Heap::free_from`]) of a word of this pool.
@@ -186,7 +194,7 @@ impl<M: Media> Pool<M> {
     /// earlier transaction replaying into whatever reuses it would corrupt that.
     pub fn free_from(&self, dest: u64) -> Result<(), pmalloc::FreeError> {
         self.finish_word(dest, true);
-        self.heap.free_from(dest)
+        self.heap.free_from_claimed(&self.claim, dest)
     }
 
     /// Writes back the object holding `dest` (the root slot's own key for the root

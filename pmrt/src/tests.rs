@@ -845,3 +845,26 @@ fn the_pools_atomic_ops_give_typed_errors_for_bad_destinations_and_change_nothin
     assert_eq!(p.read(root).unwrap(), before);
     p.heap().check().unwrap();
 }
+
+#[test]
+fn the_pools_heap_refuses_atomic_ops_that_bypass_the_pool() {
+    use pmalloc::{AllocError, FreeError, Init};
+    let p = pool();
+    let root = setup(&p);
+    let big = root.raw() + 64;
+    let before = p.read(root).unwrap();
+    let objects = p.heap().objects().count();
+    assert!(p.heap().claim().is_none(), "the pool holds the claim");
+    assert_eq!(
+        p.heap().alloc_into(big, 64, 8, 9, Init::Zeroed),
+        Err(AllocError::Claimed)
+    );
+    let q = p.alloc_into(big, 64, 8, 9, Init::Zeroed).unwrap();
+    assert_eq!(p.heap().free_from(big), Err(FreeError::Claimed));
+    assert_eq!(p.heap().free(q), Err(FreeError::Claimed));
+    assert_eq!(p.heap().objects().count(), objects + 1);
+    p.free_from(big).unwrap();
+    assert_eq!(p.read(root).unwrap(), before);
+    assert_eq!(p.heap().objects().count(), objects);
+    p.heap().check().unwrap();
+}
