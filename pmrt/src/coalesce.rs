@@ -1067,8 +1067,14 @@ impl<M: Media> Pool<M> {
             // Earlier lazy marks must be durable too (a superset of this round's
             // objects' marks: the list is not kept per object).
             uf.drain(|id| to_flush.push((id.at, 8)));
-            arch::flush_lines_once(media, to_flush);
-            media.fence();
+            // With nothing to flush there is nothing to wait for: marks drained by
+            // other rounds were fenced before they let go of the list. (An atomic op
+            // through the pool on a word no transaction touched then costs only its
+            // own fence.)
+            if !to_flush.is_empty() {
+                arch::flush_lines_once(media, to_flush);
+                media.fence();
+            }
         }
         drop(uf);
         // 3. Freed objects can be reused now.

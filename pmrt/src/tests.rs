@@ -847,6 +847,41 @@ fn the_pools_atomic_ops_give_typed_errors_for_bad_destinations_and_change_nothin
 }
 
 #[test]
+fn an_atomic_op_on_a_word_no_pending_transaction_touched_costs_only_its_own_fence() {
+    use pmalloc::Init;
+    let p = pool();
+    let root = setup(&p);
+    let big = root.raw() + 64;
+    // Every transaction's records written back and their dead marks durable.
+    p.coalesce();
+    p.alloc_into(big, 64, 8, 9, Init::Uninit).unwrap();
+    let before = p.heap().media().counters();
+    let n = 20u64;
+    for _ in 0..n {
+        p.free_from(big).unwrap();
+        p.alloc_into(big, 64, 8, 9, Init::Uninit).unwrap();
+    }
+    let d = p.heap().media().counters().since(&before);
+    assert_eq!(d.fences, 2 * n, "one per op, as the heap's own: {d:?}");
+    // A transaction on the root leaves a pending record of the word: the next
+    // publication writes it back first, with a fence of its own.
+    let a7 = p.read(root).unwrap().accounts[7];
+    p.transaction(|tx| tx.write(root, 56, &a7)).unwrap();
+    let before = p.heap().media().counters();
+    p.free_from(big).unwrap();
+    let d = p.heap().media().counters().since(&before);
+    assert!(d.fences > 1, "the root's record written back first: {d:?}");
+    let before = p.heap().media().counters();
+    p.alloc_into(big, 64, 8, 9, Init::Uninit).unwrap();
+    let d = p.heap().media().counters().since(&before);
+    assert_eq!(d.fences, 1, "written back by the free just before: {d:?}");
+    let (q, _) = crash_reopen(&p);
+    let r = q.read(root).unwrap();
+    assert_ne!(r.big, PPtr::NULL);
+    assert_eq!(r.accounts[7], a7);
+}
+
+#[test]
 fn the_pools_heap_refuses_atomic_ops_that_bypass_the_pool() {
     use pmalloc::{AllocError, FreeError, Init};
     let p = pool();
