@@ -172,8 +172,10 @@ impl<M: Media> Pool<M> {
     /// `pmalloc`'s atomic allocation and publication ([`Heap::alloc_into`]) into a word
     /// of this pool. The word's object (or the root slot) is written back first, with
     /// its dead marks durable, so that no record of an earlier transaction can replay
-    /// over the publication after a crash. Costs a coalescing round of that object (one
-    /// fence, two when it had pending records) on top of the op's own fences.
+    /// over the publication after a crash. Costs a coalescing round of that object on
+    /// top of the op's own fences: nothing more when no transaction left the object a
+    /// pending record and no dead mark waits to be made durable, one fence when only
+    /// marks wait, two when the object had pending records.
     pub fn alloc_into(
         &self,
         dest: u64,
