@@ -284,11 +284,12 @@ impl Report {
             self.command, self.rounds, self.machine
         );
         s.push_str(
-            "| workload | ours | PMDK | PMDK no-flush | ops/s ours / PMDK / no-flush | \
-             ratio ours/PMDK | ours lines/op | ours nt lines/op | ours fences/op | ours WA | \
-             PMDK fences/op | PMDK lines/op | PMDK nt lines/op | PMDK WA |\n",
+            "| workload | ours | ours eADR | PMDK | PMDK no-flush | ops/s ours / PMDK / no-flush | \
+             ratio ours/PMDK | ratio eADR / no-flush | ours lines/op | ours nt lines/op | \
+             ours fences/op | ours WA | PMDK fences/op | PMDK lines/op | PMDK nt lines/op | \
+             PMDK WA |\n",
         );
-        s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for r in &self.rows {
             let name = label(r);
             let per_s = |c: &Cell| c.per_s().map_or("—".into(), fmt_rate);
@@ -297,15 +298,17 @@ impl Report {
             let pmdk_c = r.pmdk_counts;
             let _ = writeln!(
                 s,
-                "| {name} (per {}) | {} | {} | {} | {} / {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {name} (per {}) | {} | {} | {} | {} | {} / {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.unit,
                 r.ours.time_text(),
+                r.ours_eadr.time_text(),
                 r.pmdk.time_text(),
                 r.pmdk_no_flush.time_text(),
                 per_s(&r.ours),
                 per_s(&r.pmdk),
                 per_s(&r.pmdk_no_flush),
                 f(r.ratio),
+                f(r.ratio_eadr),
                 f(ours_c.map(|c| c.lines_flushed)),
                 f(ours_c.map(|c| c.nt_lines)),
                 f(ours_c.map(|c| c.fences)),
