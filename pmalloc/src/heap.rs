@@ -553,9 +553,8 @@ impl<M: Media> Heap<M> {
 
     /// The object whose bytes hold the destination word `dest` of an atomic op
     /// ([`Heap::alloc_into`], [`Heap::free_from`]), or `None` for the root slot; the
-    /// op's own typed error when `dest` cannot be one. A runtime that logs writes to
-    /// objects writes this one back first, so that no older record of it can replay
-    /// over the op's store after a crash.
+    /// op's own typed error when `dest` cannot be one (the check the ops make first; a
+    /// claiming runtime gets the same object through their `prepare` hooks).
     pub fn container_of(&self, dest: u64) -> Result<Option<u64>, DestFault> {
         Ok(self.check_dest(dest)?.map(|(loc, _)| loc.obj))
     }

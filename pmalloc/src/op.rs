@@ -350,9 +350,13 @@ impl<M: Media> Heap<M> {
             })
     }
 
-    /// Whether the claim is this heap's.
-    fn owns(&self, claim: &Claim) -> bool {
-        claim.instance == self.instance
+    /// Whether a caller holding `claim` (or none) may use the ops a claim reserves:
+    /// it holds this heap's claim, or nobody claimed the heap.
+    fn admits(&self, claim: Option<&Claim>) -> bool {
+        match claim {
+            Some(c) => c.instance == self.instance,
+            None => !self.claimed.load(Relaxed),
+        }
     }
 
     /// Allocates an object of `size` bytes aligned to `align`, with type number
@@ -370,13 +374,14 @@ impl<M: Media> Heap<M> {
         type_num: u32,
         init: Init<'_>,
     ) -> Result<PPtr<()>, AllocError> {
-        if self.claimed.load(Relaxed) {
-            return Err(AllocError::Claimed);
-        }
-        self.publish(dest, size, align, type_num, init)
+        self.publish(None, dest, size, align, type_num, init, |_| {})
     }
 
-    /// [`Heap::alloc_into`] for the runtime holding the heap's claim.
+    /// [`Heap::alloc_into`] for the runtime holding the heap's claim. Once `dest` is
+    /// known to be a null word the op may publish to, and before the op takes a lane,
+    /// `prepare` gets the object holding `dest` (`None`: the root slot), which the
+    /// runtime writes back first.
+    #[allow(clippy::too_many_arguments)] // alloc_into's, with the claim and the hook
     pub fn alloc_into_claimed(
         &self,
         claim: &Claim,
@@ -385,21 +390,25 @@ impl<M: Media> Heap<M> {
         align: usize,
         type_num: u32,
         init: Init<'_>,
+        prepare: impl FnOnce(Option<u64>),
     ) -> Result<PPtr<()>, AllocError> {
-        if !self.owns(claim) {
-            return Err(AllocError::Claimed);
-        }
-        self.publish(dest, size, align, type_num, init)
+        self.publish(Some(claim), dest, size, align, type_num, init, prepare)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn publish(
         &self,
+        claim: Option<&Claim>,
         dest: u64,
         size: usize,
         align: usize,
         type_num: u32,
         init: Init<'_>,
+        prepare: impl FnOnce(Option<u64>),
     ) -> Result<PPtr<()>, AllocError> {
+        if !self.admits(claim) {
+            return Err(AllocError::Claimed);
+        }
         let place = Self::alloc_args(size, align, type_num)?;
         let container = self
             .check_dest(dest)
@@ -413,6 +422,7 @@ impl<M: Media> Heap<M> {
                 value,
             });
         }
+        prepare(container.map(|(loc, _)| loc.obj));
         self.alloc_op(dest, container, place, size, type_num, init)
     }
 
@@ -516,8 +526,6 @@ impl<M: Media> Heap<M> {
         Ok(PPtr::from_raw(loc.obj))
     }
 
-    /// Stores and flushes the new object's initial bytes; returns whether there were
-    /// any (then they need a fence before the op's record).
     /// Runs `reserve`; when it finds no free chunk, checkpoints (empty runs go back to
     /// the free chunks only there) and runs it once more. `reserve` must hold no lane
     /// when it fails: the checkpoint takes them all.
@@ -534,6 +542,8 @@ impl<M: Media> Heap<M> {
         }
     }
 
+    /// Stores and flushes the new object's initial bytes; returns whether there were
+    /// any (then they need a fence before the op's record).
     fn init_object(&self, at: usize, size: usize, init: Init<'_>) -> bool {
         let (bytes, zero_from) = match init {
             Init::Uninit => return false,
@@ -566,21 +576,31 @@ impl<M: Media> Heap<M> {
     /// or neither after any crash. One fence. `Claimed` when a runtime claimed the
     /// heap ([`Heap::claim`]).
     pub fn free_from(&self, dest: u64) -> Result<(), FreeError> {
-        if self.claimed.load(Relaxed) {
-            return Err(FreeError::Claimed);
-        }
-        self.unpublish(dest)
+        self.unpublish(None, dest, |_, _| {})
     }
 
-    /// [`Heap::free_from`] for the runtime holding the heap's claim.
-    pub fn free_from_claimed(&self, claim: &Claim, dest: u64) -> Result<(), FreeError> {
-        if !self.owns(claim) {
-            return Err(FreeError::Claimed);
-        }
-        self.unpublish(dest)
+    /// [`Heap::free_from`] for the runtime holding the heap's claim. Once `dest` is
+    /// known to hold an object the op may free, and before the op takes a lane,
+    /// `prepare` gets the object holding `dest` (`None`: the root slot) and the object
+    /// to be freed, which the runtime writes back first.
+    pub fn free_from_claimed(
+        &self,
+        claim: &Claim,
+        dest: u64,
+        prepare: impl FnOnce(Option<u64>, u64),
+    ) -> Result<(), FreeError> {
+        self.unpublish(Some(claim), dest, prepare)
     }
 
-    fn unpublish(&self, dest: u64) -> Result<(), FreeError> {
+    fn unpublish(
+        &self,
+        claim: Option<&Claim>,
+        dest: u64,
+        prepare: impl FnOnce(Option<u64>, u64),
+    ) -> Result<(), FreeError> {
+        if !self.admits(claim) {
+            return Err(FreeError::Claimed);
+        }
         let container = self
             .check_dest(dest)
             .map_err(|why| FreeError::BadDest { offset: dest, why })?;
@@ -595,6 +615,7 @@ impl<M: Media> Heap<M> {
                 why: DestFault::InsideTarget,
             });
         }
+        prepare(container.map(|(c, _)| c.obj), loc.obj);
         self.free_op(dest, container, loc, h);
         Ok(())
     }
@@ -604,7 +625,7 @@ impl<M: Media> Heap<M> {
     /// crash it is freed or not. One fence. `Claimed` when a runtime claimed the heap
     /// ([`Heap::claim`]): its transactions free objects (`Tx::free`).
     pub fn free(&self, p: PPtr<()>) -> Result<(), FreeError> {
-        if self.claimed.load(Relaxed) {
+        if !self.admits(None) {
             return Err(FreeError::Claimed);
         }
         let (loc, h) = self.object_at(p.raw()).map_err(FreeError::NotAnObject)?;

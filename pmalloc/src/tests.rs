@@ -616,23 +616,35 @@ fn a_claimed_heap_leaves_its_atomic_ops_to_the_claims_holder() {
         h.alloc_into(f0, 64, 8, T_NODE, Init::Zeroed),
         Err(AllocError::Claimed)
     );
+    let refused = |_: Option<u64>| panic!("a refused op prepares nothing");
     assert_eq!(
-        h.alloc_into_claimed(&foreign, f0, 64, 8, T_NODE, Init::Zeroed),
+        h.alloc_into_claimed(&foreign, f0, 64, 8, T_NODE, Init::Zeroed, refused),
         Err(AllocError::Claimed),
         "another heap's claim"
     );
     assert_eq!(h.media().read_u64(f0 as usize), 0);
+    // The holder's hook sees the destination's object before the op.
+    let mut seen = None;
     let a = h
-        .alloc_into_claimed(&claim, f0, 64, 8, T_NODE, Init::Zeroed)
+        .alloc_into_claimed(&claim, f0, 64, 8, T_NODE, Init::Zeroed, |c| {
+            seen = Some(c);
+        })
         .unwrap();
+    assert_eq!(seen, Some(Some(root.raw())));
     assert_eq!(h.media().read_u64(f0 as usize), a.raw());
     // Allocation without a destination stays open to all.
     let loose = h.alloc(32, 8, T_NODE, Init::Zeroed).unwrap();
     assert_eq!(h.free(loose), Err(FreeError::Claimed));
     assert_eq!(h.free_from(f0), Err(FreeError::Claimed));
-    assert_eq!(h.free_from_claimed(&foreign, f0), Err(FreeError::Claimed));
+    assert_eq!(
+        h.free_from_claimed(&foreign, f0, |_, _| panic!("refused")),
+        Err(FreeError::Claimed)
+    );
     assert_eq!(h.media().read_u64(f0 as usize), a.raw());
-    h.free_from_claimed(&claim, f0).unwrap();
+    let mut seen = None;
+    h.free_from_claimed(&claim, f0, |c, t| seen = Some((c, t)))
+        .unwrap();
+    assert_eq!(seen, Some((Some(root.raw()), a.raw())));
     assert_eq!(h.media().read_u64(f0 as usize), 0);
     assert_eq!(h.media().read_u64(f1 as usize), 0);
     assert_eq!(h.objects_of_type(T_NODE).count(), 1, "the loose object");

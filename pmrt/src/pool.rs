@@ -184,9 +184,15 @@ impl<M: Media> Pool<M> {
         type_num: u32,
         init: pmalloc::Init<'_>,
     ) -> Result<PPtr<()>, pmalloc::AllocError> {
-        self.finish_word(dest, false);
-        self.heap
-            .alloc_into_claimed(&self.claim, dest, size, align, type_num, init)
+        self.heap.alloc_into_claimed(
+            &self.claim,
+            dest,
+            size,
+            align,
+            type_num,
+            init,
+            |container| self.write_back(container, None),
+        )
     }
 
     /// `pmalloc`'s atomic free and clear ([`Heap::free_from`]) of a word of this pool.
@@ -195,28 +201,20 @@ impl<M: Media> Pool<M> {
     /// because its space is reusable as soon as this returns, and a record of an
     /// earlier transaction replaying into whatever reuses it would corrupt that.
     pub fn free_from(&self, dest: u64) -> Result<(), pmalloc::FreeError> {
-        self.finish_word(dest, true);
-        self.heap.free_from_claimed(&self.claim, dest)
+        self.heap
+            .free_from_claimed(&self.claim, dest, |container, target| {
+                self.write_back(container, Some(target));
+            })
     }
 
-    /// Writes back the object holding `dest` (the root slot's own key for the root
-    /// slot) and, with `target`, the object `dest` points to, making every dead mark
-    /// durable, as an in-place write does. A `dest` that cannot be one is left to the
-    /// heap op's typed error.
-    fn finish_word(&self, dest: u64, target: bool) {
-        let key = match self.heap.container_of(dest) {
-            Ok(Some(obj)) => obj,
-            Ok(None) => pmalloc::layout::ROOT_SLOT as u64,
-            Err(_) => return,
-        };
-        // `container_of` checked that `dest` is an aligned word inside the pool.
-        let pointee = if target {
-            self.heap.media().read_u64(dest as usize)
-        } else {
-            0
-        };
-        let keys = [key, pointee];
-        let n = if pointee != 0 && pointee != key { 2 } else { 1 };
+    /// Writes back the object holding an atomic op's destination (`None`: the root
+    /// slot, under its own key) and the object it frees, if any, making every dead
+    /// mark durable, as an in-place write does. The heap calls it once it has checked
+    /// the destination, before the op.
+    fn write_back(&self, container: Option<u64>, target: Option<u64>) {
+        let key = container.unwrap_or(pmalloc::layout::ROOT_SLOT as u64);
+        let keys = [key, target.unwrap_or(key)];
+        let n = 1 + usize::from(keys[1] != key);
         self.coalesce_keys(&keys[..n], crate::coalesce::Trigger::Explicit, true);
     }
 

@@ -127,13 +127,22 @@ impl OursEngine for Ours {
 /// as emulated pmem (real flush instructions, or none with `cfg.eadr`). The same pool
 /// size as PMDK's is passed by the callers.
 pub fn pool_media(cfg: &OursConfig, name: &str, size: u64) -> Result<FileMedia, EngineError> {
-    let path = pool_path(&cfg.pool_dir, name);
     let len = usize::try_from(size)
         .map_err(|_| EngineError::Media(FileMediaError::BadLength { len: size }))?;
+    map_pool(cfg, &pool_path(&cfg.pool_dir, name), Some(len))
+}
+
+/// Maps the pool file `path` (created with `create_len` bytes when given) as a timed
+/// round's media: emulated pmem, eADR as `cfg` says, counting only when `cfg.count`.
+pub fn map_pool(
+    cfg: &OursConfig,
+    path: &Path,
+    create_len: Option<usize>,
+) -> Result<FileMedia, EngineError> {
     let media = FileMedia::open(
-        &path,
+        path,
         FileOptions {
-            create_len: Some(len),
+            create_len,
             force_pmem: true,
             eadr: cfg.eadr,
         },
@@ -267,15 +276,7 @@ pub fn open_pool(
     name: &str,
 ) -> Result<(pmrt::Pool<FileMedia>, pmrt::RecoveryReport, u64), EngineError> {
     let start = Instant::now();
-    let media = FileMedia::open(
-        &pool_path(&cfg.pool_dir, name),
-        FileOptions {
-            create_len: None,
-            force_pmem: true,
-            eadr: cfg.eadr,
-        },
-    )?;
-    media.set_counting(cfg.count);
+    let media = map_pool(cfg, &pool_path(&cfg.pool_dir, name), None)?;
     let (pool, _, report) = pmrt::Pool::open(
         media,
         &pmalloc::OpenOptions {

@@ -6,7 +6,9 @@ use std::sync::Mutex;
 use arch::{FileMedia, FileOptions, Media};
 use pmalloc::{CreateOptions, Heap, Init, OpenOptions};
 
-use super::{counted_since_creation, failed, pool_path, timed, EngineError, OursConfig, LAYOUT};
+use super::{
+    counted_since_creation, failed, map_pool, pool_path, timed, EngineError, OursConfig, LAYOUT,
+};
 use crate::round::{RoundResult, Timing};
 use crate::workload::{Metric, OpenJob, WorkloadId};
 
@@ -78,14 +80,8 @@ pub fn remove_built_pool() {
 pub fn run_open(job: &OpenJob, cfg: &OursConfig) -> Result<RoundResult, EngineError> {
     let w = WorkloadId::Open;
     let path = built_pool(job, cfg)?;
-    let opts = FileOptions {
-        create_len: None,
-        force_pmem: true,
-        eadr: cfg.eadr,
-    };
     let start = std::time::Instant::now();
-    let media = FileMedia::open(&path, opts)?;
-    media.set_counting(cfg.count);
+    let media = map_pool(cfg, &path, None)?;
     let (heap, report) = Heap::open(
         media,
         &OpenOptions {
