@@ -230,6 +230,7 @@ impl Media for FileMedia {
     fn write_u64(&self, off: usize, v: u64) {
         self.raw.write_u64(off, v);
     }
+    #[inline(always)]
     fn write_nt(&self, off: usize, data: &[u8]) {
         self.raw.write_nt(off, data);
         if self.mode == SyncMode::Msync {

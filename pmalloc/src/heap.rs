@@ -519,7 +519,7 @@ impl<M: Media> Heap<M> {
         Ok(loc)
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn read_header(&self, loc: &Loc) -> HeaderState {
         // Header offsets are 16-aligned: two word loads.
         let words = [
@@ -530,12 +530,13 @@ impl<M: Media> Heap<M> {
     }
 
     /// The allocated object at `off` and its header.
+    #[inline(always)]
     pub(crate) fn object_at(&self, off: u64) -> Result<(Loc, ObjHeader), PtrError> {
         self.allocated_in(off, self.slot_at(off)?)
     }
 
     /// `loc`'s header, if it is valid and allocated and fits `loc`.
-    #[inline]
+    #[inline(always)]
     fn allocated_in(&self, off: u64, loc: Loc) -> Result<(Loc, ObjHeader), PtrError> {
         match self.read_header(&loc) {
             HeaderState::Valid(h) if h.allocated() => {
@@ -561,6 +562,7 @@ impl<M: Media> Heap<M> {
 
     /// Checks that the 8 bytes at `dest` may hold a published pointer: the root slot, or
     /// inside an allocated object. Returns the container's generation.
+    #[inline(always)]
     pub(crate) fn check_dest(&self, dest: u64) -> Result<Option<(Loc, ObjHeader)>, DestFault> {
         if !dest.is_multiple_of(8) {
             return Err(DestFault::Misaligned);

@@ -65,10 +65,11 @@ pub enum Init<'a> {
 pub(crate) struct Lane {
     pub idx: u32,
     next_slot: usize,
-    /// Home ranges of the last op, flushed by the next op (or a checkpoint).
-    pending: heapless::Vec<(usize, usize), 4>,
-    /// Records currently valid in the two slots.
-    pub live: [Option<Record>; 2],
+    /// The last op's homes, flushed by the next op (or a checkpoint).
+    pending: Homes,
+    /// The destination of the record valid in each slot (`Some(0)`: valid, with no
+    /// destination); what settling and `retire_records_in` need of it.
+    pub live: [Option<u64>; 2],
     /// Current run per class (head chunk + 1; 0 = none).
     current: [u32; NCLASSES],
     /// Ops since the last checkpoint.
@@ -86,6 +87,17 @@ impl Lane {
     }
 }
 
+/// Where an op's homes are: its header (16 bytes at `hdr`; 0: no op), its destination
+/// word (0: none) and its chunk entries (`chunks.1` bytes at `chunks.0`). A few words,
+/// not a list of ranges: the commit stores them while its record drains, and every
+/// store before the next fence waits behind this one's fence.
+#[derive(Debug, Clone, Copy, Default)]
+struct Homes {
+    hdr: usize,
+    dest: usize,
+    chunks: (usize, usize),
+}
+
 /// A lane on its own cache lines.
 #[repr(align(128))]
 #[derive(Debug)]
@@ -96,7 +108,7 @@ impl PaddedLane {
         PaddedLane(spin::Mutex::new(Lane {
             idx,
             next_slot: 0,
-            pending: heapless::Vec::new(),
+            pending: Homes::default(),
             live: [None, None],
             current: [0; NCLASSES],
             ops: 0,
@@ -146,9 +158,22 @@ impl<M: Media> Heap<M> {
 
     /// Starts the write-back of the lane's previous op's homes (step 1). They stay in
     /// `pending` until this call's fence.
+    #[inline(always)]
     fn flush_pending(&self, lane: &Lane) {
-        for (o, l) in &lane.pending {
-            self.media.flush(*o, *l);
+        self.flush_homes(&lane.pending);
+    }
+
+    #[inline(always)]
+    fn flush_homes(&self, h: &Homes) {
+        if h.hdr == 0 {
+            return;
+        }
+        if h.chunks.1 != 0 {
+            self.media.flush(h.chunks.0, h.chunks.1);
+        }
+        self.media.flush(h.hdr, HEADER_BYTES);
+        if h.dest != 0 {
+            self.media.flush(h.dest, 8);
         }
     }
 
@@ -467,22 +492,30 @@ impl<M: Media> Heap<M> {
         if size > self.layout.nchunks * CHUNK {
             return Err(AllocError::TooLarge { size });
         }
-        let (mut lane, seq, res) = self.after_checkpoint_if_full(|| {
-            let mut lane = self.lane();
-            // The op's locked instructions come before `flush_pending`, a run switch's
-            // in `reserve_slot` (queue lock, ownership) included: a locked
-            // read-modify-write waits for earlier flushes to complete, which would
-            // expose the homes' write-back there instead of overlapping it with the
-            // op's work up to its fence. (Under w4's scattered frees nearly every
-            // allocation switches runs.)
-            let seq = self.seq.fetch_add(1, Relaxed);
-            let r = match place {
-                Placement::Run(c) => self.reserve_slot(&mut lane, c),
-                Placement::Extent(n) => self.reserve_extent(n, size),
-            }?;
-            self.flush_pending(&lane);
-            Ok((lane, seq, r))
-        })?;
+        // The op's locked instructions come before `flush_pending`, a run switch's in
+        // `reserve_slot` (queue lock, ownership) included: a locked read-modify-write
+        // waits for earlier flushes to complete, which would expose the homes' write-back
+        // there instead of overlapping it with the op's work up to its fence. (Under w4's
+        // scattered frees nearly every allocation switches runs.) Written out rather than
+        // through `after_checkpoint_if_full`: its closure's result (the lane guard, the
+        // sequence number, the reservation) went through memory, and these are stores
+        // between the previous op's fence and this one's.
+        let mut lane = self.lane();
+        let mut seq = self.seq.fetch_add(1, Relaxed);
+        let res = match self.reserve_for(&mut lane, place, size) {
+            Ok(r) => r,
+            Err(AllocError::OutOfSpace { .. }) => {
+                // Empty runs go back to the free chunks only at a checkpoint, which
+                // takes every lane: let go of ours, and try once more after it.
+                drop(lane);
+                self.checkpoint();
+                lane = self.lane();
+                seq = self.seq.fetch_add(1, Relaxed);
+                self.reserve_for(&mut lane, place, size)?
+            }
+            Err(e) => return Err(e),
+        };
+        self.flush_pending(&lane);
         let loc = res.loc;
         let gen_before = self.read_header(&loc).gen();
         let extent = matches!(loc.home, Home::Extent { .. });
@@ -524,6 +557,20 @@ impl<M: Media> Heap<M> {
             self.checkpoint();
         }
         Ok(PPtr::from_raw(loc.obj))
+    }
+
+    /// A slot or an extent for a new object of `size` bytes placed as `place`.
+    #[inline(always)]
+    fn reserve_for(
+        &self,
+        lane: &mut Lane,
+        place: Placement,
+        size: usize,
+    ) -> Result<Reservation, AllocError> {
+        match place {
+            Placement::Run(c) => self.reserve_slot(lane, c),
+            Placement::Extent(n) => self.reserve_extent(n, size),
+        }
     }
 
     /// Runs `reserve`; when it finds no free chunk, checkpoints (empty runs go back to
@@ -673,7 +720,9 @@ impl<M: Media> Heap<M> {
         }
     }
 
-    /// Steps 1-4 of the protocol (module docs).
+    /// Steps 1-4 of the protocol (module docs). Inlined into both ops: as a call, its
+    /// prologue's and epilogue's stores fall between two fences.
+    #[inline(always)]
     fn commit(&self, lane: &mut Lane, rec: Record, hdr_off: usize) {
         if seeded!(ApplyBeforeRecord) {
             for (o, l) in self.apply(&rec, hdr_off) {
@@ -696,8 +745,18 @@ impl<M: Media> Heap<M> {
         // Volatile bookkeeping before the fence: stores after it wait in the store
         // buffer until the fence completes, and reading one back early would stall.
         // (The previous op's homes were flushed by `flush_pending` in this same call.)
-        lane.pending = self.home_ranges(&rec, hdr_off);
-        lane.live[slot] = Some(rec);
+        lane.pending = Homes {
+            hdr: hdr_off,
+            dest: rec.dest as usize,
+            chunks: match ChunkOp::decode(rec.chunk_op, self.layout.nchunks) {
+                Ok(Some(op)) => (
+                    self.layout.desc_off(op.start as usize),
+                    op.count as usize * DESC_BYTES,
+                ),
+                _ => (0, 0),
+            },
+        };
+        lane.live[slot] = Some(rec.dest);
         lane.next_slot ^= 1;
         // Read first: the word is shared by every lane, and written only after a settle.
         if !self.unsettled.load(Relaxed) {
@@ -751,6 +810,7 @@ impl<M: Media> Heap<M> {
     }
 
     /// Stores an op's homes (cache only): chunk entries, header, destination word.
+    #[inline(always)]
     fn store_homes(&self, rec: &Record, hdr_off: usize) {
         if let Ok(Some(op)) = ChunkOp::decode(rec.chunk_op, self.layout.nchunks) {
             self.write_chunk_op(&op);
@@ -792,10 +852,8 @@ impl<M: Media> Heap<M> {
         self.unsettled.store(false, Relaxed);
         let mut live = false;
         for lane in lanes.iter_mut() {
-            for (o, l) in &lane.pending {
-                self.media.flush(*o, *l);
-            }
-            lane.pending.clear();
+            self.flush_homes(&lane.pending);
+            lane.pending = Homes::default();
             lane.ops = 0;
             live |= lane.live.iter().any(Option::is_some);
         }
@@ -931,7 +989,7 @@ impl<M: Media> Heap<M> {
             lane.live
                 .iter()
                 .flatten()
-                .any(|r| r.dest >= off && r.dest < off + len)
+                .any(|&dest| dest >= off && dest < off + len)
         });
         if hit {
             self.checkpoint();

@@ -260,6 +260,7 @@ impl RunTable {
     }
 
     /// The slot of `head`, if its block exists.
+    #[inline(always)]
     fn slot(&self, head: u32) -> Option<&AtomicPtr<RunState>> {
         let p = self.dir.get(head as usize / BLOCK)?.load(Acquire);
         if p.is_null() {
@@ -271,6 +272,7 @@ impl RunTable {
 
     /// The run headed at `head` if its state exists. Use the reference only while
     /// holding a lane lock (module docs).
+    #[inline(always)]
     pub fn get(&self, head: u32) -> Option<&RunState> {
         let p = self.slot(head)?.load(Acquire);
         // SAFETY: non-null states come from Box::into_raw in `get_or_load` and are freed
@@ -281,7 +283,18 @@ impl RunTable {
 
     /// The run headed at `head`, building its state with `load` if needed. Use the
     /// reference only while holding a lane lock (module docs).
+    #[inline(always)]
     pub fn get_or_load(&self, head: u32, load: impl FnOnce() -> RunState) -> &RunState {
+        // Every op looks its run up: the common case (the state exists) without a call.
+        match self.get(head) {
+            Some(r) => r,
+            None => self.load_new(head, load),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn load_new(&self, head: u32, load: impl FnOnce() -> RunState) -> &RunState {
         // Two loaders may race; both read the same headers, so the winner's state is as
         // good as the loser's (a free applied after the winner installed its state
         // cannot have been read by the loser, which would then lose the exchange).
