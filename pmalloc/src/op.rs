@@ -209,6 +209,7 @@ impl<M: Media> Heap<M> {
     }
 
     /// Queues a run with free slots that no lane owns, once.
+    #[inline(always)]
     fn requeue(&self, run: &RunState) {
         if run.free_count() > 0 && !run.owned() && run.mark_queued() {
             self.queues[run.class as usize].lock().push(run.head);
@@ -344,6 +345,7 @@ impl<M: Media> Heap<M> {
 
     /// Returns a reservation's space (the op did not happen, or was a free). Call with
     /// a lane held.
+    #[inline(always)]
     pub(crate) fn unreserve(&self, lane: &Lane, r: &Reservation) {
         match r.loc.home {
             Home::Slot { head, class, idx } => {
@@ -480,6 +482,7 @@ impl<M: Media> Heap<M> {
     }
 
     /// The allocation proper: `dest` 0 publishes nowhere.
+    #[inline(always)]
     fn alloc_op(
         &self,
         dest: u64,
