@@ -501,6 +501,33 @@ fn empty_runs_go_back_to_the_free_chunks_at_a_checkpoint() {
     assert_eq!(h.stats().free_chunks, baseline - 5);
 }
 
+/// An allocation that finds no free chunk while empty runs wait for a checkpoint lets
+/// go of its lane, checkpoints, and takes a released chunk on its second try.
+#[test]
+fn an_allocation_finding_no_free_chunk_checkpoints_and_takes_a_released_one() {
+    let h = fresh(MIN_POOL);
+    fill_and_empty_runs(&h);
+    // Every free chunk taken by a one-chunk extent; the empty runs are not free yet.
+    let free = h.stats().free_chunks;
+    assert!(free > 0);
+    for _ in 0..free {
+        h.alloc(CHUNK, 8, 0, Init::Uninit).unwrap();
+    }
+    assert_eq!(h.stats().free_chunks, 0);
+    let before = h.stats();
+    h.alloc(CHUNK, 8, 0, Init::Uninit)
+        .expect("a checkpoint releases the empty runs' chunks");
+    let after = h.stats();
+    assert_eq!(after.released_runs, before.released_runs + 5, "{after:?}");
+    assert!(after.checkpoints > before.checkpoints, "{after:?}");
+    // Seven of the eight released chunks are left free.
+    assert_eq!(after.free_chunks, 7, "{after:?}");
+    h.check().unwrap();
+    let (h, _) = reopen(h);
+    assert_eq!(h.stats().free_chunks, 7);
+    h.check().unwrap();
+}
+
 /// A checkpoint releasing multi-chunk runs that crashes after its chunk-free intent is
 /// durable (before or after the entries are) is completed by the next open.
 #[test]
