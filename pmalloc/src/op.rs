@@ -20,6 +20,12 @@
 //! its record must not reach media before them. `Init::Uninit` (PMDK's allocation
 //! without a constructor) keeps to one fence.
 //!
+//! Why so much of the op path is `#[inline(always)]` (here and in `heap.rs`, `run.rs`):
+//! an op's stores after the previous op's fence wait in the store buffer until that
+//! fence completes, and once about 40 wait the core stalls. Call prologues, epilogues
+//! and results passed through memory were most of an op's stores; inlined, w4 went
+//! from 493 to 405 ns a pair (`docs/benchmarks.md`, thirteenth session).
+//!
 //! When a lane has done `CHECKPOINT_OPS` ops since the last checkpoint, a checkpoint
 //! flushes all lanes' pending homes, fences, invalidates all records and fences again
 //! (two fences per 8192 ops of a lane), and then returns runs whose slots are all free
