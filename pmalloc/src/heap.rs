@@ -583,6 +583,7 @@ impl<M: Media> Heap<M> {
 
     /// Validates `p`: an allocated object of `T`'s type number (unless 0) with room for
     /// a `T`.
+    #[inline(always)]
     pub fn validate<T: Persistent>(&self, p: PPtr<T>) -> Result<ObjInfo, PtrError> {
         let (_, h) = self.object_at(p.raw())?;
         let need = core::mem::size_of::<T>();
@@ -685,6 +686,7 @@ impl<M: Media> Heap<M> {
     pub const ROOT: u64 = ROOT_SLOT as u64;
 
     /// Allocated objects' generations etc.: the header of `p`.
+    #[inline(always)]
     pub fn info(&self, p: u64) -> Result<ObjInfo, PtrError> {
         let (_, h) = self.object_at(p)?;
         Ok(ObjInfo::of(p, &h))

@@ -648,6 +648,7 @@ impl Coalescer {
     }
 
     /// The configuration.
+    #[inline(always)]
     pub fn config(&self) -> CoalesceConfig {
         CoalesceConfig {
             count_threshold: self.count_threshold.load(Relaxed),
@@ -796,6 +797,7 @@ impl<M: Media> Pool<M> {
 
     /// The scheduling view of a commit on a lane with `free_q8`/256 of its log free.
     /// `seq` (the commit's sequence number) is the clock of the frequency decay.
+    #[inline(always)]
     pub(crate) fn commit_view(&self, free_q8: u32, seq: u64) -> CommitView {
         let co = &self.coalescer;
         CommitView {

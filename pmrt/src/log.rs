@@ -346,6 +346,7 @@ impl LaneLog {
         media.write_nt(self.base + pos, rec);
     }
 
+    #[inline(always)]
     fn push(&mut self, recs: &spin::Mutex<LaneRecs>, live: u64, keys: &[u64], seq: u64) -> u64 {
         let recno = self.next_recno;
         self.next_recno += 1;

@@ -296,6 +296,7 @@ impl<M: Media> Pool<M> {
 
     /// The next sequence number, persisting a new reservation first when it reaches
     /// the current one (once per `SEQ_BLOCK` transactions).
+    #[inline(always)]
     pub(crate) fn next_seq(&self) -> u64 {
         let s = self.seq.fetch_add(1, Relaxed);
         if s >= self.seq_reserved.load(Acquire) {

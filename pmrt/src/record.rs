@@ -238,6 +238,7 @@ impl Builder {
     /// `key` (the small-transaction commit): an entry per `(offset from key, bytes)` of
     /// `writes` (at most `u16::MAX` of them). Returns its bytes, as [`Builder::part`]
     /// `(0)` does afterwards.
+    #[inline(always)]
     pub fn single<'a>(
         &mut self,
         key: u64,

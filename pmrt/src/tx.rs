@@ -18,6 +18,12 @@
 //! undo record (old bytes) → fence → new bytes in place → fence → commit record →
 //! fence → undo record marked dead → fence. New objects larger than `SHADOW_MAX` are
 //! initialised in place and made durable by a fence before the commit record.
+//!
+//! The small functions a transaction passes through (`begin`, `find`, `small`, `close`,
+//! the scratch's `clear` and `push_obj`, and their helpers in other modules) are
+//! `#[inline(always)]`: stores after a commit's fence wait in the store buffer until
+//! it completes, and call prologues were a good part of them (w1 to mixed 1-4% faster;
+//! `docs/benchmarks.md`, thirteenth session).
 
 use alloc::vec::Vec;
 
@@ -227,6 +233,7 @@ impl Scratch {
     }
 
     /// A cleared slot for a new object (reusing a kept one), now live.
+    #[inline(always)]
     fn push_obj(&mut self, obj: u64, size: u64, type_num: u32) -> usize {
         if self.n == self.objs.len() {
             self.objs.push(TxObj {
@@ -264,6 +271,7 @@ impl Scratch {
     /// Empties everything for the next transaction, keeping memory. It runs right
     /// after a commit fence, where every store waits in the store buffer until the
     /// fence completes and a full buffer stalls: what is already empty is only read.
+    #[inline(always)]
     fn clear(&mut self) {
         fn empty<T>(v: &mut Vec<T>) {
             if !v.is_empty() {
@@ -319,6 +327,7 @@ impl<M: Media> core::fmt::Debug for Tx<'_, M> {
 impl<'p, M: Media> Tx<'p, M> {
     /// On a lane: with a `turn`, the first free one from `start`, else waiting for
     /// `start`; without, lane `start`, waiting for it if busy.
+    #[inline(always)]
     pub(crate) fn begin(pool: &'p Pool<M>, start: usize, turn: Option<u64>) -> Self {
         let n = pool.lanes.len();
         let (lane, mut log) = turn
@@ -360,6 +369,7 @@ impl<'p, M: Media> Tx<'p, M> {
         f(self)
     }
 
+    #[inline(always)]
     fn find(&mut self, obj: u64) -> Result<usize, Error> {
         if let Some(i) = self.s.live().iter().position(|o| o.obj == obj) {
             return Ok(i);
@@ -1113,6 +1123,7 @@ impl<M: Media> Tx<'_, M> {
     /// published; other objects only read (their reads were counted as they happened).
     /// Most updates are small; they commit through [`Tx::commit_small`]. A mode the
     /// policy chose is kept for the general path, which then does not ask again.
+    #[inline(always)]
     fn small(&mut self) -> Option<(usize, Mode)> {
         let s = &mut **self.s;
         let changed = |o: &TxObj| o.fresh.is_some() || o.shadow.is_some() || !o.writes.is_empty();
@@ -1241,6 +1252,7 @@ impl<M: Media> Tx<'_, M> {
 
     /// The end of both commit paths: the queue and this commit's coalescing batch,
     /// then the lane released and the batch written back.
+    #[inline(always)]
     fn close(self, view: &CommitView, batch: &mut Batch) {
         let pool = self.pool;
         let why = if view.cfg.eager {
