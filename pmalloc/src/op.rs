@@ -104,6 +104,24 @@ struct Homes {
     chunks: (usize, usize),
 }
 
+impl Homes {
+    /// Calls `f` with each range `(offset, length)` the homes occupy: chunk entries,
+    /// header, destination.
+    #[inline(always)]
+    fn each(&self, mut f: impl FnMut(usize, usize)) {
+        if self.hdr == 0 {
+            return;
+        }
+        if self.chunks.1 != 0 {
+            f(self.chunks.0, self.chunks.1);
+        }
+        f(self.hdr, HEADER_BYTES);
+        if self.dest != 0 {
+            f(self.dest, 8);
+        }
+    }
+}
+
 /// A lane on its own cache lines.
 #[repr(align(128))]
 #[derive(Debug)]
@@ -171,16 +189,7 @@ impl<M: Media> Heap<M> {
 
     #[inline(always)]
     fn flush_homes(&self, h: &Homes) {
-        if h.hdr == 0 {
-            return;
-        }
-        if h.chunks.1 != 0 {
-            self.media.flush(h.chunks.0, h.chunks.1);
-        }
-        self.media.flush(h.hdr, HEADER_BYTES);
-        if h.dest != 0 {
-            self.media.flush(h.dest, 8);
-        }
+        h.each(|o, l| self.media.flush(o, l));
     }
 
     /// Use the reference only while holding a lane lock (see `run`).
@@ -754,17 +763,7 @@ impl<M: Media> Heap<M> {
         // Volatile bookkeeping before the fence: stores after it wait in the store
         // buffer until the fence completes, and reading one back early would stall.
         // (The previous op's homes were flushed by `flush_pending` in this same call.)
-        lane.pending = Homes {
-            hdr: hdr_off,
-            dest: rec.dest as usize,
-            chunks: match ChunkOp::decode(rec.chunk_op, self.layout.nchunks) {
-                Ok(Some(op)) => (
-                    self.layout.desc_off(op.start as usize),
-                    op.count as usize * DESC_BYTES,
-                ),
-                _ => (0, 0),
-            },
-        };
+        lane.pending = self.homes(&rec, hdr_off);
         lane.live[slot] = Some(rec.dest);
         lane.next_slot ^= 1;
         // Read first: the word is shared by every lane, and written only after a settle.
@@ -802,19 +801,28 @@ impl<M: Media> Heap<M> {
         self.home_ranges(rec, hdr_off)
     }
 
-    /// The ranges an op's homes occupy (chunk entries, header, destination).
+    /// Where an op's homes are (chunk entries, header, destination).
+    #[inline(always)]
+    fn homes(&self, rec: &Record, hdr_off: usize) -> Homes {
+        Homes {
+            hdr: hdr_off,
+            dest: rec.dest as usize,
+            chunks: match ChunkOp::decode(rec.chunk_op, self.layout.nchunks) {
+                Ok(Some(op)) => (
+                    self.layout.desc_off(op.start as usize),
+                    op.count as usize * DESC_BYTES,
+                ),
+                _ => (0, 0),
+            },
+        }
+    }
+
+    /// The ranges an op's homes occupy (replay's list of lines to flush).
     fn home_ranges(&self, rec: &Record, hdr_off: usize) -> heapless::Vec<(usize, usize), 4> {
         let mut out = heapless::Vec::new();
-        if let Ok(Some(op)) = ChunkOp::decode(rec.chunk_op, self.layout.nchunks) {
-            let _ = out.push((
-                self.layout.desc_off(op.start as usize),
-                op.count as usize * DESC_BYTES,
-            ));
-        }
-        let _ = out.push((hdr_off, HEADER_BYTES));
-        if rec.dest != 0 {
-            let _ = out.push((rec.dest as usize, 8));
-        }
+        self.homes(rec, hdr_off).each(|o, l| {
+            let _ = out.push((o, l));
+        });
         out
     }
 

@@ -27,7 +27,7 @@ use std::time::Instant;
 use arch::{FileMedia, FileMediaError, FileOptions, Media};
 
 use crate::round::{RoundCounters, RoundResult};
-use crate::workload::{Job, Params, WorkloadId};
+use crate::workload::{Job, Metric, Params, WorkloadId};
 
 /// How our side runs a round.
 #[derive(Debug, Clone)]
@@ -178,6 +178,17 @@ pub fn timed<R>(media: &FileMedia, region: impl FnOnce() -> R) -> (R, u64, Optio
 /// is new, so that is the open's work).
 pub fn counted_since_creation(media: &FileMedia) -> Option<RoundCounters> {
     media.counting().then(|| media.counters().into())
+}
+
+/// A round's counts per metric, keeping those that were counted (a media that did not
+/// count gives none).
+pub fn counted_metrics<const N: usize>(
+    counts: [(Metric, Option<RoundCounters>); N],
+) -> Vec<(Metric, RoundCounters)> {
+    counts
+        .into_iter()
+        .filter_map(|(m, c)| Some((m, c?)))
+        .collect()
 }
 
 /// Runs a timed region on a flushing media. Never inlined: `pmbench instructions`

@@ -7,7 +7,8 @@ use arch::{FileMedia, FileOptions, Media};
 use pmalloc::{CreateOptions, Heap, Init, OpenOptions};
 
 use super::{
-    counted_since_creation, failed, map_pool, pool_path, timed, EngineError, OursConfig, LAYOUT,
+    counted_metrics, counted_since_creation, failed, map_pool, pool_path, timed, EngineError,
+    OursConfig, LAYOUT,
 };
 use crate::round::{RoundResult, Timing};
 use crate::workload::{Metric, OpenJob, WorkloadId};
@@ -151,14 +152,11 @@ pub fn run_open(job: &OpenJob, cfg: &OursConfig) -> Result<RoundResult, EngineEr
         ],
         counters: None,
         tx: None,
-        by_metric: [
+        by_metric: counted_metrics([
             (Metric::Open, open_counters),
             (Metric::FirstAlloc, counters),
             (Metric::Walk, walk_counters),
-        ]
-        .into_iter()
-        .filter_map(|(m, c)| Some((m, c?)))
-        .collect(),
+        ]),
     })
 }
 

@@ -22,8 +22,8 @@ use arch::{Counters, FileMedia, FileOptions, Media, MediaInfo};
 use pmrt::{PPtr, Pool};
 
 use super::{
-    counted_since_creation, failed, fresh_pool_with_log, open_pool, pool_path, round_name,
-    EngineError, OursConfig, LAYOUT,
+    counted_metrics, counted_since_creation, failed, fresh_pool_with_log, open_pool, pool_path,
+    round_name, EngineError, OursConfig, LAYOUT,
 };
 use crate::round::{RoundResult, Timing};
 use crate::workload::{Metric, RecoverJob, WorkloadId};
@@ -216,13 +216,10 @@ fn measure(job: &RecoverJob, cfg: &OursConfig, name: &str) -> Result<RoundResult
         ],
         counters: None,
         tx: None,
-        by_metric: [
+        by_metric: counted_metrics([
             (Metric::RecoverOpen, recover_counters),
             (Metric::CleanOpen, clean_counters),
-        ]
-        .into_iter()
-        .filter_map(|(m, c)| Some((m, c?)))
-        .collect(),
+        ]),
     })
 }
 
