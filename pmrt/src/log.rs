@@ -119,6 +119,12 @@ impl LaneRecs {
     }
 
     /// The record numbered `recno`, if still tracked.
+    pub fn get(&self, recno: u64) -> Option<&RecMeta> {
+        let i = recno.checked_sub(self.front_recno)?;
+        self.recs.get(usize::try_from(i).ok()?)
+    }
+
+    /// The record numbered `recno`, if still tracked.
     pub fn get_mut(&mut self, recno: u64) -> Option<&mut RecMeta> {
         let i = recno.checked_sub(self.front_recno)?;
         self.recs.get_mut(usize::try_from(i).ok()?)

@@ -903,3 +903,58 @@ fn the_pools_heap_refuses_atomic_ops_that_bypass_the_pool() {
     assert_eq!(p.heap().objects().count(), objects);
     p.heap().check().unwrap();
 }
+
+/// A lazy round clears its groups in the lane's list and leaves the record's live word
+/// alone, even in the cache; a durable round then stores and flushes that word too,
+/// with every group cleared so far.
+#[test]
+fn a_lazy_round_stores_no_live_word_and_a_durable_one_stores_the_earlier_marks() {
+    let p = pool();
+    let root = setup(&p);
+    let acc = p.read(root).unwrap().accounts;
+    let (a, b, c) = (acc[1], acc[2], acc[3]);
+    p.set_coalesce_config(CoalesceConfig {
+        lane_turn: 0,
+        ..CoalesceConfig::deferred()
+    });
+    p.coalesce_all();
+    // One record with groups of `a` and `b`, then one of `c`.
+    p.transaction_in(0, |tx| {
+        tx.write(a, 8, &7u64)?;
+        tx.write(b, 8, &9u64)
+    })
+    .unwrap();
+    let pos = p.lanes[0].recs.lock().recs.back().unwrap().pos;
+    p.transaction_in(0, |tx| tx.write(c, 8, &5u64)).unwrap();
+    let at = p.area().log_off(0) + pos + crate::record::LIVE_OFF;
+    let media = p.heap().media();
+    let word = media.read_u64(at);
+    assert_eq!(word & crate::record::LIVE_MASK, 0b11, "two live groups");
+    let durable_word = || {
+        let img = media.durable_image();
+        u64::from_le_bytes(img[at..at + 8].try_into().unwrap())
+    };
+
+    p.coalesce_keys(&[a.raw()], crate::coalesce::Trigger::Explicit, false);
+    assert_eq!(
+        media.read_u64(at),
+        word,
+        "a lazy round stored the live word"
+    );
+    let listed = p.lanes[0].recs.lock().recs.front().unwrap().live;
+    assert_eq!(
+        listed, 0b10,
+        "the lazy round cleared `a`'s group in the list"
+    );
+
+    // A durable round on another record makes the lazy mark durable.
+    p.coalesce_keys(&[c.raw()], crate::coalesce::Trigger::Explicit, true);
+    assert_eq!(durable_word(), word & !0b01, "the lazy mark is not durable");
+
+    p.coalesce_keys(&[b.raw()], crate::coalesce::Trigger::Explicit, true);
+    assert_eq!(durable_word(), word & !crate::record::LIVE_MASK);
+    let (q, _) = crash_reopen(&p);
+    assert_eq!(q.read(a).unwrap().balance, 7);
+    assert_eq!(q.read(b).unwrap().balance, 9);
+    assert_eq!(q.read(c).unwrap().balance, 5);
+}
