@@ -1191,6 +1191,11 @@ impl<M: Media> Pool<M> {
     /// forgets their marks in one hold of the lazy list, which the caller holds.
     fn store_marks(&self, ids: &[RecId], mut flush: impl FnMut(usize)) {
         let media = self.media();
+        // The words are a lap of the log old, out of the cache: fetch them all first
+        // so that their misses overlap.
+        for id in ids {
+            media.prefetch_write(id.at);
+        }
         let mut held: Option<(u32, spin::MutexGuard<'_, crate::log::LaneRecs>)> = None;
         for id in ids {
             if held.as_ref().is_none_or(|(lane, _)| *lane != id.lane) {
