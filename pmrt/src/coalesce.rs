@@ -760,16 +760,10 @@ fn newest_per_lane(groups: &mut [GroupRef]) {
     }
 }
 
-/// Clears group `group`'s bit of record `rm` (in the lane log at pool offset `base`)
-/// in the lane's list only; returns the pool offset of the record's live word.
-fn clear_group(base: usize, rm: &mut crate::log::RecMeta, group: u8) -> usize {
-    rm.live &= !(1u64 << group);
-    base + rm.pos + LIVE_OFF
-}
-
-/// Stores record `rm`'s live word (every group cleared so far) at `at`, in the cache.
-fn store_mark<M: Media>(media: &M, at: usize, rm: &crate::log::RecMeta) {
-    media.write_u64(at, rm.live | rm.tag);
+/// Stores record `rm`'s live word, its groups `live` (every group cleared so far), at
+/// `at`, in the cache.
+fn store_mark<M: Media>(media: &M, at: usize, rm: &crate::log::RecMeta, live: u64) {
+    media.write_u64(at, live | rm.tag);
 }
 
 /// What a commit's scheduling step decided for one object.
@@ -1026,7 +1020,7 @@ impl<M: Media> Pool<M> {
             let lane = u32::from(chunk[0].lane);
             let recs = self.lanes[lane as usize].recs.lock();
             for g in chunk {
-                recs.prefetch(g.recno);
+                recs.prefetch(g.recno, g.newest);
                 if durable && g.newest && g.line != u32::MAX {
                     media.prefetch_write(self.area.log_off(lane) + g.line as usize * 64);
                 }
@@ -1052,20 +1046,19 @@ impl<M: Media> Pool<M> {
             let base = self.area.log_off(u32::from(chunk[0].lane));
             let mut recs = lane.recs.lock();
             for g in chunk {
-                let Some(rm) = recs.get_mut(g.recno) else {
+                let Some(live) = recs.clear_group(g.recno, g.group) else {
                     continue;
                 };
                 cleared += 1;
-                if !g.newest {
-                    // Its lane holds a newer dead group of the object, whose mark
-                    // covers it: recovery skips every group older than an object's
-                    // newest dead one. Only the lane's tail needs to know.
-                    rm.live &= !(1u64 << g.group);
+                // Not the newest: its lane holds a newer dead group of the object,
+                // whose mark covers it (recovery skips every group older than an
+                // object's newest dead one). Only the lane's tail needs to know.
+                let Some(rm) = recs.get(g.recno).filter(|_| g.newest) else {
                     continue;
-                }
-                let at = clear_group(base, rm, g.group);
+                };
+                let at = base + rm.pos + LIVE_OFF;
                 if durable {
-                    store_mark(media, at, rm);
+                    store_mark(media, at, rm, live);
                     to_flush.push((at, 8));
                 } else {
                     uf.push(RecId {
@@ -1123,8 +1116,9 @@ impl<M: Media> Pool<M> {
         let lane = u32::from(g.lane);
         let base = self.area.log_off(lane);
         let mut recs = self.lanes[usize::from(g.lane)].recs.lock();
-        if let Some(rm) = recs.get_mut(g.recno) {
-            let at = clear_group(base, rm, g.group);
+        recs.clear_group(g.recno, g.group);
+        if let Some(rm) = recs.get(g.recno) {
+            let at = base + rm.pos + LIVE_OFF;
             uf.push(RecId {
                 lane,
                 recno: g.recno,
@@ -1144,18 +1138,23 @@ impl<M: Media> Pool<M> {
         {
             let r = self.lanes[lane as usize].recs.lock();
             // Dead records a held-back tail has not passed yet come first.
-            let mut live = r.recs.iter().skip_while(|m| m.live == 0).peekable();
-            let Some(first) = live.peek().map(|m| m.pos) else {
+            let mut live = r
+                .recs
+                .iter()
+                .zip(r.live.iter().copied())
+                .skip_while(|&(_, l)| l == 0)
+                .peekable();
+            let Some(first) = live.peek().map(|(m, _)| m.pos) else {
                 return false;
             };
             let span = self.area.lane_bytes / 8;
-            'recs: for m in live {
+            'recs: for (m, l) in live {
                 let dist = (m.pos + self.area.lane_bytes - first) % self.area.lane_bytes;
                 if dist > span && !keys.is_empty() {
                     break;
                 }
                 for (g, &k) in m.keys.as_slice().iter().enumerate() {
-                    if m.live & (1 << g) != 0 && seen.insert(k) && keys.push(k).is_err() {
+                    if l & (1 << g) != 0 && seen.insert(k) && keys.push(k).is_err() {
                         break 'recs;
                     }
                 }
@@ -1206,10 +1205,10 @@ impl<M: Media> Pool<M> {
             let Some((_, recs)) = held.as_ref() else {
                 continue;
             };
-            let rm = recs.get(id.recno);
+            let rm = recs.get(id.recno).zip(recs.live(id.recno));
             debug_assert!(rm.is_some(), "a lazy mark on a passed record: {id:?}");
-            if let Some(rm) = rm {
-                store_mark(media, id.at, rm);
+            if let Some((rm, live)) = rm {
+                store_mark(media, id.at, rm, live);
                 flush(id.at);
             }
         }

@@ -941,7 +941,7 @@ fn a_lazy_round_stores_no_live_word_and_a_durable_one_stores_the_earlier_marks()
         word,
         "a lazy round stored the live word"
     );
-    let listed = p.lanes[0].recs.lock().recs.front().unwrap().live;
+    let listed = *p.lanes[0].recs.lock().live.front().unwrap();
     assert_eq!(
         listed, 0b10,
         "the lazy round cleared `a`'s group in the list"
