@@ -362,12 +362,12 @@ impl CoalesceStats {
     }
 }
 
-/// A record with a group cleared in its lane's list ([`RecMeta::live`]) but not yet
+/// A record with a group cleared in its lane's list ([`LaneRecs::live`]) but not yet
 /// in its live word on media: the word is stored and flushed only when a mark must
 /// be durable ([`Pool::store_marks`]), and never for a record its own lane's tail
 /// passes first.
 ///
-/// [`RecMeta::live`]: crate::log::RecMeta
+/// [`LaneRecs::live`]: crate::log::LaneRecs
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RecId {
     pub recno: u64,

@@ -110,9 +110,9 @@ pub(crate) struct LaneRecs {
 }
 
 impl LaneRecs {
-    /// Starts fetching record `recno`'s entry for a later [`LaneRecs::get_mut`] (old
-    /// records' entries are long out of the cache when coalescing reaches them).
-    /// With `entry`, the entry too (a mark reads its position and sequence number).
+    /// Starts fetching record `recno`'s live mask for a later [`LaneRecs::clear_group`]
+    /// (old records' masks are out of the cache when coalescing reaches them), and
+    /// with `entry` its entry too (a mark reads its position and sequence number).
     pub fn prefetch(&self, recno: u64, entry: bool) {
         let i = recno.checked_sub(self.front_recno).map(usize::try_from);
         if let Some(Ok(i)) = i {
