@@ -19,15 +19,14 @@
 //!   log runs short of space (back-pressure): a full log delays a transaction, never
 //!   fails it.
 //!
-//! Marking groups dead is lazy: the group is cleared in the lane's list of records and
-//! the record is listed; its live word is not even stored until a mark must be
-//! durable. Durability is paid where correctness needs it: before a lane's tail moves
-//! past dead records, the listed marks of *other* lanes are stored and flushed (one of
+//! Marking groups dead is lazy: the live word is updated in the cache only and the
+//! record is listed. Durability is paid where correctness needs it: before a lane's
+//! tail moves past dead records, the listed marks of *other* lanes are flushed (one of
 //! them may be an older record of an object, or of memory, whose newer record the tail
 //! passes, and an older group must never outlive a newer reclaimed one; the lane's own
 //! remaining records cannot be, as a lane's records are in commit order), and before
-//! any in-place write (undo-logged or fresh large objects) every listed mark is stored,
-//! flushed and fenced.
+//! any in-place write (undo-logged or fresh large objects) every listed mark is flushed
+//! and fenced.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -362,18 +361,13 @@ impl CoalesceStats {
     }
 }
 
-/// A record with a group cleared in its lane's list ([`LaneRecs::live`]) but not yet
-/// in its live word on media: the word is stored and flushed only when a mark must
-/// be durable ([`Pool::store_marks`]), and never for a record its own lane's tail
-/// passes first.
-///
-/// [`LaneRecs::live`]: crate::log::LaneRecs
+/// A record whose live word was updated in the cache but not yet flushed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RecId {
     pub recno: u64,
     pub seq: u64,
     pub lane: u32,
-    /// Pool offset of the record's live word.
+    /// Pool offset of the record's live word (what `mark_dead` stored).
     pub at: usize,
 }
 
@@ -497,8 +491,6 @@ struct Lazy {
     /// The mark listed last (a round marks a record's groups together: its live word
     /// is one line, listed once).
     last: Option<RecId>,
-    /// Marks taken from the list to be stored, kept between uses.
-    scratch: Vec<RecId>,
 }
 
 impl Lazy {
@@ -760,10 +752,13 @@ fn newest_per_lane(groups: &mut [GroupRef]) {
     }
 }
 
-/// Stores record `rm`'s live word, its groups `live` (every group cleared so far), at
-/// `at`, in the cache.
-fn store_mark<M: Media>(media: &M, at: usize, rm: &crate::log::RecMeta, live: u64) {
-    media.write_u64(at, live | rm.tag);
+/// Clears group `group`'s bit of record `rm` (in the lane log at pool offset `base`)
+/// and stores its live word, in the cache only; returns the word's pool offset.
+fn mark_dead<M: Media>(media: &M, base: usize, rm: &mut crate::log::RecMeta, group: u8) -> usize {
+    rm.live &= !(1u64 << group);
+    let at = base + rm.pos + LIVE_OFF;
+    media.write_u64(at, rm.live | rm.tag);
+    at
 }
 
 /// What a commit's scheduling step decided for one object.
@@ -1020,8 +1015,8 @@ impl<M: Media> Pool<M> {
             let lane = u32::from(chunk[0].lane);
             let recs = self.lanes[lane as usize].recs.lock();
             for g in chunk {
-                recs.prefetch(g.recno, g.newest);
-                if durable && g.newest && g.line != u32::MAX {
+                recs.prefetch(g.recno);
+                if g.newest && g.line != u32::MAX {
                     media.prefetch_write(self.area.log_off(lane) + g.line as usize * 64);
                 }
             }
@@ -1046,19 +1041,19 @@ impl<M: Media> Pool<M> {
             let base = self.area.log_off(u32::from(chunk[0].lane));
             let mut recs = lane.recs.lock();
             for g in chunk {
-                let Some(live) = recs.clear_group(g.recno, g.group) else {
+                let Some(rm) = recs.get_mut(g.recno) else {
                     continue;
                 };
                 cleared += 1;
-                // Not the newest: its lane holds a newer dead group of the object,
-                // whose mark covers it (recovery skips every group older than an
-                // object's newest dead one). Only the lane's tail needs to know.
-                let Some(rm) = recs.get(g.recno).filter(|_| g.newest) else {
+                if !g.newest {
+                    // Its lane holds a newer dead group of the object, whose mark
+                    // covers it: recovery skips every group older than an object's
+                    // newest dead one. Only the lane's tail needs to know.
+                    rm.live &= !(1u64 << g.group);
                     continue;
-                };
-                let at = base + rm.pos + LIVE_OFF;
+                }
+                let at = mark_dead(media, base, rm, g.group);
                 if durable {
-                    store_mark(media, at, rm, live);
                     to_flush.push((at, 8));
                 } else {
                     uf.push(RecId {
@@ -1073,8 +1068,7 @@ impl<M: Media> Pool<M> {
         if durable {
             // Earlier lazy marks must be durable too (a superset of this round's
             // objects' marks: the list is not kept per object).
-            let drain = |uf: &mut Lazy, ids: &mut Vec<RecId>| uf.drain(|id| ids.push(*id));
-            self.store_taken(&mut uf, drain, |at| to_flush.push((at, 8)));
+            uf.drain(|id| to_flush.push((id.at, 8)));
             // With nothing to flush there is nothing to wait for: marks drained by
             // other rounds were fenced before they let go of the list. (An atomic op
             // through the pool on a word no transaction touched then costs only its
@@ -1112,13 +1106,13 @@ impl<M: Media> Pool<M> {
         self.heap.settle();
         LaneStats::add(&ls.behind, 1);
         LaneStats::add(&ls.behind_lines, u64::from(lines));
+        let media = self.media();
         let mut uf = self.coalescer.unflushed.lock();
         let lane = u32::from(g.lane);
         let base = self.area.log_off(lane);
         let mut recs = self.lanes[usize::from(g.lane)].recs.lock();
-        recs.clear_group(g.recno, g.group);
-        if let Some(rm) = recs.get(g.recno) {
-            let at = base + rm.pos + LIVE_OFF;
+        if let Some(rm) = recs.get_mut(g.recno) {
+            let at = mark_dead(media, base, rm, g.group);
             uf.push(RecId {
                 lane,
                 recno: g.recno,
@@ -1138,23 +1132,18 @@ impl<M: Media> Pool<M> {
         {
             let r = self.lanes[lane as usize].recs.lock();
             // Dead records a held-back tail has not passed yet come first.
-            let mut live = r
-                .recs
-                .iter()
-                .zip(r.live.iter().copied())
-                .skip_while(|&(_, l)| l == 0)
-                .peekable();
-            let Some(first) = live.peek().map(|(m, _)| m.pos) else {
+            let mut live = r.recs.iter().skip_while(|m| m.live == 0).peekable();
+            let Some(first) = live.peek().map(|m| m.pos) else {
                 return false;
             };
             let span = self.area.lane_bytes / 8;
-            'recs: for (m, l) in live {
+            'recs: for m in live {
                 let dist = (m.pos + self.area.lane_bytes - first) % self.area.lane_bytes;
                 if dist > span && !keys.is_empty() {
                     break;
                 }
                 for (g, &k) in m.keys.as_slice().iter().enumerate() {
-                    if l & (1 << g) != 0 && seen.insert(k) && keys.push(k).is_err() {
+                    if m.live & (1 << g) != 0 && seen.insert(k) && keys.push(k).is_err() {
                         break 'recs;
                     }
                 }
@@ -1164,54 +1153,6 @@ impl<M: Media> Pool<M> {
             return false;
         }
         self.coalesce_keys(&keys, Trigger::BackPressure, false) > 0
-    }
-
-    /// Takes marks out of the lazy list with `take`, stores their live words and hands
-    /// `flush` each word's pool offset (see [`Pool::store_marks`]). Returns whether it
-    /// took any.
-    fn store_taken(
-        &self,
-        uf: &mut Lazy,
-        take: impl FnOnce(&mut Lazy, &mut Vec<RecId>),
-        flush: impl FnMut(usize),
-    ) -> bool {
-        let mut ids = core::mem::take(&mut uf.scratch);
-        take(uf, &mut ids);
-        let any = !ids.is_empty();
-        self.store_marks(&ids, flush);
-        ids.clear();
-        uf.scratch = ids;
-        any
-    }
-
-    /// Stores the live words of the records `ids` names (their lanes' lists hold the
-    /// groups cleared so far) and hands `flush` each word's pool offset. Every record
-    /// named is still listed: a tail move drops records from its lane's list and
-    /// forgets their marks in one hold of the lazy list, which the caller holds.
-    fn store_marks(&self, ids: &[RecId], mut flush: impl FnMut(usize)) {
-        let media = self.media();
-        // The words are a lap of the log old, out of the cache: fetch them all first
-        // so that their misses overlap.
-        for id in ids {
-            media.prefetch_write(id.at);
-        }
-        let mut held: Option<(u32, spin::MutexGuard<'_, crate::log::LaneRecs>)> = None;
-        for id in ids {
-            if held.as_ref().is_none_or(|(lane, _)| *lane != id.lane) {
-                // One lane's list at a time (no order among them to keep).
-                drop(held.take());
-                held = Some((id.lane, self.lanes[id.lane as usize].recs.lock()));
-            }
-            let Some((_, recs)) = held.as_ref() else {
-                continue;
-            };
-            let rm = recs.get(id.recno).zip(recs.live(id.recno));
-            debug_assert!(rm.is_some(), "a lazy mark on a passed record: {id:?}");
-            if let Some((rm, live)) = rm {
-                store_mark(media, id.at, rm, live);
-                flush(id.at);
-            }
-        }
     }
 
     /// Moves lane `log`'s persisted tail over its dead records. A tail that passes a
@@ -1243,10 +1184,8 @@ impl<M: Media> Pool<M> {
             return false;
         }
         let media = self.media();
-        let pass = |uf: &mut Lazy, ids: &mut Vec<RecId>| {
-            uf.pass(log.idx, front, passed, |id| ids.push(*id));
-        };
-        if self.store_taken(&mut uf, pass, |at| media.flush(at, 8)) {
+        let flushed = uf.pass(log.idx, front, passed, |id| media.flush(id.at, 8));
+        if flushed {
             media.fence();
         }
         log.persist_tail(media, &self.area, vt);

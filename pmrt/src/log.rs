@@ -58,6 +58,8 @@ pub(crate) struct RecMeta {
     pub pos: usize,
     /// The record's sequence number (a lane's records are in sequence order).
     pub seq: u64,
+    /// Live groups (a cleared bit may not be durable yet: see `coalesce`).
+    pub live: u64,
     /// The record's live-word tag (written back with every mask change).
     pub tag: u64,
     /// The object of each group.
@@ -97,11 +99,6 @@ impl Keys {
 #[derive(Debug, Default)]
 pub(crate) struct LaneRecs {
     pub recs: VecDeque<RecMeta>,
-    /// Each listed record's live groups (a cleared bit may not be durable yet: see
-    /// `coalesce`), beside `recs` rather than in it: a round clears a bit of every
-    /// group it drains but reads the rest of an entry only for an object's newest
-    /// group, and these words are a seventh of the entries' memory.
-    pub live: VecDeque<u64>,
     /// Number of the front record (every record before it is dead and passed).
     pub front_recno: u64,
     /// Sequence number of the last record dropped from the front: a tail moved to the
@@ -110,58 +107,30 @@ pub(crate) struct LaneRecs {
 }
 
 impl LaneRecs {
-    /// Starts fetching record `recno`'s live mask for a later [`LaneRecs::clear_group`]
-    /// (old records' masks are out of the cache when coalescing reaches them), and
-    /// with `entry` its entry too (a mark reads its position and sequence number).
-    pub fn prefetch(&self, recno: u64, entry: bool) {
+    /// Starts fetching record `recno`'s entry for a later [`LaneRecs::get_mut`] (old
+    /// records' entries are long out of the cache when coalescing reaches them).
+    pub fn prefetch(&self, recno: u64) {
         let i = recno.checked_sub(self.front_recno).map(usize::try_from);
         if let Some(Ok(i)) = i {
-            if let Some(l) = self.live.get(i) {
-                arch::instr::prefetch_w(core::ptr::from_ref(l).cast());
-            }
-            if let Some(r) = self.recs.get(i).filter(|_| entry) {
+            if let Some(r) = self.recs.get(i) {
                 arch::instr::prefetch_w(core::ptr::from_ref(r).cast());
             }
         }
     }
 
-    /// The live groups of record `recno`, if still tracked.
-    pub fn live(&self, recno: u64) -> Option<u64> {
-        let i = recno.checked_sub(self.front_recno)?;
-        self.live.get(usize::try_from(i).ok()?).copied()
-    }
-
-    /// The live groups of record `recno`, if still tracked, to clear some.
-    pub fn live_mut(&mut self, recno: u64) -> Option<&mut u64> {
-        let i = recno.checked_sub(self.front_recno)?;
-        self.live.get_mut(usize::try_from(i).ok()?)
-    }
-
-    /// Clears group `group` of record `recno`, if still tracked; returns the groups
-    /// left live.
-    pub fn clear_group(&mut self, recno: u64, group: u8) -> Option<u64> {
-        let live = self.live_mut(recno)?;
-        *live &= !(1u64 << group);
-        Some(*live)
-    }
-
     /// The record numbered `recno`, if still tracked.
-    pub fn get(&self, recno: u64) -> Option<&RecMeta> {
+    pub fn get_mut(&mut self, recno: u64) -> Option<&mut RecMeta> {
         let i = recno.checked_sub(self.front_recno)?;
-        self.recs.get(usize::try_from(i).ok()?)
+        self.recs.get_mut(usize::try_from(i).ok()?)
     }
 
     /// Drops dead records from the front while they are older than `limit` (a
     /// sequence number; `u64::MAX`: every dead one). Only a tail move does this: a
     /// record stays listed until the tail that passes it is about to persist.
     pub fn pop_passable(&mut self, limit: u64) {
-        while let Some(r) = self.recs.front().filter(|r| r.seq < limit) {
-            if self.live.front() != Some(&0) {
-                break;
-            }
+        while let Some(r) = self.recs.front().filter(|r| r.live == 0 && r.seq < limit) {
             self.passed_seq = r.seq;
             self.recs.pop_front();
-            self.live.pop_front();
             self.front_recno += 1;
         }
     }
@@ -174,7 +143,7 @@ impl LaneRecs {
     /// Whether the front record is dead (a tail held back by [`LaneRecs::pop_passable`]'s
     /// limit stopped there).
     pub fn front_dead(&self) -> bool {
-        self.live.front() == Some(&0)
+        self.recs.front().is_some_and(|r| r.live == 0)
     }
 
     /// Where the front record starts, or `head` when none is listed.
@@ -388,10 +357,10 @@ impl LaneLog {
         r.recs.push_back(RecMeta {
             pos: self.head,
             seq,
+            live: live & record::LIVE_MASK,
             tag: live & !record::LIVE_MASK,
             keys: Keys::new(keys),
         });
-        r.live.push_back(live & record::LIVE_MASK);
         recno
     }
 

@@ -1058,8 +1058,8 @@ impl<M: Media> Tx<'_, M> {
             fences += 1;
             let mut recs = self.lane.recs.lock();
             for &(recno, _) in &s.undo_recs {
-                if let Some(l) = recs.live_mut(recno) {
-                    *l = 0;
+                if let Some(r) = recs.get_mut(recno) {
+                    r.live = 0;
                 }
             }
         }
